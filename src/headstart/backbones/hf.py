@@ -1,0 +1,165 @@
+"""Backbones from Hugging Face ``transformers``: a hub id or a local folder, text or vision.
+
+``hf:sentence-transformers/all-MiniLM-L6-v2`` or ``hf:/path/to/folder``. Text encoders pool as the
+folder's sentence-transformers config says (``1_Pooling/config.json``, ``modules.json``), else by
+masked mean. Vision encoders (ViT, DINOv2, ConvNeXt, ResNet, ...) use the model's pooled output,
+or the CLS token when there is none; preprocessing comes from the folder's image-processor config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BackboneError
+from ._groups import layerwise_groups
+from .base import Backbone, BackboneCard, InputSpec, preprocess_images
+
+def _read_json(folder: str, *parts: str) -> dict[str, Any] | list[Any] | None:
+    path = os.path.join(folder, *parts)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    return None
+
+
+def _local_folder(model_id: str) -> str | None:
+    """The folder holding the files: the id itself when it is a folder, else the hub cache."""
+    if os.path.isdir(model_id):
+        return model_id
+    try:  # already downloaded? (does not touch the network)
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model_id, local_files_only=True)
+    except Exception:
+        return None
+
+
+class HFBackbone(Backbone):
+    """A transformers ``AutoModel`` behind the backbone contract."""
+
+    def __init__(self, model_id: str, *, name: str | None = None, max_length: int | None = None,
+                 license: str = "see model card", source: str | None = None) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            config = AutoConfig.from_pretrained(model_id)
+        except OSError as exc:
+            raise BackboneError(
+                f"Cannot load the Hugging Face model '{model_id}': {exc}".split("\n")[0],
+                fix="check the hub id or folder path; offline, pass a local folder (hf:/path/to/model).",
+            ) from None
+        self.model_id = model_id
+        self.model = AutoModel.from_pretrained(model_id).eval()
+        folder = _local_folder(model_id)
+        # Vision configs carry image/channel sizes and no vocabulary; text configs the opposite.
+        vision = not hasattr(config, "vocab_size") and (
+            hasattr(config, "num_channels") or hasattr(config, "image_size"))
+        name = name or f"hf:{model_id}"
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if vision:
+            self.modality = "image"
+            spec = self._vision_spec(model_id, config)
+            dim = self._vision_dim(config)
+            self.tokenizer = None
+            self.pooling, self.normalize = "pooler", False
+        else:
+            from transformers import AutoTokenizer
+
+            self.modality = "text"
+            self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+            self.pooling, self.normalize, st_len = self._sentence_transformers_pooling(folder)
+            limit = min(x for x in (max_length, st_len, getattr(self.tokenizer, "model_max_length", None),
+                                    getattr(config, "max_position_embeddings", None)) if x)
+            spec = InputSpec(max_length=int(limit))
+            dim = int(config.hidden_size)
+        self.card = BackboneCard(
+            name=name, modality=self.modality, feature_dim=dim, source=source or f"Hugging Face {model_id}",
+            license=license, input=spec, num_params=n_params,
+            description=f"{config.model_type} encoder via transformers AutoModel, {self.pooling} pooling",
+            extra={"model_type": config.model_type, "normalize": self.normalize},
+        )
+
+    # -- configuration helpers -------------------------------------------------------------
+    @staticmethod
+    def _sentence_transformers_pooling(folder: str | None) -> tuple[str, bool, int | None]:
+        if folder is None:
+            return "mean", False, None
+        modules = _read_json(folder, "modules.json") or []
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)  # type: ignore[union-attr]
+        pooling = "mean"
+        for m in modules:  # type: ignore[union-attr]
+            if m.get("type", "").endswith("Pooling"):
+                cfg = _read_json(folder, m.get("path", ""), "config.json") or {}
+                if cfg.get("pooling_mode_cls_token"):  # type: ignore[union-attr]
+                    pooling = "cls"
+                elif cfg.get("pooling_mode_max_tokens"):  # type: ignore[union-attr]
+                    pooling = "max"
+        st = _read_json(folder, "sentence_bert_config.json") or {}
+        return pooling, normalize, st.get("max_seq_length")  # type: ignore[union-attr]
+
+    @staticmethod
+    def _vision_spec(model_id: str, config: Any) -> InputSpec:
+        from transformers.utils import cached_file
+
+        path = cached_file(model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        proc: dict[str, Any] = {}
+        if path:  # without one, fall back to the model config and [-1, 1] scaling
+            with open(path, encoding="utf-8") as fh:
+                proc = json.load(fh)
+        size = proc.get("crop_size") or proc.get("size") or getattr(config, "image_size", 224)
+        if isinstance(size, dict):
+            size = size.get("height") or size.get("shortest_edge") or 224
+        crop_pct = proc.get("crop_pct") or 1.0
+        if proc.get("do_center_crop") and isinstance(proc.get("size"), dict) and "shortest_edge" in proc["size"]:
+            crop_pct = int(size) / proc["size"]["shortest_edge"]
+        resample = {2: "bilinear", 3: "bicubic", 0: "nearest"}.get(proc.get("resample", 2), "bilinear")
+        return InputSpec(image_size=int(size), crop_pct=float(min(crop_pct, 1.0)),
+                         mean=tuple(proc.get("image_mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+                         std=tuple(proc.get("image_std", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+                         interpolation=resample)
+
+    @staticmethod
+    def _vision_dim(config: Any) -> int:
+        if getattr(config, "hidden_sizes", None):  # ConvNeXt, ResNet
+            return int(config.hidden_sizes[-1])
+        return int(config.hidden_size)
+
+    # -- the contract --------------------------------------------------------------------
+    def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if self.modality == "image":
+            return {"pixel_values": preprocess_images(items, self.card.input)}
+        assert self.tokenizer is not None
+        enc = self.tokenizer(list(items), padding=True, truncation=True,
+                             max_length=self.card.input.max_length, return_tensors="pt")
+        return {k: enc[k] for k in ("input_ids", "attention_mask") if k in enc}
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(**inputs)
+        if self.modality == "image":
+            pooled = getattr(out, "pooler_output", None)
+            feats = pooled if pooled is not None else out.last_hidden_state[:, 0]
+            return feats.flatten(1)
+        return pool_tokens(out.last_hidden_state, inputs["attention_mask"], self.pooling, self.normalize)
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        return layerwise_groups(self.model)
+
+
+def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """Masked mean / max / CLS pooling of token states ``[N, L, D]`` -> ``[N, D]``."""
+    if pooling == "cls":
+        feats = hidden[:, 0]
+    elif pooling == "max":
+        feats = hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).amax(1)
+    else:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        feats = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return F.normalize(feats, dim=-1) if normalize else feats
