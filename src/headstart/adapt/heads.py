@@ -1,0 +1,45 @@
+"""Classification heads, rebuilt from a small JSON spec stored in the artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class LinearHead(nn.Linear):
+    """Logits = features @ W.T + b, on raw (unstandardised) features."""
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "linear", "in_features": self.in_features, "num_classes": self.out_features}
+
+
+class MLPHead(nn.Module):
+    """Standardise -> Linear -> GELU -> Dropout -> Linear."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 512, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("std", torch.ones(in_features))
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self._dims = (in_features, num_classes, hidden, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return self.fc2(self.drop(nn.functional.gelu(self.fc1(x))))
+
+    def spec(self) -> dict[str, Any]:
+        d, k, h, p = self._dims
+        return {"type": "mlp", "in_features": d, "num_classes": k, "hidden": h, "dropout": p}
+
+
+def build_head(spec: dict[str, Any]) -> nn.Module:
+    kind = spec.get("type")
+    if kind == "linear":
+        return LinearHead(int(spec["in_features"]), int(spec["num_classes"]))
+    if kind == "mlp":
+        return MLPHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]), float(spec["dropout"]))
+    raise ValueError(f"unknown head type {kind!r}")

@@ -1,0 +1,139 @@
+"""The high-level one-liners, built only from the public lower-level parts.
+
+``fit`` = load -> validate -> split -> backbone -> cached features -> strategy -> evaluate against
+the baseline -> (save artifact + transfer card). ``fit`` always starts from the pre-trained weights.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .adapt import STRATEGIES, StrategyInputs, make_config
+from .backbones import create_backbone
+from .data import Dataset, load_data, split, validate
+from .errors import BackboneError, DataError
+from .evaluate.baselines import baseline_proba
+from .evaluate.metrics import classification_metrics
+from .features import extract_features, pick_device
+from .model import TransferModel
+
+DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
+
+
+def encode_labels(labels: list[str] | None, label_names: list[str], where: str) -> np.ndarray:
+    index = {n: i for i, n in enumerate(label_names)}
+    if labels is None:
+        raise DataError(f"{where} has no labels.", fix="give labelled data for training and evaluation.")
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"{where} has label(s) the model does not know: {', '.join(unknown[:10])}.",
+                        fix=f"the model's labels are: {', '.join(label_names)}.")
+    return np.array([index[x] for x in labels], dtype=np.int64)
+
+
+def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
+        out: str | Path | None = None, val: float = 0.15, test: float = 0.2, seed: int = 0,
+        image_size: int | None = None, max_length: int | None = None, cache_dir: str | Path | None = None,
+        use_cache: bool = True, device: str | None = None, batch_size: int = 64, baseline: bool = True,
+        progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
+        label_column: str | None = None, split_column: str | None = None,
+        log: Callable[[str], None] | None = None) -> TransferModel:
+    """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
+
+    ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
+    :class:`Dataset`, or texts / image arrays with ``labels``. ``options`` go to the strategy's
+    config (e.g. ``{"head": "mlp"}`` for the linear probe); unknown options are an error.
+    """
+    say = log or (lambda msg: None)
+    config = make_config(strategy, **(options or {}))
+    t0 = time.perf_counter()
+    dataset = load_data(data, labels=labels, text_column=text_column, label_column=label_column,
+                        split_column=split_column)
+    report = validate(dataset)
+    for finding in report.findings:
+        if finding.level != "info":
+            say(f"[{finding.level}] {finding.line(limit=3)}")
+    report.raise_for_errors()
+    parts = split(dataset, val=val, test=test, seed=seed)
+    label_names = dataset.label_names
+    say(f"Data: {len(dataset)} {dataset.modality}s, {len(label_names)} classes; "
+        + ", ".join(f"{k} {v}" for k, v in parts.sizes().items()))
+
+    name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    bb = create_backbone(name, image_size=image_size, max_length=max_length)
+    if bb.card.modality != dataset.modality:
+        raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but the data holds {dataset.modality}s.",
+                            fix=f"use a {dataset.modality} backbone, e.g. {DEFAULT_BACKBONES[dataset.modality]}.")
+    dev = pick_device(device)
+    say(f"Backbone: {bb.card.name} ({bb.card.num_params / 1e6:.1f} M parameters) on {dev}")
+    t1 = time.perf_counter()
+    feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
+                                 batch_size=batch_size, device=dev, progress=progress)
+             for s in ("train", "val", "test")}
+    t2 = time.perf_counter()
+    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{dataset.source} [{s}]") for s in feats}
+    entry = STRATEGIES.get(strategy)
+    head, chosen, trained = entry.run(bb, StrategyInputs(feats, ys, len(label_names), dev, seed), config)
+    t3 = time.perf_counter()
+    model = TransferModel(bb, head, label_names, backbone_trained=trained)
+    test_metrics = classification_metrics(ys["test"], model.proba_from_features(feats["test"]), label_names)
+    metrics: dict[str, Any] = {"test": test_metrics}
+    if baseline:
+        say("Baseline: training the no-transfer reference on the same split")
+        bproba, binfo = baseline_proba(parts.train, parts.val, parts.test, ys["train"], ys["val"],
+                                       len(label_names), seed=seed)
+        btest = classification_metrics(ys["test"], bproba, label_names)
+        metrics["baseline"] = {**binfo, "test": btest}
+        metrics["transfer_gain"] = {k: test_metrics[k] - btest[k] for k in ("accuracy", "macro_f1")}
+    t4 = time.perf_counter()
+    model.info = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0].endswith("headstart") else
+        f"headstart.fit({dataset.source!r}, backbone={name!r}, strategy={strategy!r}, seed={seed})",
+        "seed": seed,
+        "strategy": {"type": strategy, "config": config.to_dict(),
+                     "chosen": {k: v for k, v in chosen.items() if k in ("C", "best_epoch")}, "details": chosen},
+        "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
+                 "class_counts": report.class_counts, "splits": parts.sizes(),
+                 "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
+                 "findings": report.to_dict()["findings"]},
+        "metrics": metrics,
+        "timings_s": {"load_and_check": round(t1 - t0, 3), "features": round(t2 - t1, 3),
+                      "strategy": round(t3 - t2, 3), "evaluate_and_baseline": round(t4 - t3, 3)},
+    }
+    if out is not None:
+        model.save(out)
+        say(f"Saved the model to {out}")
+    return model
+
+
+def load(path: str | Path) -> TransferModel:
+    """Load a saved model folder; its predictions equal those of the model that was saved."""
+    from .export.artifact import load_model
+
+    return load_model(path)
+
+
+def evaluate(model: TransferModel | str | Path, data: Any, *, labels: Any = None, batch_size: int = 64,
+             device: str | None = None, progress: bool = True, text_column: str | None = None,
+             label_column: str | None = None) -> dict[str, Any]:
+    """Score a model on labelled data (all of it: no splitting)."""
+    if not isinstance(model, TransferModel):
+        model = load(model)
+    dataset = data if isinstance(data, Dataset) else load_data(data, labels=labels, text_column=text_column,
+                                                                  label_column=label_column)
+    report = validate(dataset, require_labels=True, min_per_class=1)
+    blocking = [f for f in report.errors if f.code not in ("single-class",)]
+    if blocking:
+        report.findings = blocking
+        report.raise_for_errors()
+    y = encode_labels(dataset.labels, model.label_names, dataset.source)
+    proba = model.predict_proba(dataset, batch_size=batch_size, device=device, progress=progress)
+    return classification_metrics(y, proba, model.label_names)

@@ -1,0 +1,154 @@
+"""Batched feature extraction with an on-disk cache keyed by content.
+
+The cache key has three parts: the backbone's weights (a fingerprint of its tensors), its
+preprocessing (the card's input spec), and each item's content hash. Features are stored per item,
+so a new split, a subset or a superset of data seen before only runs the backbone on new items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones.base import Backbone
+from .data.dataset import Dataset
+from .progress import progress_bar
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart")) / "features"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def weights_fingerprint(backbone: Backbone) -> str:
+    """SHA-256 over every parameter and buffer (names, shapes, bytes), or the card for ONNX models."""
+    h = hashlib.sha256(backbone.card.name.encode())
+    tensors = dict(backbone.state_dict())
+    if not tensors:
+        h.update(backbone.card.source.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def cache_key(backbone: Backbone) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.card.name)[-60:]
+    return f"{safe}-{backbone.card.preprocessing_key()}-{weights_fingerprint(backbone)}"
+
+
+class FeatureCache:
+    """Append-only shards of (content hash, feature row) per backbone key, as safetensors."""
+
+    def __init__(self, root: str | Path, key: str) -> None:
+        self.folder = Path(root) / key
+
+    def load(self) -> dict[str, np.ndarray]:
+        from safetensors.numpy import load_file
+
+        table: dict[str, np.ndarray] = {}
+        if not self.folder.is_dir():
+            return table
+        for shard in sorted(self.folder.glob("shard-*.safetensors")):
+            try:
+                data = load_file(str(shard))
+            except Exception:  # a damaged shard is only a cache miss
+                continue
+            for h, row in zip(data["hashes"], data["features"]):
+                table[bytes(h).hex()] = row
+        return table
+
+    def add(self, hashes: Sequence[str], features: np.ndarray) -> None:
+        from safetensors.numpy import save_file
+
+        if not len(hashes):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arr = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=np.uint8).reshape(len(hashes), 32)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".tmp")
+        os.close(fd)
+        save_file({"hashes": arr, "features": np.ascontiguousarray(features, dtype=np.float32)}, tmp)
+        os.replace(tmp, self.folder / f"shard-{hashes[0][:16]}-{len(hashes)}.safetensors")
+
+
+def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size: int) -> Iterator[tuple[list[int], dict]]:
+    """Preprocess the next batch on a worker thread while the model runs on the current one."""
+    chunks = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+    def prepare(idx: list[int]) -> tuple[list[int], dict]:
+        return idx, backbone.preprocess([data.load(i) for i in idx])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(prepare, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            assert pending is not None
+            current = pending.result()
+            pending = pool.submit(prepare, chunks[k + 1]) if k + 1 < len(chunks) else None
+            yield current
+
+
+@torch.inference_mode()
+def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, batch_size: int = 64,
+                 device: torch.device | None = None, progress: bool = True,
+                 description: str = "Extracting features") -> np.ndarray:
+    """Features for ``data[indices]`` (no cache). Texts are sorted by length to cut padding."""
+    device = device or pick_device()
+    backbone.eval().to(device)
+    image = backbone.card.modality == "image"
+    if image:  # NHWC is faster for convolutions on CPU and GPU alike (measured 1.8x on 2 CPU cores)
+        backbone.to(memory_format=torch.channels_last)
+        order = list(indices)
+    else:
+        order = sorted(indices, key=lambda i: len(data.items[i]))
+    out = np.empty((len(data), backbone.card.feature_dim), dtype=np.float32)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with progress_bar(description, total=len(order), enabled=progress) as advance:
+        for idx, inputs in _batches(data, order, backbone, batch_size):
+            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            if image and "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+            with autocast:
+                feats = backbone(**inputs)
+            out[idx] = feats.float().cpu().numpy()
+            advance(len(idx))
+    return out[list(indices)]
+
+
+def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path | None = None,
+                     use_cache: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
+                     progress: bool = True) -> np.ndarray:
+    """``[len(data), feature_dim]`` float32 features, from the cache where possible."""
+    if data.modality != backbone.card.modality:
+        from .errors import BackboneError
+
+        raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
+                            f"{data.source} holds {data.modality}s.",
+                            fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
+    dev = pick_device(device)
+    if not use_cache:
+        return run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress)
+    cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone))
+    known = cache.load()
+    hashes = data.content_hashes()
+    missing = sorted({h: i for i, h in enumerate(hashes) if h not in known}.values())
+    if missing:
+        new = run_backbone(backbone, data, missing, batch_size=batch_size, device=dev, progress=progress)
+        new_hashes = [hashes[i] for i in missing]
+        cache.add(new_hashes, new)
+        known.update(zip(new_hashes, new))
+    return np.stack([known[h] for h in hashes]).astype(np.float32, copy=False)

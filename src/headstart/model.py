@@ -1,0 +1,75 @@
+"""``TransferModel``: a backbone and a head, with the labels and the record of how it was made."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones.base import Backbone
+from .data.dataset import Dataset
+from .data.readers import load_data
+from .errors import DataError
+
+
+class TransferModel:
+    """Predicts class probabilities for raw inputs (texts, image paths, arrays or a Dataset).
+
+    ``info`` is the JSON-able record written to ``headstart.json`` (strategy, metrics, data...).
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, label_names: Sequence[str],
+                 info: dict[str, Any] | None = None, backbone_trained: bool = False) -> None:
+        self.backbone = backbone.eval()
+        self.head = head.eval()
+        self.label_names = list(label_names)
+        self.info = info or {}
+        self.backbone_trained = backbone_trained
+
+    @property
+    def modality(self) -> str:
+        return self.backbone.card.modality
+
+    def _as_dataset(self, inputs: Any) -> Dataset:
+        if isinstance(inputs, Dataset):
+            data = inputs
+        elif isinstance(inputs, (str, Path)):
+            data = load_data(inputs, labelled=False)
+        else:
+            data = load_data(list(inputs) if not isinstance(inputs, np.ndarray) else inputs,
+                             modality="image" if self.modality == "image" else None)
+        if data.modality != self.modality:
+            raise DataError(f"This model takes {self.modality}s but got {data.modality}s from {data.source}.")
+        return data
+
+    def features(self, inputs: Any, *, cache_dir: str | Path | None = None, use_cache: bool = False,
+                 batch_size: int = 64, device: str | None = None, progress: bool = False) -> np.ndarray:
+        from .features import extract_features
+
+        return extract_features(self.backbone, self._as_dataset(inputs), cache_dir=cache_dir, use_cache=use_cache,
+                                batch_size=batch_size, device=device, progress=progress)
+
+    @torch.inference_mode()
+    def proba_from_features(self, feats: np.ndarray) -> np.ndarray:
+        head = self.head.cpu().eval()
+        return head(torch.as_tensor(feats, dtype=torch.float32)).float().softmax(1).numpy()
+
+    def predict_proba(self, inputs: Any, **kwargs: Any) -> np.ndarray:
+        """``[N, num_classes]`` probabilities, columns in ``label_names`` order."""
+        return self.proba_from_features(self.features(inputs, **kwargs))
+
+    def predict(self, inputs: Any, **kwargs: Any) -> list[str]:
+        return [self.label_names[i] for i in self.predict_proba(inputs, **kwargs).argmax(1)]
+
+    def save(self, path: str | Path) -> Path:
+        from .export.artifact import save_model
+
+        return save_model(self, path)
+
+    def __repr__(self) -> str:
+        return (f"TransferModel(backbone={self.backbone.card.name!r}, "
+                f"strategy={self.info.get('strategy', {}).get('type')!r}, classes={len(self.label_names)})")

@@ -1,0 +1,79 @@
+"""The transfer card: what was reused, on what data, how, and what it bought (Markdown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _floats(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def gain_sentence(gain: float, baseline_name: str) -> str:
+    points = 100 * gain
+    if gain < 0:
+        return (f"WARNING: negative transfer. The pre-trained backbone is {-points:.1f} points *worse* than "
+                f"the baseline ({baseline_name}). Prefer the baseline, or try another backbone or strategy.")
+    return f"Transfer gain: {points:+.1f} accuracy points over the baseline ({baseline_name})."
+
+
+def render_card(meta: dict[str, Any]) -> str:
+    card = meta["backbone"]["card"]
+    data = meta.get("data", {})
+    strategy = meta.get("strategy", {})
+    metrics = meta.get("metrics", {})
+    test = metrics.get("test", {})
+    base = metrics.get("baseline", {})
+    base_test = base.get("test", {})
+    spec = card["input"]
+    if card["modality"] == "image":
+        prep = (f"resize shorter side to {round(spec['image_size'] / spec['crop_pct'])} px ({spec['interpolation']}), "
+                f"centre-crop {spec['image_size']} px, normalise mean {_floats(spec['mean'])} std {_floats(spec['std'])}")
+    else:
+        prep = f"tokenise, truncate at {spec['max_length']} tokens"
+    lines = [
+        f"# Transfer card: {card['name']} -> {len(meta['labels'])} classes",
+        "",
+        "## What was reused",
+        f"- Backbone: **{card['name']}** ({card['description']})",
+        f"- Source: {card['source']}; licence: {card['license']}",
+        f"- Parameters: {card['num_params']:,}; feature dimension: {card['feature_dim']}",
+        f"- Preprocessing (travels with the weights): {prep}",
+        f"- Backbone weights were {'fine-tuned' if meta['backbone']['trained'] else 'kept frozen'} "
+        f"(fingerprint `{meta['backbone']['fingerprint']}`)",
+        "",
+        "## On what data",
+        f"- Source: `{data.get('source', '?')}` ({data.get('modality', card['modality'])}, {data.get('n', '?')} examples)",
+        f"- Classes: {', '.join(f'{k} ({v})' for k, v in data.get('class_counts', {}).items())}",
+        f"- Splits: {', '.join(f'{k} {v}' for k, v in data.get('splits', {}).items())} (seed {meta.get('seed', '?')}, "
+        f"{data.get('split_source', 'stratified')})",
+    ]
+    for f in data.get("findings", []):
+        if f["level"] != "info":
+            lines.append(f"- Data {f['level']}: {f['message']}")
+    lines += ["", "## How", f"- Strategy: **{strategy.get('type', '?')}**"]
+    for key, value in strategy.get("chosen", {}).items():
+        lines.append(f"- Chosen {key}: {value}")
+    if strategy.get("reasons"):
+        lines += [f"- Why: {r}" for r in strategy["reasons"]]
+    lines += ["", "## What it bought (held-out test split)", "",
+              "| | accuracy | macro-F1 | ECE |", "|---|---|---|---|",
+              f"| this model | {_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {test.get('ece', float('nan')):.3f} |"]
+    if base_test:
+        lines.append(f"| baseline: {base.get('name')} | {_pct(base_test.get('accuracy'))} | "
+                     f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
+        lines += ["", gain_sentence(metrics["transfer_gain"]["accuracy"], base.get("name", "baseline"))]
+    if test.get("per_class"):
+        lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for name, s in test["per_class"].items():
+            lines.append(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+    versions = meta.get("versions", {})
+    lines += ["", "## Limits", "- Scores come from one held-out split of the data above; data from another "
+              "source (camera, hospital, period) can score lower. Check with `headstart eval` on such data.",
+              "", "## Reproduce", f"- `{meta.get('command', 'headstart fit ...')}`",
+              f"- Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
+    return "\n".join(lines)
