@@ -1,0 +1,61 @@
+"""``headstart`` command line: one module per command, each a thin call into the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import backbones, check, demo, evaluate, fit, predict
+
+EPILOG = """\b
+Examples:
+  headstart demo                                   # the whole pipeline on built-in MNIST digits
+  headstart check photos/                          # validate a folder of images (one sub-folder per class)
+  headstart fit tickets.csv --out runs/tickets     # linear probe on minilm-l6 (text) features
+  headstart predict runs/tickets new.csv -o predictions.csv
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="headstart")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Transfer learning for small labelled data sets: reuse a pre-trained network, measure what it buys."""
+    ctx.obj = {"debug": debug}
+
+
+for module in (check, fit, evaluate, predict, backbones, demo):
+    cli.add_command(module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # The CLI owns the terminal: rich progress bars are ours, so silence the hub/transformers ones.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from ..errors import HeadstartError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="headstart", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted; nothing was overwritten.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HeadstartError as exc:
+        if debug:
+            raise
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing was overwritten.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
