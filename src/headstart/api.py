@@ -17,7 +17,7 @@ import numpy as np
 
 from .adapt import STRATEGIES, StrategyInputs, make_config
 from .backbones import create_backbone
-from .data import Dataset, load_data, split, validate
+from .data import Dataset, Splits, load_data, split, validate
 from .errors import BackboneError, DataError
 from .evaluate.baselines import baseline_proba
 from .evaluate.metrics import classification_metrics
@@ -36,6 +36,24 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
         raise DataError(f"{where} has label(s) the model does not know: {', '.join(unknown[:10])}.",
                         fix=f"the model's labels are: {', '.join(label_names)}.")
     return np.array([index[x] for x in labels], dtype=np.int64)
+
+
+def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
+                cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
+                device: Any = None, progress: bool = True, seed: int = 0
+                ) -> tuple[TransferModel, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any], float]:
+    """Features for every split (through the cache), then the strategy. Shared by ``fit`` and
+    :class:`~headstart.sklearn.TransferClassifier`. Returns the model, features, labels, what the
+    strategy chose, and the time when feature extraction ended."""
+    dev = pick_device(device)
+    feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
+                                 batch_size=batch_size, device=dev, progress=progress)
+             for s in ("train", "val", "test")}
+    t_features = time.perf_counter()
+    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{parts.train.source} [{s}]") for s in feats}
+    entry = STRATEGIES.get(strategy)
+    head, chosen, trained = entry.run(bb, StrategyInputs(feats, ys, len(label_names), dev, seed), config)
+    return TransferModel(bb, head, label_names, backbone_trained=trained), feats, ys, chosen, t_features
 
 
 def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
@@ -74,15 +92,10 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     dev = pick_device(device)
     say(f"Backbone: {bb.card.name} ({bb.card.num_params / 1e6:.1f} M parameters) on {dev}")
     t1 = time.perf_counter()
-    feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
-                                 batch_size=batch_size, device=dev, progress=progress)
-             for s in ("train", "val", "test")}
-    t2 = time.perf_counter()
-    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{dataset.source} [{s}]") for s in feats}
-    entry = STRATEGIES.get(strategy)
-    head, chosen, trained = entry.run(bb, StrategyInputs(feats, ys, len(label_names), dev, seed), config)
+    model, feats, ys, chosen, t2 = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
+                                               use_cache=use_cache, batch_size=batch_size, device=dev,
+                                               progress=progress, seed=seed)
     t3 = time.perf_counter()
-    model = TransferModel(bb, head, label_names, backbone_trained=trained)
     test_metrics = classification_metrics(ys["test"], model.proba_from_features(feats["test"]), label_names)
     metrics: dict[str, Any] = {"test": test_metrics}
     if baseline:

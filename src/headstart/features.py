@@ -139,6 +139,8 @@ def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path
         raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
                             f"{data.source} holds {data.modality}s.",
                             fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
+    if len(data) == 0:
+        return np.empty((0, backbone.card.feature_dim), dtype=np.float32)
     dev = pick_device(device)
     if not use_cache:
         return run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress)

@@ -13,7 +13,7 @@ from typing import Literal
 from PIL import Image
 
 from ..errors import DataError
-from .dataset import Dataset
+from .dataset import SPLITS, Dataset
 
 Level = Literal["error", "warning", "info"]
 
@@ -92,7 +92,8 @@ def validate(data: Dataset, *, test: Dataset | None = None, require_labels: bool
         _check_labels(data, add, min_per_class, few_per_class, imbalance_ratio)
     _check_duplicates(data, add)
     if data.splits is not None:
-        parts = {s: [i for i, v in enumerate(data.splits) if v == s] for s in sorted(set(data.splits))}
+        present = set(data.splits)
+        parts = {s: [i for i, v in enumerate(data.splits) if v == s] for s in SPLITS if s in present}
         _check_between(data, parts, add)
     if test is not None:
         joined = Dataset(data.modality, data.items + test.items,

@@ -1,0 +1,74 @@
+"""Feature extraction and the content-keyed cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from headstart.backbones import create_backbone
+from headstart.data import from_arrays
+from headstart.features import extract_features, weights_fingerprint
+
+
+class CountingBackbone:
+    """Wraps a backbone's forward to count the items it really runs on."""
+
+    def __init__(self, backbone) -> None:
+        self.count = 0
+        self.backbone = backbone
+        original = backbone.forward
+
+        def forward(**inputs):
+            self.count += next(iter(inputs.values())).shape[0]
+            return original(**inputs)
+
+        backbone.forward = forward
+
+
+def test_second_extraction_hits_the_cache_and_subsets_reuse_it(tmp_path, bbc_small) -> None:
+    bb = create_backbone("minilm-l6", max_length=64)
+    counter = CountingBackbone(bb)
+    data = bbc_small.subset(range(40))
+    first = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    assert counter.count == 40
+    again = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    assert counter.count == 40 and np.array_equal(first, again)
+    # A different subset overlapping the first runs the backbone only on the 10 new items.
+    more = extract_features(bb, bbc_small.subset(range(30, 50)), cache_dir=tmp_path, progress=False)
+    assert counter.count == 50
+    assert np.array_equal(more[:10], first[30:40])
+    # Cached features equal freshly computed ones, in the data's order (texts are length-sorted inside).
+    fresh = extract_features(bb, data, use_cache=False, progress=False)
+    assert np.allclose(fresh, first, atol=1e-5)
+
+
+def test_cache_key_follows_weights_and_preprocessing(tmp_path) -> None:
+    data = from_arrays(["alpha beta", "gamma delta"], ["a", "b"])
+    bb = create_backbone("minilm-l6", max_length=64)
+    before = weights_fingerprint(bb)
+    f1 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        bb.model.embeddings.word_embeddings.weight.mul_(1.5)  # "fine-tuned" weights
+    assert weights_fingerprint(bb) != before
+    f2 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    assert not np.allclose(f1, f2), "changed weights must not be served stale cached features"
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_damaged_cache_shard_is_only_a_miss(tmp_path) -> None:
+    data = from_arrays(["one text", "another text"], ["a", "b"])
+    bb = create_backbone("minilm-l6", max_length=32)
+    f1 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    for shard in tmp_path.rglob("shard-*.safetensors"):
+        shard.write_bytes(b"garbage")
+    f2 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    assert np.allclose(f1, f2, atol=1e-5)
+
+
+def test_modality_mismatch_is_a_clear_error(lite0) -> None:
+    import pytest
+
+    from headstart.errors import BackboneError
+
+    with pytest.raises(BackboneError, match="takes images but .* holds texts.*pick a text backbone"):
+        extract_features(lite0, from_arrays(["a text"], ["x"]), progress=False)
