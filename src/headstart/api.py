@@ -6,8 +6,6 @@ the baseline -> (save artifact + transfer card). ``fit`` always starts from the 
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,12 +60,13 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         use_cache: bool = True, device: str | None = None, batch_size: int = 64, baseline: bool = True,
         progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
         label_column: str | None = None, split_column: str | None = None,
-        log: Callable[[str], None] | None = None) -> TransferModel:
+        log: Callable[[str], None] | None = None, command: str | None = None) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
     :class:`Dataset`, or texts / image arrays with ``labels``. ``options`` go to the strategy's
     config (e.g. ``{"head": "mlp"}`` for the linear probe); unknown options are an error.
+    ``command`` is recorded in the transfer card as the way to reproduce the run.
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
@@ -108,8 +107,8 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     t4 = time.perf_counter()
     model.info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0].endswith("headstart") else
-        f"headstart.fit({dataset.source!r}, backbone={name!r}, strategy={strategy!r}, seed={seed})",
+        "command": command or f"headstart.fit({dataset.source!r}, backbone={name!r}, strategy={strategy!r}, "
+                              f"seed={seed})",
         "seed": seed,
         "strategy": {"type": strategy, "config": config.to_dict(),
                      "chosen": {k: v for k, v in chosen.items() if k in ("C", "best_epoch")}, "details": chosen},

@@ -15,6 +15,9 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
+    from rich.console import Console
+
+    # stderr: standard output may be data (predict writes CSV there).
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)

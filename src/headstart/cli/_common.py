@@ -8,8 +8,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+import sys
+
+# Piped output (files, CI logs, tests) gets a wide console so tables are not cut to 80 columns.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -19,4 +22,6 @@ def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def log(message: str) -> None:
-    console.print(f"[dim]•[/dim] {message}")
+    from rich.markup import escape
+
+    console.print(f"[dim]•[/dim] {escape(message)}")

@@ -25,6 +25,7 @@ Examples:
 def command(data: str, test_data: str | None, split_column: str | None, as_json: bool,
             text_column: str | None, label_column: str | None) -> None:
     """Validate DATA (an image folder or a CSV / TSV / JSONL / Parquet table); exit 1 on errors."""
+    from rich.markup import escape
     from rich.table import Table
 
     from ..data import load_data, validate
@@ -35,10 +36,10 @@ def command(data: str, test_data: str | None, split_column: str | None, as_json:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        out.print(f"[bold]{report.source}[/bold]: {report.n_items} {report.modality}s, "
+        out.print(f"[bold]{escape(report.source)}[/bold]: {report.n_items} {report.modality}s, "
                   f"{len(report.class_counts)} classes")
         if report.class_counts:
-            out.print("  " + ", ".join(f"{k}: {v}" for k, v in report.class_counts.items()))
+            out.print(escape("  " + ", ".join(f"{k}: {v}" for k, v in report.class_counts.items())))
         if not report.findings:
             out.print("[green]No problems found.[/green]")
         else:
@@ -47,7 +48,7 @@ def command(data: str, test_data: str | None, split_column: str | None, as_json:
                 table.add_column(col, overflow="fold")
             for f in report.findings:
                 where = "\n".join(f.where[:8]) + (f"\n… and {len(f.where) - 8} more" if len(f.where) > 8 else "")
-                table.add_row(f"[{STYLE[f.level]}]{f.level}[/]", f.message, where, f.fix)
+                table.add_row(f"[{STYLE[f.level]}]{f.level}[/]", escape(f.message), escape(where), escape(f.fix))
             out.print(table)
         verdict = "[red]Not ready: fix the errors above.[/red]" if report.errors else "[green]Ready for `headstart fit`.[/green]"
         out.print(verdict)

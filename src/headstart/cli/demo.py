@@ -29,6 +29,7 @@ Examples:
 def command(task: str, out_dir: str, cache_dir: str | None) -> None:
     """Check data, extract features, fit, compare with a baseline, save, reload and predict."""
     import numpy as np
+    from rich.markup import escape
 
     from ..api import fit, load
     from ..data import load_data, split, validate
@@ -43,7 +44,7 @@ def command(task: str, out_dir: str, cache_dir: str | None) -> None:
     out.print(f"   {len(data)} {data.modality}s in {len(data.label_names)} classes; "
               f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     for f in report.findings:
-        out.print(f"   [{f.level}] {f.line(limit=2)}")
+        out.print(escape(f"   [{f.level}] {f.line(limit=2)}"))
     out.print("[bold]2-4. Extract features, fit a linear probe, evaluate against a baseline[/bold]")
     model = fit(data, backbone=demo["backbone"], out=out_dir, cache_dir=cache_dir, log=log,
                 max_length=128 if task == "text" else None)
@@ -59,7 +60,7 @@ def command(task: str, out_dir: str, cache_dir: str | None) -> None:
     same = np.array_equal(model.predict_proba(few), reloaded.predict_proba(few))
     preds = reloaded.predict(few)
     for i, (p, t) in enumerate(zip(preds, few.labels or [])):
-        out.print(f"   {few.ids[i]:<28} predicted {p:<14} true {t}")
+        out.print(escape(f"   {few.ids[i]:<28} predicted {p:<14} true {t}"))
     out.print(f"   reloaded model gives {'identical' if same else 'DIFFERENT'} probabilities")
     m = model.info["metrics"]
     acc, base = m["test"]["accuracy"], m["baseline"]["test"]["accuracy"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 from ._common import data_options, log, out
@@ -60,5 +63,6 @@ def command(data: str, backbone: str | None, strategy: str, head: str, out_dir: 
     model = fit(data, backbone=backbone, strategy=strategy, out=out_dir, val=val, test=test, seed=seed,
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
-                text_column=text_column, label_column=label_column, split_column=split_column, log=log)
+                text_column=text_column, label_column=label_column, split_column=split_column, log=log,
+                command="headstart " + shlex.join(sys.argv[1:]))
     print_summary(model, out_dir)

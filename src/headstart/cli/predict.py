@@ -50,7 +50,7 @@ def command(run: str, inputs: tuple[str, ...], output: str | None, text_column: 
         text = json.dumps(rows, indent=2)
     else:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         text = buf.getvalue()

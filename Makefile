@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install into .venv, then run the whole pipeline on a built-in example
+#   make test   - install into .venv, then run the test suite with the network cut off
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build. On a CUDA machine: make install TORCH='torch' (or the build for your CUDA).
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned, so that no other package makes pip choose a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/headstart demo
+
+test: install
+	scripts/offline $(BIN)/python -m pytest -q --durations=10
+
+bench: install
+	$(BIN)/python bench/cache_speedup.py
+	$(BIN)/python bench/probe_accuracy.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
