@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from headstart.adapt.linear_probe import LinearProbeConfig, linear_probe
+from headstart.adapt.linear_probe import linear_probe, standardiser
 from headstart.api import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
@@ -47,8 +47,7 @@ def run_case(data_name: str, backbone_name: str, max_length: int | None) -> dict
     # The same C and the same training rows (train + val, standardised) for scikit-learn.
     x_all = np.concatenate([f["train"], f["val"]])
     y_all = np.concatenate([y["train"], y["val"]])
-    mean, std = x_all.mean(0), x_all.std(0)
-    std[std < 1e-8] = 1
+    mean, std = standardiser(x_all)
     t = time.perf_counter()
     sk = LogisticRegression(C=info["C"], max_iter=5000).fit((x_all - mean) / std, y_all)
     t_sk = time.perf_counter() - t

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from headstart.adapt.linear_probe import LinearProbeConfig, linear_probe
+from headstart.adapt.linear_probe import LinearProbeConfig, linear_probe, standardiser
 from headstart.api import encode_labels
 from headstart.data import split
 from headstart.evaluate.baselines import baseline_proba
@@ -35,8 +35,7 @@ def test_probe_matches_sklearn_logistic_regression(mnist_features) -> None:
     for C in (0.01, 0.1, 1.0):
         head, _ = linear_probe(f["train"], y["train"], f["val"], y["val"], 10,
                                LinearProbeConfig(Cs=(C,), refit_on_val=False))
-        mean, std = f["train"].mean(0), f["train"].std(0)
-        std[std < 1e-8] = 1
+        mean, std = standardiser(f["train"])  # the same inputs for both solvers
         ref = LogisticRegression(C=C, max_iter=5000, tol=1e-6).fit((f["train"] - mean) / std, y["train"])
         ours = _acc(head, f["test"], y["test"])
         theirs = float((ref.predict((f["test"] - mean) / std) == y["test"]).mean())
@@ -86,6 +85,22 @@ def test_probe_config_validation() -> None:
         LinearProbeConfig(Cs=(0.0,))
     with pytest.raises(ConfigError, match="`head` must be 'linear' or 'mlp', got 'svm'"):
         LinearProbeConfig(head="svm")  # type: ignore[arg-type]
+
+
+def test_nearly_dead_features_do_not_get_huge_weights() -> None:
+    """A feature that barely varies in training must not dominate when it moves a little later."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    x[:, 7] = rng.normal(scale=1e-4, size=200)  # a nearly dead channel
+    y = (x[:, 0] > 0).astype(int)
+    head, _ = linear_probe(x[:150], y[:150], x[150:], y[150:], 2)
+    w = np.abs(head.weight.detach().numpy())
+    assert w[:, 7].max() < 20 * w[:, 0].max()
+    shifted = x[150:].copy()
+    shifted[:, 7] += 0.01  # a small shift of the dead channel in deployment
+    with torch.no_grad():
+        same = (head(torch.as_tensor(shifted)).argmax(1) == head(torch.as_tensor(x[150:])).argmax(1)).float().mean()
+    assert same == 1.0
 
 
 def test_constant_features_do_not_break_the_probe() -> None:

@@ -74,10 +74,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, ma
     return w.detach(), b.detach()
 
 
-def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardiser(x: np.ndarray, floor: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale; the scale is at least ``floor`` x the median feature std.
+
+    Plain standardisation divides nearly dead features (std ~1e-3, common after ReLU6 pooling) by
+    their tiny std, so the folded head gives them weights in the thousands and any small change in
+    them (int8 export, a new camera) swings the prediction. The floor keeps such features at the
+    scale of the others; constant features are left unscaled.
+    """
     mean = x.mean(0)
     std = x.std(0)
-    std[std < 1e-8] = 1.0  # constant features stay constant instead of dividing by zero
+    live = std[std > 1e-12]
+    lowest = floor * float(np.median(live)) if live.size else 1.0
+    std = np.where(std > 1e-12, np.maximum(std, lowest), 1.0)
     return mean, std
 
 
@@ -93,7 +102,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
     """Fit the head; returns (head, info) where info records the sweep and the chosen ``C``."""
     if config.head == "mlp":
         return _mlp_probe(train_x, train_y, val_x, val_y, num_classes, config, device=device, seed=seed)
-    mean, std = _standardiser(train_x)
+    mean, std = standardiser(train_x)
     ztr, zva = (train_x - mean) / std, (val_x - mean) / std
     sweep = []
     init = None
@@ -110,7 +119,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
     if config.refit_on_val and len(val_y):
         x_all = np.concatenate([train_x, val_x])
         y_all = np.concatenate([train_y, val_y])
-        mean, std = _standardiser(x_all)
+        mean, std = standardiser(x_all)
         w, b = fit_logistic((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter, device=device)
     else:
         w, b = fit_logistic(ztr, train_y, num_classes, C, max_iter=config.max_iter, device=device)
@@ -129,7 +138,7 @@ def _mlp_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     torch.manual_seed(seed)
     dev = device or torch.device("cpu")
     head = MLPHead(train_x.shape[1], num_classes, config.mlp_hidden, config.mlp_dropout).to(dev)
-    mean, std = _standardiser(train_x)
+    mean, std = standardiser(train_x)
     head.mean.copy_(torch.as_tensor(mean))
     head.std.copy_(torch.as_tensor(std))
     xt, yt = torch.as_tensor(train_x, device=dev), torch.as_tensor(train_y, device=dev)

@@ -84,30 +84,42 @@ _RESAMPLE = {
 }
 
 
+def resize_crop(img: Image.Image, spec: InputSpec) -> np.ndarray:
+    """One PIL image -> ``uint8 [S, S, 3]``: RGB, shorter side to ``S / crop_pct``, centre crop ``S``.
+
+    The geometric half of preprocessing; the arithmetic half (scale, normalise) is in
+    :func:`normalise` and can live inside an exported ONNX graph.
+    """
+    if spec.image_size is None:
+        raise ValueError("InputSpec for images needs image_size")
+    size = spec.image_size
+    resize_to = int(round(size / spec.crop_pct))
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = resize_to / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), _RESAMPLE[spec.interpolation])
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def normalise(pixels: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``uint8 [N, S, S, 3]`` -> normalised ``float [N, 3, S, S]`` (traceable, so ONNX can hold it)."""
+    if spec.mean is None or spec.std is None:
+        raise ValueError("InputSpec for images needs mean and std")
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=pixels.device)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=pixels.device)
+    x = (pixels.float() / 255.0 - mean) / std
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
 def preprocess_images(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
     """PIL images -> normalised float tensor ``[N, 3, S, S]`` following ``spec``.
 
     Written with PIL and NumPy only, so that no torchvision is needed on the default path.
     """
-    if spec.image_size is None or spec.mean is None or spec.std is None:
-        raise ValueError("InputSpec for images needs image_size, mean and std")
-    size = spec.image_size
-    resize_to = int(round(size / spec.crop_pct))
-    resample = _RESAMPLE[spec.interpolation]
-    out = np.empty((len(images), size, size, 3), dtype=np.float32)
-    for i, img in enumerate(images):
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = resize_to / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), resample)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        out[i] = np.asarray(img, dtype=np.float32)
-    out /= 255.0
-    out -= np.asarray(spec.mean, dtype=np.float32)
-    out /= np.asarray(spec.std, dtype=np.float32)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    pixels = np.stack([resize_crop(img, spec) for img in images])
+    return normalise(torch.from_numpy(pixels), spec)
 
 
 class Backbone(nn.Module, ABC):

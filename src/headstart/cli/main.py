@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import backbones, check, demo, evaluate, fit, predict
+from . import backbones, check, demo, evaluate, export, fit, predict, serve
 
 EPILOG = """\b
 Examples:
@@ -15,6 +15,8 @@ Examples:
   headstart check photos/                          # validate a folder of images (one sub-folder per class)
   headstart fit tickets.csv --out runs/tickets     # linear probe on minilm-l6 (text) features
   headstart predict runs/tickets new.csv -o predictions.csv
+  headstart export runs/tickets --quantize int8     # ONNX, checked against torch
+  headstart serve runs/tickets                      # REST server on 127.0.0.1:8000
 """
 
 
@@ -27,7 +29,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (check, fit, evaluate, predict, backbones, demo):
+for module in (check, fit, evaluate, predict, export, serve, backbones, demo):
     cli.add_command(module.command)
 
 

@@ -1,0 +1,71 @@
+"""Micro-batching: concurrent requests are answered by one forward pass.
+
+Requests queue up; a single worker takes the first one, waits at most ``max_wait_s`` for more
+until ``max_batch`` items are collected, runs the model once in a thread (so the event loop keeps
+accepting requests), and hands each request its slice of the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class Batcher:
+    def __init__(self, predict: Callable[[list[Any]], np.ndarray], max_batch: int, max_wait_s: float) -> None:
+        self.predict = predict
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self.batches = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, items: list[Any]) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self.queue.put((items, future))
+        return await future
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            count = len(batch[0][0])
+            deadline = loop.time() + self.max_wait_s
+            while count < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(nxt)
+                count += len(nxt[0])
+            items = [x for request, _ in batch for x in request]
+            try:
+                proba = await loop.run_in_executor(None, self.predict, items)
+            except Exception as exc:  # hand the failure to every waiting request
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.batches += 1
+            start = 0
+            for request, fut in batch:
+                if not fut.done():
+                    fut.set_result(proba[start:start + len(request)])
+                start += len(request)
