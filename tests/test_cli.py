@@ -67,6 +67,23 @@ def test_predict_writes_csv_with_probabilities(text_run, bbc_csv, tmp_path) -> N
     assert sum(r["prediction"] == t for r, t in zip(rows, truth)) / len(rows) > 0.85
 
 
+def test_predict_streams_in_chunks_to_jsonl(text_run, bbc_csv, tmp_path) -> None:
+    out, _ = text_run
+    whole = tmp_path / "whole.jsonl"
+    chunked = tmp_path / "chunked.jsonl"
+    assert run("predict", str(out), str(bbc_csv), "--text-column", "body", "-o", str(whole)).returncode == 0
+    result = run("predict", str(out), str(bbc_csv), "--text-column", "body", "-o", str(chunked),
+                 "--chunk-size", "7", "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    a = [json.loads(line) for line in whole.read_text().splitlines()]
+    b = [json.loads(line) for line in chunked.read_text().splitlines()]
+    assert len(a) == len(b) == 150
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    assert max(abs(r["confidence"] - s["confidence"]) for r, s in zip(a, b)) < 1e-5
+    bad = run("predict", str(out), str(bbc_csv), "--text-column", "body", "-o", str(tmp_path / "p.xlsx"))
+    assert bad.returncode == 2 and "--output must end in .csv, .jsonl or .json" in bad.stderr
+
+
 def test_eval_writes_metrics(text_run, bbc_csv, tmp_path) -> None:
     out, _ = text_run
     target = tmp_path / "m.json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,15 @@ class TransferModel:
     def predict_proba(self, inputs: Any, **kwargs: Any) -> np.ndarray:
         """``[N, num_classes]`` probabilities, columns in ``label_names`` order."""
         return self.proba_from_features(self.features(inputs, **kwargs))
+
+    def iter_predict_proba(self, inputs: Any, *, chunk_size: int = 512, batch_size: int = 64,
+                           device: str | None = None) -> Iterator[tuple[range, np.ndarray]]:
+        """Probabilities chunk by chunk (``(indices, proba)``), so that large inputs stream:
+        only one chunk of decoded inputs and features is in memory at a time."""
+        data = self._as_dataset(inputs)
+        for start in range(0, len(data), chunk_size):
+            idx = range(start, min(start + chunk_size, len(data)))
+            yield idx, self.predict_proba(data.subset(idx), batch_size=batch_size, device=device)
 
     def predict(self, inputs: Any, **kwargs: Any) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(inputs, **kwargs).argmax(1)]

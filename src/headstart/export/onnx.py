@@ -132,6 +132,7 @@ def _export(model: Any, path: Path) -> None:
         args = (ids, torch.ones_like(ids))
         names, shapes = ["input_ids", "attention_mask"], {"input_ids": {0: batch, 1: seq},
                                                           "attention_mask": {0: batch, 1: seq}}
+    module.eval()
     with torch.no_grad():
         program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["probabilities"],
                                     dynamic_shapes=shapes, optimize=True, verbose=False)

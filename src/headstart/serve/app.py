@@ -128,16 +128,19 @@ def make_engine(run_dir: Path, engine: str = "auto", variant: str = "fp32") -> A
     return TorchEngine(run_dir)
 
 
-PREDICT_OPENAPI: dict[str, Any] = {
+def predict_openapi(limits: Limits) -> dict[str, Any]:
+    """The /predict request and response schema, with the server's real limits written in."""
+    text = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars, "pattern": r"\S"}
+    return {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
                 "properties": {
-                    "texts": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                    "texts": {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_items},
                     "images": {"type": "array", "items": {"type": "string", "description": "base64-encoded image file"},
-                               "minItems": 1}},
+                               "minItems": 1, "maxItems": limits.max_items}},
                 "description": "Exactly one of `texts` (text models) or `images` (image models, base64)."}},
             "multipart/form-data": {"schema": {
                 "type": "object", "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
@@ -154,7 +157,7 @@ PREDICT_OPENAPI: dict[str, Any] = {
            for code, text in ((400, "Malformed JSON"), (413, "Too large"), (415, "Unsupported content type"),
                               (422, "Invalid input"))},
     },
-}
+    }
 
 
 def create_app(run_dir: str | Path, *, engine: str = "auto", variant: str = "fp32", max_batch: int = 32,
@@ -264,7 +267,7 @@ def create_app(run_dir: str | Path, *, engine: str = "auto", variant: str = "fp3
         raise BadInput(415, "unsupported_media_type",
                        f"Content type '{ctype or '(none)'}' is not supported; use application/json or multipart/form-data.")
 
-    @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
+    @app.post("/predict", openapi_extra=predict_openapi(limits))
     async def predict(request: Request) -> dict[str, Any]:
         items = await parse_items(request)
         proba = await batcher.submit(items)

@@ -35,6 +35,8 @@ class Batcher:
                 pass
 
     async def submit(self, items: list[Any]) -> np.ndarray:
+        if self._task is None or self._task.done():  # also works where lifespan events do not run
+            self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self.queue.put((items, future))
         return await future
