@@ -6,6 +6,7 @@ the baseline -> (save artifact + transfer card). ``fit`` always starts from the 
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,20 +39,34 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
                 cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
-                device: Any = None, progress: bool = True, seed: int = 0
-                ) -> tuple[TransferModel, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any], float]:
-    """Features for every split (through the cache), then the strategy. Shared by ``fit`` and
-    :class:`~headstart.sklearn.TransferClassifier`. Returns the model, features, labels, what the
-    strategy chose, and the time when feature extraction ended."""
+                device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                resume: bool = False, log: Callable[[str], None] = lambda m: None
+                ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
+
+    Frozen-backbone features (through the cache) are extracted only for strategies that use them.
+    Returns the model, its test-split probabilities, the integer labels per split, and what the
+    strategy chose. A trained backbone is evaluated on fresh features, never on cached ones.
+    """
     dev = pick_device(device)
-    feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
-                                 batch_size=batch_size, device=dev, progress=progress)
-             for s in ("train", "val", "test")}
-    t_features = time.perf_counter()
-    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{parts.train.source} [{s}]") for s in feats}
     entry = STRATEGIES.get(strategy)
-    head, chosen, trained = entry.run(bb, StrategyInputs(feats, ys, len(label_names), dev, seed), config)
-    return TransferModel(bb, head, label_names, backbone_trained=trained), feats, ys, chosen, t_features
+    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{parts.train.source} [{s}]")
+          for s in ("train", "val", "test")}
+    feats: dict[str, np.ndarray] = {}
+    if entry.needs_features:
+        feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
+                                     batch_size=batch_size, device=dev, progress=progress)
+                 for s in ("train", "val", "test")}
+    inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
+                            resume=resume, progress=progress, log=log)
+    head, chosen, trained = entry.run(bb, inputs, config)
+    model = TransferModel(bb, head, label_names, backbone_trained=trained)
+    if trained or "test" not in feats:
+        test_proba = model.predict_proba(parts.test, batch_size=batch_size, device=device, progress=progress) \
+            if len(parts.test) else np.empty((0, len(label_names)))
+    else:
+        test_proba = model.proba_from_features(feats["test"])
+    return model, test_proba, ys, chosen
 
 
 def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
@@ -60,13 +75,17 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         use_cache: bool = True, device: str | None = None, batch_size: int = 64, baseline: bool = True,
         progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
         label_column: str | None = None, split_column: str | None = None,
-        log: Callable[[str], None] | None = None, command: str | None = None) -> TransferModel:
+        log: Callable[[str], None] | None = None, command: str | None = None, resume: bool = False,
+        checkpoint_dir: str | Path | None = None) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
     :class:`Dataset`, or texts / image arrays with ``labels``. ``options`` go to the strategy's
     config (e.g. ``{"head": "mlp"}`` for the linear probe); unknown options are an error.
-    ``command`` is recorded in the transfer card as the way to reproduce the run.
+    ``command`` is recorded in the transfer card as the way to reproduce the run. Fine-tuning
+    checkpoints each epoch to ``checkpoint_dir`` (default: ``<out>.ckpt`` beside ``out``); with
+    ``resume=True`` an interrupted run continues from there. The checkpoint is removed once the
+    artifact is saved.
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
@@ -91,11 +110,13 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     dev = pick_device(device)
     say(f"Backbone: {bb.card.name} ({bb.card.num_params / 1e6:.1f} M parameters) on {dev}")
     t1 = time.perf_counter()
-    model, feats, ys, chosen, t2 = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
-                                               use_cache=use_cache, batch_size=batch_size, device=dev,
-                                               progress=progress, seed=seed)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else (Path(out).with_name(Path(out).name + ".ckpt") if out else None)
+    model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
+                                                use_cache=use_cache, batch_size=batch_size, device=dev,
+                                                progress=progress, seed=seed, checkpoint_dir=ckpt, resume=resume,
+                                                log=say)
     t3 = time.perf_counter()
-    test_metrics = classification_metrics(ys["test"], model.proba_from_features(feats["test"]), label_names)
+    test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     metrics: dict[str, Any] = {"test": test_metrics}
     if baseline:
         say("Baseline: training the no-transfer reference on the same split")
@@ -111,18 +132,22 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                               f"seed={seed})",
         "seed": seed,
         "strategy": {"type": strategy, "config": config.to_dict(),
-                     "chosen": {k: v for k, v in chosen.items() if k in ("C", "best_epoch")}, "details": chosen},
+                     "chosen": {k: v for k, v in chosen.items()
+                                if k in ("C", "best_epoch", "trainable_params", "adapter_params")},
+                     "reasons": chosen.get("reasons", []), "details": chosen},
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
                  "class_counts": report.class_counts, "splits": parts.sizes(),
                  "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
                  "findings": report.to_dict()["findings"]},
         "metrics": metrics,
-        "timings_s": {"load_and_check": round(t1 - t0, 3), "features": round(t2 - t1, 3),
-                      "strategy": round(t3 - t2, 3), "evaluate_and_baseline": round(t4 - t3, 3)},
+        "timings_s": {"load_and_check": round(t1 - t0, 3), "adapt": round(t3 - t1, 3),
+                      "evaluate_and_baseline": round(t4 - t3, 3)},
     }
     if out is not None:
         model.save(out)
         say(f"Saved the model to {out}")
+        if ckpt is not None and ckpt.exists() and not checkpoint_dir:
+            shutil.rmtree(ckpt, ignore_errors=True)
     return model
 
 

@@ -66,7 +66,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         bb = create_backbone(self.backbone or DEFAULT_BACKBONES[data.modality], image_size=self.image_size,
                              max_length=self.max_length)
         config = make_config(self.strategy, **({"head": self.head} if self.strategy == "linear-probe" else {}))
-        self.model_, _, _, self.fit_info_, _ = train_model(
+        self.model_, _, _, self.fit_info_ = train_model(
             bb, parts, label_names, self.strategy, config, cache_dir=self.cache_dir, use_cache=self.use_cache,
             batch_size=self.batch_size, device=self.device, progress=self.progress, seed=self.seed)
         return self

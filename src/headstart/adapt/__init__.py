@@ -8,7 +8,7 @@ backbone too; the linear probe leaves it frozen and works on cached features onl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,18 +17,25 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .finetune import FullConfig, GradualConfig, LoRAConfig, LPFTConfig, PartialConfig, run_finetune, run_lora, run_lp_ft
 from .linear_probe import LinearProbeConfig, linear_probe
 
 
 @dataclass
 class StrategyInputs:
-    """What every strategy receives: features (cached) and integer labels per split."""
+    """What every strategy receives: the splits, integer labels, and cached frozen-backbone
+    features when the strategy asks for them (``Strategy.needs_features``)."""
 
+    splits: Any
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     num_classes: int
     device: torch.device
     seed: int
+    checkpoint_dir: Any = None
+    resume: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda m: None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Strategy:
     config_class: type
     run: Callable[[Any, StrategyInputs, Any], tuple[nn.Module, dict[str, Any], bool]]
     description: str
+    needs_features: bool = False
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
@@ -49,7 +57,17 @@ def _run_linear_probe(backbone: Any, inputs: StrategyInputs, config: LinearProbe
 
 
 STRATEGIES.register("linear-probe", Strategy("linear-probe", LinearProbeConfig, _run_linear_probe,
-                                             "frozen backbone, logistic-regression (or MLP) head on cached features"))
+                                             "frozen backbone, logistic-regression (or MLP) head on cached features",
+                                             needs_features=True))
+STRATEGIES.register("full", Strategy("full", FullConfig, run_finetune, "fine-tune every layer"))
+STRATEGIES.register("partial", Strategy("partial", PartialConfig, run_finetune,
+                                        "freeze the first parameter groups, fine-tune the rest"))
+STRATEGIES.register("gradual", Strategy("gradual", GradualConfig, run_finetune,
+                                        "unfreeze one more group from the top each epoch (ULMFiT)"))
+STRATEGIES.register("lp-ft", Strategy("lp-ft", LPFTConfig, run_lp_ft,
+                                      "linear probe first, then fine-tune from that head (Kumar et al. 2022)",
+                                      needs_features=True))
+STRATEGIES.register("lora", Strategy("lora", LoRAConfig, run_lora, "LoRA adapters on attention (PEFT), merged"))
 
 
 def make_config(strategy: str, **options: Any) -> Any:

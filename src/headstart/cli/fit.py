@@ -26,19 +26,53 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
         out.print(f"Model and transfer card: {out_dir}/ (headstart.json, model.safetensors, transfer_card.md)")
 
 
+def parse_options(strategy: str, pairs: tuple[str, ...]) -> dict[str, object]:
+    """KEY=VALUE strings -> typed values, by the type of the field's default in the strategy's config."""
+    import dataclasses
+
+    from ..adapt import STRATEGIES
+    from ..errors import ConfigError
+
+    defaults = {f.name: f.default for f in dataclasses.fields(STRATEGIES.get(strategy).config_class) if f.init}
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in defaults:
+            raise ConfigError(f"--option {pair!r}: strategy '{strategy}' has no option {key!r}.",
+                              fix=f"its options are: {', '.join(sorted(defaults))}.")
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                value: object = raw.lower() in ("1", "true", "yes", "on")
+            elif kind is tuple:
+                value = tuple(x for x in raw.split(",") if x)
+            else:
+                value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"--option {key}: expected a {kind.__name__}, got {raw!r}.") from None
+        out[key] = value
+    return out
+
+
 @click.command("fit", epilog="""\b
 Examples:
   headstart fit photos/ --out runs/photos                       # efficientnet-lite0 linear probe
   headstart fit tickets.csv --backbone minilm-l6 --out runs/t --head mlp
   headstart fit builtin:mnist:100 --image-size 160 --out runs/mnist
   headstart fit data.csv --backbone hf:/models/my-bert --out runs/b
+  headstart fit tickets.csv --strategy lp-ft --epochs 4 --out runs/t   # fine-tune (also: full, partial, gradual, lora)
+  headstart fit tickets.csv --strategy lora --option r=16 --out runs/t --resume
 """)
 @click.argument("data")
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
               "Default: efficientnet-lite0 for images, minilm-l6 for text.")
 @click.option("--strategy", "-s", default="linear-probe", show_default=True, help="Adaptation strategy.")
-@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
-              help="Linear-probe head.")
+@click.option("--head", type=click.Choice(["linear", "mlp"]), default=None, help="Linear-probe head (default linear).")
+@click.option("--epochs", type=int, default=None, help="Fine-tuning epochs.")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate of the backbone.")
+@click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
+              help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt).")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in (replaced atomically).")
 @click.option("--val", default=0.15, show_default=True, help="Validation fraction (for choosing hyper-parameters).")
 @click.option("--test", default=0.2, show_default=True, help="Test fraction (for the reported scores).")
@@ -52,17 +86,21 @@ Examples:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 @click.option("--no-baseline", is_flag=True, help="Skip the no-transfer baseline.")
 @data_options
-def command(data: str, backbone: str | None, strategy: str, head: str, out_dir: str | None, val: float, test: float,
+def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
+            extra: tuple[str, ...], resume: bool, out_dir: str | None, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
             label_column: str | None) -> None:
     """Validate DATA, extract features, adapt the backbone, evaluate against a baseline, save."""
     from ..api import fit
 
-    options = {"head": head} if strategy == "linear-probe" else {}
+    options = parse_options(strategy, extra)
+    for key, value in (("head", head), ("epochs", epochs), ("lr", lr)):
+        if value is not None:
+            options[key] = value
     model = fit(data, backbone=backbone, strategy=strategy, out=out_dir, val=val, test=test, seed=seed,
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
                 text_column=text_column, label_column=label_column, split_column=split_column, log=log,
-                command="headstart " + shlex.join(sys.argv[1:]))
+                command="headstart " + shlex.join(sys.argv[1:]), resume=resume)
     print_summary(model, out_dir)

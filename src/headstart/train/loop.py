@@ -1,0 +1,342 @@
+"""The one training loop, top to bottom. Every fine-tuning strategy calls ``train``.
+
+Accelerate wraps devices and processes (DDP under ``torchrun`` / ``accelerate launch``, bf16
+autocast on GPU, gradient accumulation); the loop stays here and readable. Reproducibility and
+resume come from seeding every epoch from ``(seed, epoch)``: the batch order, the augmentations and
+dropout of epoch ``e`` do not depend on how the run got there, so a run killed after epoch 3 and
+resumed from its checkpoint ends with the same weights as an uninterrupted run.
+
+Checkpoints are safetensors (weights) + JSON (progress) + the optimizer state loaded with
+``torch.load(weights_only=True)``; Accelerate's own ``load_state`` unpickles, so it is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import atomic_dir
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
+from ..errors import ConfigError
+from ..progress import progress_bar
+from .augment import augment_image, length_bucketed_batches, mix_batch
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Training knobs shared by every fine-tuning strategy (each strategy's config extends it)."""
+
+    epochs: int = 5
+    lr: float = 5e-5  # backbone learning rate (of the top group, see layer_decay)
+    head_lr: float = 1e-2  # a fresh head on pooled features needs a much larger rate than the backbone
+    layer_decay: float = 1.0  # group i of n gets lr * layer_decay ** (n - 1 - i); 1.0 = the same rate everywhere
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup: float = 0.1  # fraction of the optimizer steps
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    clip_grad: float = 1.0
+    label_smoothing: float = 0.1
+    head_dropout: float = 0.1
+    l2sp: float = 0.0  # L2-SP: pull the backbone towards the pre-trained weights instead of towards 0
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup, images only; 0 = off
+    cutmix: float = 0.0
+    augment: str = "crop"  # images: none | crop (random resized crop + colour jitter) | crop-flip
+    patience: int = 3  # early stopping on validation accuracy (then loss)
+    freeze: int = 0  # freeze the first k parameter groups (input side)
+    gradual: bool = False  # ULMFiT: unfreeze one more group from the top each epoch
+    max_steps_per_epoch: int = 0  # 0 = whole epochs; a cap for quick runs and benchmarks
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"), ("head_lr", self.head_lr > 0, "> 0"),
+                  ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("batch_size", self.batch_size >= 1, ">= 1"), ("grad_accum", self.grad_accum >= 1, ">= 1"),
+                  ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("head_dropout", 0 <= self.head_dropout < 1, "in [0, 1)"), ("l2sp", self.l2sp >= 0, ">= 0"),
+                  ("mixup", self.mixup >= 0, ">= 0"), ("cutmix", self.cutmix >= 0, ">= 0"),
+                  ("patience", self.patience >= 1, ">= 1"), ("freeze", self.freeze >= 0, ">= 0"),
+                  ("schedule", self.schedule in ("cosine", "onecycle", "constant"), "cosine, onecycle or constant"),
+                  ("augment", self.augment in ("none", "crop", "crop-flip"), "none, crop or crop-flip")]
+        for name, ok, wanted in checks:
+            if not ok:
+                raise ConfigError(f"`{name}` must be {wanted}, got {getattr(self, name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = float("nan")
+    trainable_params: int = 0
+    total_params: int = 0
+    resumed_from_epoch: int | None = None
+    stopped_early: bool = False
+    processes: int = 1
+
+
+class Classifier(nn.Module):
+    """Backbone features -> dropout -> head."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module, dropout: float) -> None:
+        super().__init__()
+        self.backbone, self.head, self.drop = backbone, head, nn.Dropout(dropout)
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.backbone(**inputs)))
+
+
+def _schedule(kind: str, warmup_steps: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return min(1.0, (step + 1) / max(1, warmup_steps)) if warmup_steps else 1.0
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+        if kind == "onecycle":  # linear decay to 0 after the warm-up peak
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    # Small data, small batches: keep the pre-trained BatchNorm statistics (as timm and the TF
+    # EfficientNet fine-tuning recipes do); the affine weights still train.
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _seed(seed: int, epoch: int) -> int:
+    s = (seed * 1_000_003 + epoch * 7919) % (2**31)
+    torch.manual_seed(s)
+    return s
+
+
+def _save_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any],
+                     best_state: dict[str, torch.Tensor] | None) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        if best_state is not None:
+            save_file(best_state, str(tmp / "best.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({**progress, "scheduler": scheduler.state_dict()}, default=float))
+
+
+def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Dataset, y_train: np.ndarray,
+          y_val: np.ndarray, config: FineTuneConfig, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
+          seed: int = 0, device: str | None = None, progress: bool = True,
+          log: Callable[[str], None] = lambda m: None, trainable: Callable[[nn.Module], None] | None = None) -> TrainResult:
+    """Fine-tune ``backbone`` + ``head`` in place; the best epoch's weights are loaded at the end.
+
+    ``trainable``: optional hook that sets ``requires_grad`` itself (LoRA); otherwise the config's
+    ``freeze`` / ``gradual`` decide over ``backbone.param_groups()``.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from safetensors.torch import load_file
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    # Some parameters never get a gradient (BERT's pooler under mean pooling; groups still frozen
+    # by gradual unfreezing), which DDP must be told about.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    acc = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+                      gradient_accumulation_steps=config.grad_accum, kwargs_handlers=[ddp])
+    image = backbone.card.modality == "image"
+    model = Classifier(backbone, head, config.head_dropout)
+    if image:
+        model = model.to(memory_format=torch.channels_last)
+
+    # -- which parameters train, and at which learning rate ---------------------------------------
+    groups = backbone.param_groups()
+    n = len(groups)
+    in_groups = {id(p) for g in groups for p in g}
+    for p in backbone.parameters():  # e.g. the ImageNet head: not part of the features
+        if id(p) not in in_groups:
+            p.requires_grad_(False)
+
+    def set_trainable(epoch: int) -> None:
+        if trainable is not None:
+            trainable(model)
+            return
+        top = n - 1 - epoch if config.gradual else 0  # gradual: groups >= top are unfrozen
+        for i, g in enumerate(groups):
+            for p in g:
+                p.requires_grad_(i >= config.freeze and i >= top)
+
+    set_trainable(0)
+    head_params = list(head.parameters())
+    opt_groups: list[dict[str, Any]] = [{"params": head_params, "lr": config.head_lr, "weight_decay": config.weight_decay}]
+    for i, g in enumerate(groups):
+        if i < config.freeze or not g:
+            continue
+        opt_groups.append({"params": g, "lr": config.lr * config.layer_decay ** (n - 1 - i),
+                           # with L2-SP the backbone is pulled towards its pre-trained weights, not towards 0
+                           "weight_decay": 0.0 if config.l2sp > 0 else config.weight_decay})
+    if trainable is not None:  # LoRA & co: whatever the hook left trainable, at the backbone rate
+        trainable(model)
+        extra = [p for p in backbone.parameters() if p.requires_grad]
+        opt_groups = opt_groups[:1] + ([{"params": extra, "lr": config.lr, "weight_decay": config.weight_decay}] if extra else [])
+    optimizer = torch.optim.AdamW(opt_groups, fused=cuda or None)
+    anchor = ({k: p.detach().clone() for k, p in backbone.named_parameters() if p.requires_grad}
+              if config.l2sp > 0 else {})
+
+    batches_per_epoch = math.ceil(len(train_data) / config.batch_size) // max(1, acc.num_processes)
+    if config.max_steps_per_epoch:
+        batches_per_epoch = min(batches_per_epoch, config.max_steps_per_epoch * config.grad_accum)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.grad_accum))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(config.schedule, int(config.warmup * total_steps), total_steps))
+
+    result = TrainResult(total_params=sum(p.numel() for p in model.parameters()), processes=acc.num_processes)
+    best_key: tuple[float, float] = (-1.0, -math.inf)
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs, start_epoch = 0, 0
+    folder = Path(checkpoint_dir) if checkpoint_dir else None
+    if resume and folder is not None and (folder / "trainer.json").is_file():
+        state = json.loads((folder / "trainer.json").read_text())
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+        scheduler.load_state_dict(state["scheduler"])
+        if (folder / "best.safetensors").is_file():
+            best_state = load_file(str(folder / "best.safetensors"))
+        start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
+        best_key, result.history = tuple(state["best_key"]), state["history"]  # type: ignore[assignment]
+        result.best_epoch, result.resumed_from_epoch = state["best_epoch"], state["epoch"]
+        log(f"Resumed after epoch {state['epoch'] + 1} from {folder}")
+    model, optimizer = acc.prepare(model, optimizer)
+
+    lengths = [len(str(x)) for x in train_data.items] if not image else None
+    labels_t = torch.as_tensor(y_train, dtype=torch.long)
+
+    def make_batch(idx: list[int], rng: random.Random) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if image:
+            flip = config.augment == "crop-flip"
+            items = [augment_image(train_data.load(i), rng, flip) if config.augment != "none" else train_data.load(i)
+                     for i in idx]
+        else:
+            items = [train_data.load(i) for i in idx]
+        inputs = {k: v.to(acc.device) for k, v in backbone.preprocess(items).items()}
+        if image:
+            inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+        return inputs, labels_t[idx].to(acc.device)
+
+    for epoch in range(start_epoch, config.epochs):
+        epoch_seed = _seed(seed, epoch)
+        rng = random.Random(epoch_seed)
+        gen = torch.Generator().manual_seed(epoch_seed)
+        set_trainable(epoch)
+        model.train()
+        _freeze_batchnorm(model)
+        if image:
+            order = list(range(len(train_data)))
+            rng.shuffle(order)
+            all_batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        else:  # similar lengths together: dynamic padding wastes little
+            all_batches = list(length_bucketed_batches(lengths, config.batch_size, rng))  # type: ignore[arg-type]
+        # Each process takes every num_processes-th batch (the same count on every rank).
+        mine = all_batches[acc.process_index::acc.num_processes][:batches_per_epoch]
+        total_loss, seen = 0.0, 0
+        with progress_bar(f"Epoch {epoch + 1}/{config.epochs}", total=len(mine),
+                          enabled=progress and acc.is_main_process) as advance:
+            for idx in mine:
+                inputs, y = make_batch(idx, rng)
+                with acc.accumulate(model):
+                    with acc.autocast():
+                        if image and (config.mixup > 0 or config.cutmix > 0):
+                            px, ya, yb, lam = mix_batch(inputs["pixel_values"], y, config.mixup, config.cutmix, gen)
+                            logits = model(pixel_values=px)
+                            loss = lam * F.cross_entropy(logits, ya, label_smoothing=config.label_smoothing) + (
+                                1 - lam) * F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                        else:
+                            logits = model(**inputs)
+                            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                        if anchor:
+                            drift = sum(((p - anchor[k]) ** 2).sum() for k, p in backbone.named_parameters()
+                                        if k in anchor and p.requires_grad)
+                            loss = loss + 0.5 * config.l2sp * drift
+                    acc.backward(loss)
+                    if acc.sync_gradients and config.clip_grad > 0:
+                        acc.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
+                    optimizer.step()
+                    if acc.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                total_loss += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                advance(1)
+
+        val_acc, val_loss = evaluate_logits(acc.unwrap_model(model), backbone, val_data, y_val, acc.device, image)
+        row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "val_accuracy": val_acc,
+               "val_loss": val_loss, "lr": scheduler.get_last_lr()[-1]}
+        result.history.append(row)
+        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val accuracy {val_acc:.4f}, val loss {val_loss:.4f}")
+        key = (val_acc, -val_loss)
+        if key > best_key:
+            best_key, bad_epochs, result.best_epoch = key, 0, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
+        else:
+            bad_epochs += 1
+        if folder is not None and acc.is_main_process:
+            _save_checkpoint(folder, acc.unwrap_model(model), optimizer, scheduler,
+                             {"epoch": epoch, "bad_epochs": bad_epochs, "best_key": list(best_key),
+                              "best_epoch": result.best_epoch, "history": result.history, "config": config.to_dict()},
+                             best_state)
+        acc.wait_for_everyone()
+        if bad_epochs >= config.patience:
+            result.stopped_early = True
+            log(f"Early stop: no better validation score for {bad_epochs} epochs")
+            break
+
+    final = acc.unwrap_model(model)
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    final.eval()
+    if image:
+        final.to(memory_format=torch.contiguous_format)
+    result.best_val_accuracy = best_key[0]
+    result.trainable_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    for p in final.parameters():
+        p.requires_grad_(True)
+    return result
+
+
+@torch.no_grad()
+def evaluate_logits(model: nn.Module, backbone: Backbone, data: Dataset, y: np.ndarray, device: torch.device,
+                    image: bool, batch_size: int = 64) -> tuple[float, float]:
+    """Validation accuracy and (unsmoothed) cross-entropy, without augmentation."""
+    was_training = model.training
+    model.eval()
+    correct, loss, n = 0, 0.0, len(data)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        inputs = {k: v.to(device) for k, v in backbone.preprocess([data.load(i) for i in idx]).items()}
+        if image:
+            inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+        logits = model(**inputs).float()
+        target = torch.as_tensor(y[idx], device=logits.device)
+        correct += int((logits.argmax(1) == target).sum())
+        loss += float(F.cross_entropy(logits, target, reduction="sum"))
+    if was_training:
+        model.train()
+    return correct / max(n, 1), loss / max(n, 1)
+
+
+def config_fields(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.init}

@@ -1,0 +1,174 @@
+"""Fine-tuning: every strategy through the one loop, resume after kill -9, LoRA merge, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import headstart
+from headstart.adapt import STRATEGIES, make_config
+from headstart.errors import ConfigError
+from headstart.train.loop import FineTuneConfig, _schedule
+
+FAST = {"epochs": 2, "batch_size": 8}
+FINE_TUNING = [n for n in STRATEGIES if n != "linear-probe"]
+
+
+@pytest.fixture(scope="module")
+def news(bbc_small):
+    return bbc_small.subset(range(0, 150, 2))  # 75 real articles, 15 per topic
+
+
+@pytest.mark.parametrize("strategy", FINE_TUNING)
+def test_every_strategy_trains_and_round_trips(strategy, news, tiny_bert_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    backbone = f"hf:{tiny_bert_dir}"
+    before = headstart.create_backbone(backbone)
+    model = headstart.fit(news, backbone=backbone, strategy=strategy, options=FAST, out=out, progress=False,
+                          baseline=False)
+    details = model.info["strategy"]["details"]
+    assert len(details["history"]) == 2 and all(np.isfinite(h["train_loss"]) for h in details["history"])
+    assert model.backbone_trained
+    changed = any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), model.backbone.state_dict().values()))
+    assert changed, "fine-tuning must change the backbone"
+    if strategy == "lora":
+        assert 0 < details["adapter_params"] < details["total_params"] / 10
+        assert details["merge_max_abs_diff"] < 1e-4
+    if strategy == "partial":
+        frozen = before.param_groups()[:2]
+        trained = model.backbone.param_groups()[:2]
+        assert all(torch.equal(a, b) for ga, gb in zip(frozen, trained) for a, b in zip(ga, gb))
+    loaded = headstart.load(out)
+    texts = news.items[:6]
+    assert np.allclose(model.predict_proba(texts), loaded.predict_proba(texts), atol=1e-6)
+    assert not Path(str(out) + ".ckpt").exists(), "the checkpoint is removed once the artifact is saved"
+
+
+def test_fine_tuning_beats_chance_on_real_data(news) -> None:
+    """Real weights and data: LP-FT with minilm-l6 on 15 articles per topic."""
+    model = headstart.fit(news, backbone="minilm-l6", max_length=64, strategy="lp-ft",
+                          options={"epochs": 2, "batch_size": 8}, progress=False, baseline=False)
+    assert model.info["metrics"]["test"]["accuracy"] >= 0.8  # chance is 0.2
+
+
+def test_gradual_unfreezes_from_the_top(news, tiny_bert_dir) -> None:
+    before = headstart.create_backbone(f"hf:{tiny_bert_dir}")
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="gradual", options={"epochs": 2, "batch_size": 8},
+                          progress=False, baseline=False)
+    groups_before, groups_after = before.param_groups(), model.backbone.param_groups()
+    moved = [any(not torch.equal(a, b) for a, b in zip(ga, gb)) for ga, gb in zip(groups_before, groups_after)]
+    # Groups: embeddings, layer 0, layer 1, pooler. Two epochs unfreeze the top two (pooler, layer 1);
+    # the pooler gets no gradient because mean pooling does not use it, so only layer 1 moves.
+    assert moved == [False, False, True, False]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(news, tiny_bert_dir, tmp_path) -> None:
+    """kill -9 after epoch 2 of 3, resume, and the result equals an uninterrupted run's."""
+    data_csv = tmp_path / "news.csv"
+    import csv
+
+    with open(data_csv, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip(news.items, news.labels))
+    args = dict(backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"epochs": 3, "batch_size": 8},
+                progress=False, baseline=False)
+    reference = headstart.fit(str(data_csv), **args, out=tmp_path / "reference")
+
+    out = tmp_path / "run"
+    out_old = headstart.fit(str(data_csv), backbone=f"hf:{tiny_bert_dir}", strategy="linear-probe", out=out,
+                            progress=False, baseline=False)  # an earlier artifact at the same place
+    old_probs = out_old.predict_proba(news.items[:5])
+    script = textwrap.dedent(f"""
+        import os, signal, headstart, headstart.train.loop as loop
+        original = loop._save_checkpoint
+        def save_then_die(folder, model, optimizer, scheduler, progress, best):
+            original(folder, model, optimizer, scheduler, progress, best)
+            if progress["epoch"] == 1:   # after the second epoch's checkpoint
+                os.kill(os.getpid(), signal.SIGKILL)
+        loop._save_checkpoint = save_then_die
+        headstart.fit({str(data_csv)!r}, backbone={args['backbone']!r}, strategy="full",
+                      options={args['options']!r}, progress=False, baseline=False, out={str(out)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    # The earlier artifact is intact and the checkpoint is there.
+    assert np.array_equal(headstart.load(out).predict_proba(news.items[:5]), old_probs)
+    state = json.loads((Path(str(out) + ".ckpt") / "trainer.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]) == 2
+
+    resumed = headstart.fit(str(data_csv), **args, out=out, resume=True)
+    details = resumed.info["strategy"]["details"]
+    assert details["resumed_from_epoch"] == 1 and len(details["history"]) == 3
+    assert details["history"] == reference.info["strategy"]["details"]["history"]
+    assert np.allclose(resumed.predict_proba(news.items[:10]), reference.predict_proba(news.items[:10]), atol=1e-6)
+
+
+def test_two_process_data_parallel_run(news, tiny_bert_dir, tmp_path) -> None:
+    """torchrun with 2 CPU processes (gloo): Accelerate shards the batches; rank 0 saves."""
+    import csv
+
+    data_csv = tmp_path / "news.csv"
+    with open(data_csv, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip(news.items, news.labels))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+                           "-m", "headstart", "fit", str(data_csv), "--backbone", f"hf:{tiny_bert_dir}",
+                           "--strategy", "full", "--epochs", "2", "--option", "batch_size=8", "--no-baseline",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    meta = json.loads((out / "headstart.json").read_text())
+    details = meta["strategy"]["details"]
+    assert details["processes"] == 2 and len(details["history"]) == 2
+    assert headstart.load(out).predict_proba(news.items[:3]).shape == (3, 5)
+
+
+def test_config_validation_and_unknown_options() -> None:
+    with pytest.raises(ConfigError, match="`lr` must be > 0, got -1"):
+        FineTuneConfig(lr=-1)
+    with pytest.raises(ConfigError, match="`schedule` must be cosine, onecycle or constant"):
+        FineTuneConfig(schedule="step")
+    with pytest.raises(ConfigError, match="has no option\\(s\\) learning_rate"):
+        make_config("full", learning_rate=1e-3)
+    assert make_config("partial").freeze == 2 and make_config("gradual").gradual
+
+
+def test_schedules_warm_up_then_decay() -> None:
+    f = _schedule("cosine", 10, 100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5, abs=0.01) and f(99) < 0.01
+    assert _schedule("onecycle", 0, 100)(50) == pytest.approx(0.5)
+
+
+def test_lora_on_a_cnn_is_a_clear_error(mnist_small) -> None:
+    with pytest.raises(ConfigError, match="LoRA needs a transformer backbone"):
+        headstart.fit(mnist_small.subset(range(0, 600, 20)), backbone="efficientnet-lite0", image_size=32,
+                      strategy="lora", options={"epochs": 1}, progress=False, baseline=False)
+
+
+def test_image_fine_tuning_with_mixup_cutmix_and_l2sp(mnist_small) -> None:
+    data = mnist_small.subset(range(0, 600, 6))
+    model = headstart.fit(data, backbone="efficientnet-lite0", image_size=64, strategy="full",
+                          options={"epochs": 1, "batch_size": 16, "mixup": 0.2, "cutmix": 1.0, "l2sp": 0.01,
+                                   "layer_decay": 0.8}, progress=False, baseline=False)
+    h = model.info["strategy"]["details"]["history"]
+    assert len(h) == 1 and np.isfinite(h[0]["train_loss"])
