@@ -21,7 +21,8 @@ from headstart.errors import ConfigError
 from headstart.train.loop import FineTuneConfig, _schedule
 
 FAST = {"epochs": 2, "batch_size": 8}
-FINE_TUNING = [n for n in STRATEGIES if n != "linear-probe"]
+# `auto` only chooses among these; it has its own test below.
+FINE_TUNING = [n for n in STRATEGIES if n not in ("linear-probe", "auto")]
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +173,27 @@ def test_image_fine_tuning_with_mixup_cutmix_and_l2sp(mnist_small) -> None:
                                    "layer_decay": 0.8}, progress=False, baseline=False)
     h = model.info["strategy"]["details"]["history"]
     assert len(h) == 1 and np.isfinite(h[0]["train_loss"])
+
+
+def test_auto_explains_its_choice(news, tiny_bert_dir, tmp_path) -> None:
+    few = news.subset([i for i, _ in enumerate(news.items)][:25])  # ~5 per class
+    model = headstart.fit(few, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          out=tmp_path / "few", val=0.2, test=0.2)
+    chosen = model.info["strategy"]["details"]
+    assert chosen["chosen_strategy"] == "linear-probe" and "overfits" in chosen["reasons"][0]
+    assert "overfits" in (tmp_path / "few" / "transfer_card.md").read_text()
+    many = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", options={"min_per_class": 8, "epochs": 1},
+                         progress=False, baseline=False)
+    assert many.info["strategy"]["details"]["chosen_strategy"] == "lp-ft"
+    tight = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto",
+                          options={"min_per_class": 8, "budget_s": 1e-6}, progress=False, baseline=False)
+    assert tight.info["strategy"]["details"]["chosen_strategy"] == "linear-probe"
+    assert "Over budget" in " ".join(tight.info["strategy"]["details"]["reasons"])
+
+
+def test_budget_parsing() -> None:
+    from headstart.adapt.auto import parse_budget
+
+    assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
+    with pytest.raises(ConfigError, match="--budget must look like"):
+        parse_budget("soon")

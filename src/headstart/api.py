@@ -133,7 +133,7 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         "seed": seed,
         "strategy": {"type": strategy, "config": config.to_dict(),
                      "chosen": {k: v for k, v in chosen.items()
-                                if k in ("C", "best_epoch", "trainable_params", "adapter_params")},
+                                if k in ("chosen_strategy", "C", "best_epoch", "trainable_params", "adapter_params")},
                      "reasons": chosen.get("reasons", []), "details": chosen},
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
                  "class_counts": report.class_counts, "splits": parts.sizes(),

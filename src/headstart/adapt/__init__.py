@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .auto import AutoConfig, run_auto
 from .finetune import FullConfig, GradualConfig, LoRAConfig, LPFTConfig, PartialConfig, run_finetune, run_lora, run_lp_ft
 from .linear_probe import LinearProbeConfig, linear_probe
 
@@ -68,6 +69,9 @@ STRATEGIES.register("lp-ft", Strategy("lp-ft", LPFTConfig, run_lp_ft,
                                       "linear probe first, then fine-tune from that head (Kumar et al. 2022)",
                                       needs_features=True))
 STRATEGIES.register("lora", Strategy("lora", LoRAConfig, run_lora, "LoRA adapters on attention (PEFT), merged"))
+STRATEGIES.register("auto", Strategy("auto", AutoConfig, run_auto,
+                                     "choose among the above from data size, backbone and time budget; says why",
+                                     needs_features=True))
 
 
 def make_config(strategy: str, **options: Any) -> Any:

@@ -62,6 +62,7 @@ Examples:
   headstart fit data.csv --backbone hf:/models/my-bert --out runs/b
   headstart fit tickets.csv --strategy lp-ft --epochs 4 --out runs/t   # fine-tune (also: full, partial, gradual, lora)
   headstart fit tickets.csv --strategy lora --option r=16 --out runs/t --resume
+  headstart fit photos/ --strategy auto --budget 10m --out runs/p              # picks, and says why
 """)
 @click.argument("data")
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
@@ -72,6 +73,7 @@ Examples:
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate of the backbone.")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
+@click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt).")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in (replaced atomically).")
 @click.option("--val", default=0.15, show_default=True, help="Validation fraction (for choosing hyper-parameters).")
@@ -87,7 +89,7 @@ Examples:
 @click.option("--no-baseline", is_flag=True, help="Skip the no-transfer baseline.")
 @data_options
 def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
-            extra: tuple[str, ...], resume: bool, out_dir: str | None, val: float, test: float,
+            extra: tuple[str, ...], budget: str | None, resume: bool, out_dir: str | None, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
             label_column: str | None) -> None:
@@ -95,6 +97,10 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
     from ..api import fit
 
     options = parse_options(strategy, extra)
+    if budget is not None:
+        from ..adapt.auto import parse_budget
+
+        options["budget_s"] = parse_budget(budget)
     for key, value in (("head", head), ("epochs", epochs), ("lr", lr)):
         if value is not None:
             options[key] = value
