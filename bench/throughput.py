@@ -1,0 +1,97 @@
+"""Issue #3, must-show 2: headstart's training loop vs Hugging Face `Trainer`, same everything.
+
+Same model (minilm-l6: BERT 6 layers x 384, mean pooling + linear head), same 256 real BBC texts
+truncated at the same length, same batch size, AdamW at the same rate, one epoch, same hardware.
+Each run is its own subprocess (so peak resident memory is its own); the two alternate, twice each,
+and the best of each is reported. Both time the training loop only (model loading excluded);
+headstart's includes its per-batch tokenisation and a 5-item validation pass, Trainer gets
+pre-tokenised inputs.
+
+    python bench/throughput.py [N] [BATCH] [MAX_LENGTH]      # default 256 16 128
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def run(which: str, n: int, batch: int, length: int) -> dict:
+    from headstart.backbones import create_backbone
+    from headstart.data import load_data
+
+    data = load_data("builtin:bbc-news").subset(range(0, 2225, max(1, 2225 // n)))
+    data = data.subset(range(n))
+    names = data.label_names
+    y = np.array([names.index(v) for v in data.labels])
+    torch.manual_seed(0)
+    backbone = create_backbone("minilm-l6", max_length=length)
+    head = torch.nn.Linear(384, len(names))
+    if which == "headstart":
+        from headstart.train.loop import FineTuneConfig, train
+
+        cfg = FineTuneConfig(epochs=1, batch_size=batch, lr=5e-5, head_lr=5e-5, label_smoothing=0.0, head_dropout=0.0,
+                             warmup=0.0, schedule="constant", clip_grad=1.0, weight_decay=0.0)
+        val = data.subset(range(5))
+        start = time.perf_counter()
+        train(backbone, head, data, val, y, y[:5], cfg, progress=False, device="cpu")
+        seconds = time.perf_counter() - start
+    else:
+        from transformers import Trainer, TrainingArguments
+        from transformers.data.data_collator import DataCollatorWithPadding
+
+        class Model(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.backbone, self.head = backbone, head
+
+            def forward(self, input_ids, attention_mask, labels=None):
+                logits = self.head(self.backbone(input_ids=input_ids, attention_mask=attention_mask))
+                loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+                return {"loss": loss, "logits": logits}
+
+        tok = backbone.tokenizer
+        enc = [dict(tok(t, truncation=True, max_length=length), labels=int(l)) for t, l in zip(data.items, y)]
+        with tempfile.TemporaryDirectory() as tmp:
+            args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, num_train_epochs=1,
+                                     learning_rate=5e-5, weight_decay=0.0, warmup_steps=0, lr_scheduler_type="constant",
+                                     max_grad_norm=1.0, report_to=[], save_strategy="no", logging_strategy="no",
+                                     use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, seed=0)
+            trainer = Trainer(model=Model(), args=args, train_dataset=enc, data_collator=DataCollatorWithPadding(tok))
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"which": which, "samples_per_s": n / seconds, "seconds": seconds, "peak_rss_mb": peak_mb}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        print(json.dumps(run(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        return
+    n, batch, length = (int(a) for a in (sys.argv[1:] + ["256", "16", "128"][len(sys.argv) - 1:])[:3])
+    results: dict[str, list[dict]] = {"headstart": [], "trainer": []}
+    for _ in range(2):
+        for which in ("headstart", "trainer"):
+            out = subprocess.run([sys.executable, __file__, "--one", which, str(n), str(batch), str(length)],
+                                 capture_output=True, text=True, check=True)
+            results[which].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = {k: max(v, key=lambda r: r["samples_per_s"]) for k, v in results.items()}
+    h, t = best["headstart"], best["trainer"]
+    print(f"minilm-l6 fine-tuning, {n} texts, batch {batch}, max length {length}, CPU ({torch.get_num_threads()} threads)")
+    print(f"headstart loop : {h['samples_per_s']:.2f} samples/s, peak RSS {h['peak_rss_mb']:.0f} MB")
+    print(f"HF Trainer     : {t['samples_per_s']:.2f} samples/s, peak RSS {t['peak_rss_mb']:.0f} MB")
+    print(f"ratio headstart / Trainer: {h['samples_per_s'] / t['samples_per_s']:.2f}x throughput, "
+          f"{h['peak_rss_mb'] / t['peak_rss_mb']:.2f}x peak memory")
+    print("all runs:", json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
