@@ -1,0 +1,122 @@
+"""Transferability scores: against direct implementations of the papers' formulas, properties over
+every registered ranker, and clear errors for degenerate inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from headstart.errors import ConfigError, DataError
+from headstart.rank import RANKERS, RankWarning, score
+from headstart.rank import scores as S
+
+
+def logme_direct(f: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-6) -> float:
+    """The LogME algorithm written with explicit D x D matrices (You et al., Algorithm 1)."""
+    n, d = f.shape
+    eig = np.linalg.eigvalsh(f.T @ f)
+    out = []
+    for c in np.unique(labels):
+        y = (labels == c).astype(float)
+        alpha, beta = 1.0, 1.0
+        for _ in range(max_iter):
+            a = alpha * np.eye(d) + beta * f.T @ f
+            m = beta * np.linalg.solve(a, f.T @ y)
+            gamma = float((beta * eig / (alpha + beta * eig)).sum())
+            new_alpha = gamma / (m @ m + 1e-12)
+            new_beta = (n - gamma) / (((y - f @ m) ** 2).sum() + 1e-12)
+            done = abs(new_alpha / new_beta - alpha / beta) <= tol * (alpha / beta)
+            alpha, beta = new_alpha, new_beta
+            if done:
+                break
+        a = alpha * np.eye(d) + beta * f.T @ f
+        m = beta * np.linalg.solve(a, f.T @ y)
+        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.linalg.slogdet(a)[1]
+                    - beta / 2 * ((y - f @ m) ** 2).sum() - alpha / 2 * (m @ m) - n / 2 * np.log(2 * np.pi))
+        out.append(evidence / n)
+    return float(np.mean(out))
+
+
+def hscore_direct(f: np.ndarray, labels: np.ndarray) -> float:
+    """tr(cov(f)^-1 cov(E[f | y])) with the covariances summed example by example."""
+    n, d = f.shape
+    mu = f.mean(0)
+    cov_f = sum(np.outer(x - mu, x - mu) for x in f) / (n - 1)
+    class_mean = {c: f[labels == c].mean(0) for c in np.unique(labels)}
+    g = np.stack([class_mean[c] for c in labels])
+    mu_g = g.mean(0)
+    cov_g = sum(np.outer(x - mu_g, x - mu_g) for x in g) / (n - 1)
+    return float(np.trace(np.linalg.pinv(cov_f) @ cov_g))
+
+
+@pytest.mark.parametrize("n,d", [(120, 20), (25, 60)])  # more and fewer examples than features
+def test_logme_matches_direct_formula(n, d) -> None:
+    rng = np.random.default_rng(n)
+    y = rng.integers(0, 4, n)
+    f = rng.normal(size=(n, d)) + 0.8 * np.eye(4)[y] @ rng.normal(size=(4, d))
+    assert S.logme(f, y) == pytest.approx(logme_direct(f, y), abs=1e-6)
+
+
+def test_hscore_matches_direct_formula() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 90)
+    f = rng.normal(size=(90, 12)) + np.eye(3)[y] @ rng.normal(size=(3, 12))
+    assert S.hscore(f, y) == pytest.approx(hscore_direct(f, y), abs=1e-6)
+
+
+def test_nce_and_leep_hand_computed() -> None:
+    labels = np.array([0, 0, 1, 1])
+    perfect = np.eye(2)[labels]  # the source head's class determines the target class
+    assert S.nce(perfect, labels) == pytest.approx(0.0)
+    assert S.leep(perfect, labels) == pytest.approx(0.0, abs=1e-9)
+    useless = np.full((4, 2), 0.5)  # the same source prediction for everything
+    assert S.nce(useless, labels) == pytest.approx(np.log(0.5))
+    assert S.leep(useless, labels) == pytest.approx(np.log(0.5))
+
+
+def _separable_and_random(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), 40)
+    good = np.eye(4)[y] @ rng.normal(size=(4, 16)) * 3 + rng.normal(size=(160, 16))
+    bad = rng.normal(size=(160, 16))
+    src_good = np.eye(6)[y + 1] * 0.9 + 0.1 / 6
+    src_bad = rng.dirichlet(np.ones(6), 160)
+    return y, good, bad, src_good, src_bad
+
+
+@pytest.mark.parametrize("name", RANKERS.names())
+def test_separable_features_score_higher(name) -> None:
+    y, good, bad, src_good, src_bad = _separable_and_random()
+    hi = score(name, good, y, src_good)
+    lo = score(name, bad, y, src_bad)
+    assert hi > lo, (name, hi, lo)
+
+
+@pytest.mark.parametrize("name", RANKERS.names())
+def test_invariant_to_label_renaming(name) -> None:
+    y, good, _, src_good, _ = _separable_and_random(1)
+    renamed = np.array(["zebra", "apple", "mango", "kiwi"])[y]
+    assert score(name, good, renamed, src_good) == pytest.approx(score(name, good, y, src_good), rel=1e-9, abs=1e-12)
+
+
+def test_degenerate_inputs_are_clear() -> None:
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(10, 4))
+    with pytest.raises(DataError, match="only one class"):
+        score("logme", f, np.zeros(10))
+    with pytest.raises(DataError, match="3 examples for 3 classes"):
+        score("logme", f[:3], np.array([0, 1, 2]))
+    bad = f.copy()
+    bad[2, 1] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(DataError, match=r"2 NaN or infinite value\(s\) in 2 row\(s\), first rows \[2, 7\]"):
+        score("hscore", bad, np.arange(10) % 2)
+    with pytest.raises(DataError, match="every feature is constant"):
+        score("knn", np.ones((10, 4)), np.arange(10) % 2)
+    mostly = np.concatenate([f[:, :1], np.ones((10, 3))], 1)
+    with pytest.warns(RankWarning, match="3 of 4 features are constant"):
+        score("logme", mostly, np.arange(10) % 2)
+    with pytest.raises(ConfigError, match="needs the backbone's pre-training head"):
+        score("leep", f, np.arange(10) % 2)
