@@ -120,3 +120,31 @@ def test_degenerate_inputs_are_clear() -> None:
         score("logme", mostly, np.arange(10) % 2)
     with pytest.raises(ConfigError, match="needs the backbone's pre-training head"):
         score("leep", f, np.arange(10) % 2)
+
+
+def test_rank_backbones_on_real_digits(mnist_small) -> None:
+    """ImageNet features must out-rank raw pixels on real digits by LogME; LEEP needs the head."""
+    from headstart.rank.api import rank_backbones
+
+    data = mnist_small.subset(range(0, 600, 4))  # 150 digits
+    result = rank_backbones(data, ["raw-pixels", "efficientnet-lite0"], ("logme", "knn", "leep"), progress=False)
+    rows = {r["backbone"]: r for r in result["rows"]}
+    assert result["order"][0] == "efficientnet-lite0"
+    assert rows["raw-pixels"]["scores"]["leep"] is None and rows["efficientnet-lite0"]["scores"]["leep"] < 0
+    assert "Use efficientnet-lite0" in result["recommendation"]
+
+
+def test_rank_cli_and_modality_mismatch(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    ok = subprocess.run([sys.executable, "-m", "headstart", "rank", "builtin:digits:10", "--backbones",
+                         "raw-pixels,efficientnet-lite0", "--scores", "logme,knn", "--json", str(out)],
+                        capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, ok.stderr
+    assert "higher is better" in ok.stdout and json.loads(out.read_text())["primary"] == "logme"
+    bad = subprocess.run([sys.executable, "-m", "headstart", "rank", "builtin:digits:10", "--backbones", "minilm-l6"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "takes texts but builtin:digits:10 holds images" in bad.stderr

@@ -105,8 +105,9 @@ def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size
 @torch.inference_mode()
 def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, batch_size: int = 64,
                  device: torch.device | None = None, progress: bool = True,
-                 description: str = "Extracting features") -> np.ndarray:
-    """Features for ``data[indices]`` (no cache). Texts are sorted by length to cut padding."""
+                 description: str = "Extracting features", source: bool = False) -> np.ndarray:
+    """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
+    without the cache. Texts are sorted by length to cut padding."""
     device = device or pick_device()
     backbone.eval().to(device)
     image = backbone.card.modality == "image"
@@ -115,7 +116,8 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
         order = list(indices)
     else:
         order = sorted(indices, key=lambda i: len(data.items[i]))
-    out = np.empty((len(data), backbone.card.feature_dim), dtype=np.float32)
+    width = backbone.card.source_classes if source else backbone.card.feature_dim
+    out = np.empty((len(data), width), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     with progress_bar(description, total=len(order), enabled=progress) as advance:
         for idx, inputs in _batches(data, order, backbone, batch_size):
@@ -123,7 +125,7 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
             if image and "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
             with autocast:
-                feats = backbone(**inputs)
+                feats = backbone.source_logits(**inputs).float().softmax(-1) if source else backbone(**inputs)
             out[idx] = feats.float().cpu().numpy()
             advance(len(idx))
     return out[list(indices)]
@@ -131,8 +133,16 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
 
 def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path | None = None,
                      use_cache: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
-                     progress: bool = True) -> np.ndarray:
-    """``[len(data), feature_dim]`` float32 features, from the cache where possible."""
+                     progress: bool = True, source: bool = False) -> np.ndarray:
+    """``[len(data), feature_dim]`` float32 features, from the cache where possible.
+
+    ``source=True``: the probabilities of the backbone's pre-training head instead (``[N, classes]``,
+    for LEEP / NCE and ConSE), cached under their own key.
+    """
+    if source and not backbone.card.source_classes:
+        from .errors import BackboneError
+
+        raise BackboneError(f"The backbone '{backbone.card.name}' has no pre-training head.")
     if data.modality != backbone.card.modality:
         from .errors import BackboneError
 
@@ -140,16 +150,17 @@ def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path
                             f"{data.source} holds {data.modality}s.",
                             fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
     if len(data) == 0:
-        return np.empty((0, backbone.card.feature_dim), dtype=np.float32)
+        return np.empty((0, backbone.card.source_classes if source else backbone.card.feature_dim), dtype=np.float32)
     dev = pick_device(device)
     if not use_cache:
-        return run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress)
-    cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone))
+        return run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress,
+                            source=source)
+    cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone) + ("-source" if source else ""))
     known = cache.load()
     hashes = data.content_hashes()
     missing = sorted({h: i for i, h in enumerate(hashes) if h not in known}.values())
     if missing:
-        new = run_backbone(backbone, data, missing, batch_size=batch_size, device=dev, progress=progress)
+        new = run_backbone(backbone, data, missing, batch_size=batch_size, device=dev, progress=progress, source=source)
         new_hashes = [hashes[i] for i in missing]
         cache.add(new_hashes, new)
         known.update(zip(new_hashes, new))

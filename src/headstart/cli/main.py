@@ -7,12 +7,13 @@ import sys
 
 import click
 
-from . import backbones, check, demo, evaluate, export, fit, predict, serve
+from . import backbones, check, demo, evaluate, export, fit, predict, rank, serve
 
 EPILOG = """\b
 Examples:
   headstart demo                                   # the whole pipeline on built-in MNIST digits
   headstart check photos/                          # validate a folder of images (one sub-folder per class)
+  headstart rank photos/                           # which pre-trained backbone suits these images
   headstart fit tickets.csv --out runs/tickets     # linear probe on minilm-l6 (text) features
   headstart predict runs/tickets new.csv -o predictions.csv
   headstart export runs/tickets --quantize int8     # ONNX, checked against torch
@@ -29,7 +30,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (check, fit, evaluate, predict, export, serve, backbones, demo):
+for module in (check, rank, fit, evaluate, predict, export, serve, backbones, demo):
     cli.add_command(module.command)
 
 

@@ -1,0 +1,49 @@
+"""``headstart rank DATA``: which pre-trained backbone suits this data, in seconds, before training."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import data_options, log, out
+
+
+@click.command("rank", epilog="""\b
+Examples:
+  headstart rank photos/                                     # every image backbone available here
+  headstart rank tickets.csv --backbones minilm-l6,minilm-l3-onnx
+  headstart rank builtin:mnist:50 --scores logme,knn,leep --json ranking.json
+""")
+@click.argument("data")
+@click.option("--backbones", default=None, help="Comma-separated names (default: every compatible one available).")
+@click.option("--scores", default="logme,hscore-shrink,knn,leep,nce", show_default=True,
+              help="Comma-separated; the first one orders the table.")
+@click.option("--json", "json_path", default=None, help="Also write the ranking as JSON.")
+@click.option("--device", default=None)
+@click.option("--cache-dir", default=None)
+@data_options
+def command(data: str, backbones: str | None, scores: str, json_path: str | None, device: str | None,
+            cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
+    """Score candidate backbones by transferability (LogME and friends) on DATA's own labels."""
+    from rich.table import Table
+
+    from .._io import write_json_atomic
+    from ..data import load_data
+    from ..rank.api import rank_backbones
+
+    dataset = load_data(data, text_column=text_column, label_column=label_column)
+    result = rank_backbones(dataset, backbones.split(",") if backbones else None, tuple(scores.split(",")),
+                            cache_dir=cache_dir, device=device, log=log)
+    names = scores.split(",")
+    table = Table("rank", "backbone", *names, "parameters", "seconds",
+                  title=f"{result['n']} examples, {result['classes']} classes; higher is better")
+    rows = {r["backbone"]: r for r in result["rows"]}
+    for i, name in enumerate(result["order"], 1):
+        r = rows[name]
+        table.add_row(str(i), name, *[("-" if r["scores"][s] is None else f"{r['scores'][s]:.4g}") for s in names],
+                      f"{r['params'] / 1e6:.1f} M", f"{r['seconds']:.1f}")
+    out.print(table)
+    if result["agreement"]:
+        out.print("Rank agreement (Kendall tau): " + ", ".join(f"{k} {v:+.2f}" for k, v in result["agreement"].items()))
+    out.print(f"[bold]{result['recommendation']}[/bold]")
+    if json_path:
+        write_json_atomic(json_path, result)

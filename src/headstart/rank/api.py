@@ -1,0 +1,73 @@
+"""``rank_backbones``: score every candidate backbone on the user's data, through the feature cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from ..backbones import create_backbone, list_backbones
+from ..data import load_data, validate
+from ..errors import BackboneError
+from ..features import extract_features
+from . import RANKERS, score
+
+DEFAULT_SCORES = ("logme", "hscore-shrink", "knn", "leep", "nce")
+
+
+def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Sequence[str] = DEFAULT_SCORES, *,
+                   cache_dir: str | None = None, device: str | None = None, progress: bool = True,
+                   log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Rank backbones by transferability on ``data`` (labelled). The first score is the primary one.
+
+    Returns ``{"rows": [...], "order": [...], "agreement": {...}, "recommendation": str}``; rows carry
+    each score (None where a score does not apply, e.g. LEEP without a pre-training head), the
+    seconds spent per backbone (features + scores) and the backbone's size.
+    """
+    dataset = load_data(data)
+    report = validate(dataset)
+    report.raise_for_errors()
+    names = list(backbones) if backbones else [e.name for e in list_backbones() if e.available
+                                               and e.modality == dataset.modality]
+    if not names:
+        raise BackboneError(f"No {dataset.modality} backbone is available here.", fix="pip install 'headstart[zoo]'.")
+    for s in scores:
+        RANKERS.get(s)  # unknown names fail before any work
+    labels = np.asarray(dataset.labels)
+    rows = []
+    for name in names:
+        bb = create_backbone(name)
+        if bb.card.modality != dataset.modality:
+            raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but {dataset.source} holds "
+                                f"{dataset.modality}s.", fix=f"rank {dataset.modality} backbones only.")
+        log(f"Scoring {name}")
+        start = time.perf_counter()
+        feats = extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress)
+        probs = (extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True)
+                 if bb.card.source_classes else None)
+        values: dict[str, float | None] = {}
+        for s in scores:
+            values[s] = None if RANKERS.get(s).needs_source_probs and probs is None else score(s, feats, labels, probs)
+        rows.append({"backbone": name, "params": bb.card.num_params, "feature_dim": bb.card.feature_dim,
+                     "seconds": time.perf_counter() - start, "scores": values})
+    primary = scores[0]
+    order = sorted(rows, key=lambda r: -(r["scores"][primary] if r["scores"][primary] is not None else -np.inf))
+    agreement = {}
+    for a, b in combinations(scores, 2):
+        both = [r for r in rows if r["scores"][a] is not None and r["scores"][b] is not None]
+        if len(both) >= 3:
+            from scipy.stats import kendalltau
+
+            agreement[f"{a} ~ {b}"] = float(kendalltau([r["scores"][a] for r in both],
+                                                       [r["scores"][b] for r in both]).statistic)
+    best = order[0]
+    runner_up = order[1]["backbone"] if len(order) > 1 else None
+    text = (f"Use {best['backbone']}: it has the highest {primary} on your data"
+            + (f", ahead of {runner_up}" if runner_up else "") + ". ")
+    if best["backbone"] == "raw-pixels":
+        text += "No pre-trained backbone beats raw pixels here: transfer is unlikely to help."
+    return {"primary": primary, "rows": rows, "order": [r["backbone"] for r in order], "agreement": agreement,
+            "recommendation": text, "n": len(dataset), "classes": len(dataset.label_names)}
