@@ -148,3 +148,16 @@ def test_rank_cli_and_modality_mismatch(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "headstart", "rank", "builtin:digits:10", "--backbones", "minilm-l6"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "takes texts but builtin:digits:10 holds images" in bad.stderr
+
+
+def test_fit_backbone_auto_records_the_ranking(mnist_small, tmp_path) -> None:
+    import headstart
+    from headstart.backbones import ZOO
+
+    data = mnist_small.subset(range(0, 600, 10))  # 60 real digits
+    model = headstart.fit(data, backbone="auto", out=tmp_path / "auto", progress=False, baseline=False)
+    selection = model.info["backbone_selection"]
+    assert selection["primary"] == "logme"
+    assert set(selection["order"]) == {n for n in ZOO.names() if ZOO.get(n).modality == "image"}
+    assert model.backbone.card.name == selection["order"][0] != "raw-pixels"
+    assert "## How the backbone was chosen" in (tmp_path / "auto" / "transfer_card.md").read_text()

@@ -102,7 +102,16 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     say(f"Data: {len(dataset)} {dataset.modality}s, {len(label_names)} classes; "
         + ", ".join(f"{k} {v}" for k, v in parts.sizes().items()))
 
+    selection = None
     name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    if name == "auto":
+        # Rank on the training split only: the test split must not influence any choice.
+        from .rank.api import rank_backbones
+
+        selection = rank_backbones(parts.train, scores=("logme",), cache_dir=cache_dir, device=device,
+                                   progress=progress, log=say)
+        name = selection["order"][0]
+        say(f"Backbone selection: {selection['recommendation']}")
     bb = create_backbone(name, image_size=image_size, max_length=max_length)
     if bb.card.modality != dataset.modality:
         raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but the data holds {dataset.modality}s.",
@@ -140,6 +149,9 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                  "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
                  "findings": report.to_dict()["findings"]},
         "metrics": metrics,
+        **({"backbone_selection": {"primary": selection["primary"], "order": selection["order"],
+                                   "scores": {r["backbone"]: r["scores"] for r in selection["rows"]},
+                                   "recommendation": selection["recommendation"]}} if selection else {}),
         "timings_s": {"load_and_check": round(t1 - t0, 3), "adapt": round(t3 - t1, 3),
                       "evaluate_and_baseline": round(t4 - t3, 3)},
     }

@@ -66,7 +66,8 @@ Examples:
 """)
 @click.argument("data")
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
-              "Default: efficientnet-lite0 for images, minilm-l6 for text.")
+              "Default: efficientnet-lite0 for images, minilm-l6 for text; 'auto' ranks the "
+              "available ones by LogME on the training split and takes the best.")
 @click.option("--strategy", "-s", default="linear-probe", show_default=True, help="Adaptation strategy.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default=None, help="Linear-probe head (default linear).")
 @click.option("--epochs", type=int, default=None, help="Fine-tuning epochs.")

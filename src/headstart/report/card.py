@@ -55,6 +55,13 @@ def render_card(meta: dict[str, Any]) -> str:
     for f in data.get("findings", []):
         if f["level"] != "info":
             lines.append(f"- Data {f['level']}: {f['message']}")
+    selection = meta.get("backbone_selection")
+    if selection:
+        lines += ["", "## How the backbone was chosen",
+                  f"- Ranked by {selection['primary']} on the training split (no fine-tuning, no test data):"]
+        for i, name in enumerate(selection["order"], 1):
+            value = selection["scores"][name][selection["primary"]]
+            lines.append(f"  {i}. {name}: {value:.4g}")
     lines += ["", "## How", f"- Strategy: **{strategy.get('type', '?')}**"]
     for key, value in strategy.get("chosen", {}).items():
         lines.append(f"- Chosen {key}: {value}")
