@@ -161,3 +161,18 @@ def test_fit_backbone_auto_records_the_ranking(mnist_small, tmp_path) -> None:
     assert set(selection["order"]) == {n for n in ZOO.names() if ZOO.get(n).modality == "image"}
     assert model.backbone.card.name == selection["order"][0] != "raw-pixels"
     assert "## How the backbone was chosen" in (tmp_path / "auto" / "transfer_card.md").read_text()
+
+
+def test_confirm_ranking_by_successive_halving(bbc_small, tiny_bert_dir) -> None:
+    """Real ONNX MiniLM (probe) against a tiny random BERT (fine-tuned): the halving logic, fast."""
+    from headstart.rank.api import confirm_ranking
+
+    data = bbc_small.subset(range(0, 150, 2))
+    tiny = f"hf:{tiny_bert_dir}"
+    check = confirm_ranking(data, [tiny, "minilm-l3-onnx"], 2, progress=False)
+    assert [r["epochs"] for r in check["rounds"]] == [1, 2]
+    first = check["rounds"][0]["accuracy"]
+    assert set(first) == {tiny, "minilm-l3-onnx"} and len(check["rounds"][1]["accuracy"]) == 1
+    assert first["minilm-l3-onnx"] >= 0.6  # real weights; 5 topics, chance is 0.2
+    assert check["confirmed_order"][0] == max(first, key=first.get) == "minilm-l3-onnx"
+    assert check["top_choice_held"] is False  # the ranking put the random model first; confirmation says so

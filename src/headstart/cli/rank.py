@@ -12,16 +12,19 @@ Examples:
   headstart rank photos/                                     # every image backbone available here
   headstart rank tickets.csv --backbones minilm-l6,minilm-l3-onnx
   headstart rank builtin:mnist:50 --scores logme,knn,leep --json ranking.json
+  headstart rank tickets.csv --confirm 2                     # then fine-tune the top 2 briefly to check
 """)
 @click.argument("data")
 @click.option("--backbones", default=None, help="Comma-separated names (default: every compatible one available).")
 @click.option("--scores", default="logme,hscore-shrink,knn,leep,nce", show_default=True,
               help="Comma-separated; the first one orders the table.")
+@click.option("--confirm", "confirm", type=int, default=0,
+              help="Fine-tune the top K briefly (successive halving) and report whether the ranking held.")
 @click.option("--json", "json_path", default=None, help="Also write the ranking as JSON.")
 @click.option("--device", default=None)
 @click.option("--cache-dir", default=None)
 @data_options
-def command(data: str, backbones: str | None, scores: str, json_path: str | None, device: str | None,
+def command(data: str, backbones: str | None, scores: str, confirm: int, json_path: str | None, device: str | None,
             cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
     """Score candidate backbones by transferability (LogME and friends) on DATA's own labels."""
     from rich.table import Table
@@ -45,5 +48,16 @@ def command(data: str, backbones: str | None, scores: str, json_path: str | None
     if result["agreement"]:
         out.print("Rank agreement (Kendall tau): " + ", ".join(f"{k} {v:+.2f}" for k, v in result["agreement"].items()))
     out.print(f"[bold]{result['recommendation']}[/bold]")
+    if confirm:
+        from ..rank.api import confirm_ranking
+
+        check = confirm_ranking(dataset, result["order"], confirm, cache_dir=cache_dir, device=device, log=log)
+        result["confirmation"] = check
+        for r in check["rounds"]:
+            out.print(f"  round with {r['epochs']} epoch(s): "
+                      + ", ".join(f"{n} {100 * a:.1f}%" for n, a in sorted(r["accuracy"].items(), key=lambda x: -x[1])))
+        verdict = "held" if check["top_choice_held"] else "did NOT hold"
+        out.print(f"[bold]Confirmation: the top choice {verdict}[/bold]; fine-tuned order: "
+                  + " > ".join(check["confirmed_order"]))
     if json_path:
         write_json_atomic(json_path, result)

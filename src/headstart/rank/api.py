@@ -71,3 +71,49 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
         text += "No pre-trained backbone beats raw pixels here: transfer is unlikely to help."
     return {"primary": primary, "rows": rows, "order": [r["backbone"] for r in order], "agreement": agreement,
             "recommendation": text, "n": len(dataset), "classes": len(dataset.label_names)}
+
+
+def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, cache_dir: str | None = None,
+                    device: str | None = None, progress: bool = True,
+                    log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Successive halving over the top ``k`` of ``order``: short LP-FT runs (linear probe for
+    backbones that cannot train), epochs doubling each round, the better half going on.
+
+    Accuracies are measured on a held-out part of ``data`` that the runs do not train on.
+    Returns the rounds, the confirmed order, and whether the score's top choice held.
+    """
+    import math
+
+    from ..adapt import make_config
+    from ..api import train_model
+    from ..data import split
+    from ..evaluate.metrics import classification_metrics
+
+    dataset = load_data(data)
+    parts = split(dataset, val=0.2, test=0.25, seed=seed)
+    names = dataset.label_names
+    alive = list(order[:max(1, k)])
+    rounds: list[dict[str, Any]] = []
+    eliminated: list[list[str]] = []
+    epochs = 1
+    while True:
+        accs: dict[str, float] = {}
+        for name in alive:
+            bb = create_backbone(name)
+            strategy = "lp-ft" if bb.trainable else "linear-probe"
+            config = make_config(strategy, epochs=epochs) if strategy == "lp-ft" else make_config(strategy)
+            log(f"Confirming {name}: {strategy}" + (f", {epochs} epoch(s)" if strategy == "lp-ft" else ""))
+            _, proba, ys, _ = train_model(bb, parts, names, strategy, config, seed=seed, cache_dir=cache_dir,
+                                          device=device, progress=progress)
+            accs[name] = classification_metrics(ys["test"], proba, names)["accuracy"]
+        rounds.append({"epochs": epochs, "accuracy": accs})
+        ranked = sorted(alive, key=lambda n: -accs[n])
+        if len(alive) == 1:
+            break
+        keep = math.ceil(len(alive) / 2)
+        eliminated.insert(0, ranked[keep:])
+        alive = ranked[:keep]
+        epochs *= 2
+    confirmed = alive + [n for group in eliminated for n in group]
+    return {"rounds": rounds, "confirmed_order": confirmed, "predicted_order": list(order[:k]),
+            "top_choice_held": confirmed[0] == order[0]}
