@@ -3,7 +3,6 @@ every registered ranker, and clear errors for degenerate inputs."""
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest

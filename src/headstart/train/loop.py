@@ -16,7 +16,7 @@ import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +336,3 @@ def evaluate_logits(model: nn.Module, backbone: Backbone, data: Dataset, y: np.n
     if was_training:
         model.train()
     return correct / max(n, 1), loss / max(n, 1)
-
-
-def config_fields(cls: type) -> set[str]:
-    return {f.name for f in fields(cls) if f.init}
