@@ -192,7 +192,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         trainable(model)
         extra = [p for p in backbone.parameters() if p.requires_grad]
         opt_groups = opt_groups[:1] + ([{"params": extra, "lr": config.lr, "weight_decay": config.weight_decay}] if extra else [])
-    optimizer = torch.optim.AdamW(opt_groups, fused=cuda or None)
+    # Fused AdamW: one kernel per step for all parameters, on CPU (torch >= 2.4) as on GPU.
+    optimizer = torch.optim.AdamW(opt_groups, fused=True)
     anchor = ({k: p.detach().clone() for k, p in backbone.named_parameters() if p.requires_grad}
               if config.l2sp > 0 else {})
 
