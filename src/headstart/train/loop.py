@@ -54,6 +54,7 @@ class FineTuneConfig:
     cutmix: float = 0.0
     augment: str = "crop"  # images: none | crop (random resized crop + colour jitter) | crop-flip
     patience: int = 3  # early stopping on validation accuracy (then loss)
+    restore_best: bool = True  # end with the best validation epoch's weights (False: the last epoch's)
     freeze: int = 0  # freeze the first k parameter groups (input side)
     gradual: bool = False  # ULMFiT: unfreeze one more group from the top each epoch
     max_steps_per_epoch: int = 0  # 0 = whole epochs; a cap for quick runs and benchmarks
@@ -306,7 +307,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
             break
 
     final = acc.unwrap_model(model)
-    if best_state is not None:
+    if best_state is not None and config.restore_best:
         final.load_state_dict(best_state)
     final.eval()
     if image:
