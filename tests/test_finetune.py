@@ -32,6 +32,18 @@ def news(bbc_small):
     return bbc_small.subset(range(0, 150, 2))  # 75 real articles, 15 per topic
 
 
+@pytest.fixture(scope="module")
+def news_csv(news, tmp_path_factory) -> Path:
+    import csv
+
+    path = tmp_path_factory.mktemp("csv") / "news.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip(news.items, news.labels))
+    return path
+
+
 @pytest.mark.parametrize("strategy", FINE_TUNING)
 def test_every_strategy_trains_and_round_trips(strategy, news, tiny_bert_dir, tmp_path) -> None:
     out = tmp_path / "run"
@@ -75,15 +87,9 @@ def test_gradual_unfreezes_from_the_top(news, tiny_bert_dir) -> None:
     assert moved == [False, False, True, False]
 
 
-def test_resume_after_kill_matches_uninterrupted_run(news, tiny_bert_dir, tmp_path) -> None:
+def test_resume_after_kill_matches_uninterrupted_run(news, news_csv, tiny_bert_dir, tmp_path) -> None:
     """kill -9 after epoch 2 of 3, resume, and the result equals an uninterrupted run's."""
-    data_csv = tmp_path / "news.csv"
-    import csv
-
-    with open(data_csv, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(zip(news.items, news.labels))
+    data_csv = news_csv
     args = dict(backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"epochs": 3, "batch_size": 8},
                 progress=False, baseline=False)
     reference = headstart.fit(str(data_csv), **args, out=tmp_path / "reference")
@@ -117,15 +123,9 @@ def test_resume_after_kill_matches_uninterrupted_run(news, tiny_bert_dir, tmp_pa
     assert np.allclose(resumed.predict_proba(news.items[:10]), reference.predict_proba(news.items[:10]), atol=1e-6)
 
 
-def test_two_process_data_parallel_run(news, tiny_bert_dir, tmp_path) -> None:
+def test_two_process_data_parallel_run(news, news_csv, tiny_bert_dir, tmp_path) -> None:
     """torchrun with 2 CPU processes (gloo): Accelerate shards the batches; rank 0 saves."""
-    import csv
-
-    data_csv = tmp_path / "news.csv"
-    with open(data_csv, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(zip(news.items, news.labels))
+    data_csv = news_csv
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
