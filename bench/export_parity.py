@@ -46,13 +46,7 @@ def main() -> None:
                 "modality": modality, "labels": model.label_names, "card": model.backbone.card.to_dict(),
                 "files": {"fp32": "model.onnx", "int8": "model.int8.onnx"}}))
             model = headstart.load(run)
-            from headstart.data import from_arrays
-
-            def torch_fn(chunk):
-                return model.predict_proba(from_arrays([np.asarray(i) for i in chunk], modality="image")
-                                           if modality == "image" else chunk)
-
-            t1, t32 = _timing(torch_fn, items, 1), _timing(torch_fn, items, 32)
+            t1, t32 = _timing(model.predict_proba, items, 1), _timing(model.predict_proba, items, 32)
             for variant in ("fp32", "int8"):
                 runner = OnnxPredictor(folder, variant)
                 p = parity(model, runner, items)

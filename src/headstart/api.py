@@ -20,7 +20,7 @@ from .data import Dataset, Splits, load_data, split, validate
 from .errors import BackboneError, DataError
 from .evaluate.baselines import baseline_proba
 from .evaluate.metrics import classification_metrics
-from .features import extract_features, pick_device
+from .features import extract_features_many, pick_device
 from .model import TransferModel
 
 DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
@@ -54,9 +54,10 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
           for s in ("train", "val", "test")}
     feats: dict[str, np.ndarray] = {}
     if entry.needs_features:
-        feats = {s: extract_features(bb, getattr(parts, s), cache_dir=cache_dir, use_cache=use_cache,
-                                     batch_size=batch_size, device=dev, progress=progress)
-                 for s in ("train", "val", "test")}
+        names = ("train", "val", "test")
+        feats = dict(zip(names, extract_features_many(bb, [getattr(parts, s) for s in names], cache_dir=cache_dir,
+                                                      use_cache=use_cache, batch_size=batch_size, device=dev,
+                                                      progress=progress)))
     inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
                             resume=resume, progress=progress, log=log)
     head, chosen, trained = entry.run(bb, inputs, config)

@@ -117,7 +117,8 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     else:
         order = sorted(indices, key=lambda i: len(data.items[i]))
     width = backbone.card.source_classes if source else backbone.card.feature_dim
-    out = np.empty((len(data), width), dtype=np.float32)
+    row_of = {i: k for k, i in enumerate(indices)}  # rows for the requested items only
+    out = np.empty((len(row_of), width), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     with progress_bar(description, total=len(order), enabled=progress) as advance:
         for idx, inputs in _batches(data, order, backbone, batch_size):
@@ -126,9 +127,9 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
             with autocast:
                 feats = backbone.source_logits(**inputs).float().softmax(-1) if source else backbone(**inputs)
-            out[idx] = feats.float().cpu().numpy()
+            out[[row_of[i] for i in idx]] = feats.float().cpu().numpy()
             advance(len(idx))
-    return out[list(indices)]
+    return out
 
 
 def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path | None = None,
@@ -139,29 +140,44 @@ def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path
     ``source=True``: the probabilities of the backbone's pre-training head instead (``[N, classes]``,
     for LEEP / NCE and ConSE), cached under their own key.
     """
+    return extract_features_many(backbone, [data], cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
+                                 device=device, progress=progress, source=source)[0]
+
+
+def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, cache_dir: str | Path | None = None,
+                          use_cache: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
+                          progress: bool = True, source: bool = False) -> list[np.ndarray]:
+    """Features for several data sets (e.g. train / val / test) with one cache read and one
+    backbone pass over the items none of them has in the cache."""
+    from .errors import BackboneError
+
     if source and not backbone.card.source_classes:
-        from .errors import BackboneError
-
         raise BackboneError(f"The backbone '{backbone.card.name}' has no pre-training head.")
-    if data.modality != backbone.card.modality:
-        from .errors import BackboneError
-
-        raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
-                            f"{data.source} holds {data.modality}s.",
-                            fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
-    if len(data) == 0:
-        return np.empty((0, backbone.card.source_classes if source else backbone.card.feature_dim), dtype=np.float32)
+    for data in datasets:
+        if data.modality != backbone.card.modality:
+            raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
+                                f"{data.source} holds {data.modality}s.",
+                                fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
+    width = backbone.card.source_classes if source else backbone.card.feature_dim
     dev = pick_device(device)
     if not use_cache:
-        return run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress,
-                            source=source)
+        return [run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress,
+                             source=source) if len(data) else np.empty((0, width), dtype=np.float32)
+                for data in datasets]
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone) + ("-source" if source else ""))
     known = cache.load()
-    hashes = data.content_hashes()
-    missing = sorted({h: i for i, h in enumerate(hashes) if h not in known}.values())
+    missing: dict[str, tuple[Dataset, int]] = {}  # content hash -> one place it occurs
+    for data in datasets:
+        for i, h in enumerate(data.content_hashes()):
+            if h not in known:
+                missing.setdefault(h, (data, i))
     if missing:
-        new = run_backbone(backbone, data, missing, batch_size=batch_size, device=dev, progress=progress, source=source)
-        new_hashes = [hashes[i] for i in missing]
-        cache.add(new_hashes, new)
-        known.update(zip(new_hashes, new))
-    return np.stack([known[h] for h in hashes]).astype(np.float32, copy=False)
+        first = datasets[0]
+        todo = Dataset(first.modality, [d.items[i] for d, i in missing.values()], None,
+                       [d.ids[i] for d, i in missing.values()], source=first.source)
+        new = run_backbone(backbone, todo, range(len(todo)), batch_size=batch_size, device=dev, progress=progress,
+                           source=source)
+        cache.add(list(missing), new)
+        known.update(zip(missing, new))
+    return [np.stack([known[h] for h in data.content_hashes()]).astype(np.float32, copy=False) if len(data)
+            else np.empty((0, width), dtype=np.float32) for data in datasets]

@@ -182,10 +182,7 @@ def _timing(fn, items: list[Any], batch: int, repeats: int = 3) -> dict[str, flo
 
 def parity(model: Any, runner: OnnxPredictor, items: list[Any]) -> dict[str, float]:
     """Max |p_torch - p_onnx| and top-1 agreement on the same raw inputs."""
-    from ..data import from_arrays
-
-    data = from_arrays([np.asarray(i) for i in items], modality="image") if model.modality == "image" else from_arrays(items)
-    p_torch = model.predict_proba(data)
+    p_torch = model.predict_proba(items)
     p_onnx = runner.predict_proba(items)
     return {"n": len(items), "max_abs_diff": float(np.abs(p_torch - p_onnx).max()),
             "top1_agreement": float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())}
@@ -241,14 +238,7 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
                     fix="report this with headstart.json's versions; serve the torch model meanwhile.")
             for batch in (1, 32):
                 report["speed"].setdefault(f"batch_{batch}", {})[variant] = _timing(runner.predict_proba, items, batch)
-        from ..data import from_arrays
-
-        def torch_predict(chunk: list[Any]) -> np.ndarray:
-            if model.modality == "image":
-                return model.predict_proba(from_arrays([np.asarray(i) for i in chunk], modality="image"))
-            return model.predict_proba(chunk)
-
         for batch in (1, 32):
-            report["speed"][f"batch_{batch}"]["torch"] = _timing(torch_predict, items, batch)
+            report["speed"][f"batch_{batch}"]["torch"] = _timing(model.predict_proba, items, batch)
         (tmp / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report

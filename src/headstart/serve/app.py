@@ -103,10 +103,7 @@ class TorchEngine:
         self.label_names = self.model.label_names
 
     def __call__(self, items: list[Any]) -> np.ndarray:
-        from ..data import from_arrays
-
-        data = from_arrays([np.asarray(i) for i in items], modality="image") if self.modality == "image" else from_arrays(items)
-        return self.model.predict_proba(data)
+        return self.model.predict_proba(items)  # PIL images or texts, as the request parser gives them
 
 
 class OnnxEngine:
