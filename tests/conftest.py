@@ -51,6 +51,17 @@ def bbc_small():
     return load_data("builtin:bbc-news:30")
 
 
+def write_csv(path: Path, rows, header: str = "text,label") -> Path:
+    """A UTF-8 CSV with a header row, written with the csv module (quoting handled)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header.split(","))
+        w.writerows(rows)
+    return path
+
+
 def write_png(path: Path, value: int = 128, size: int = 16, mode: str = "RGB") -> Path:
     from PIL import Image
 

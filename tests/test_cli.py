@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_png
+from conftest import write_csv, write_png
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -20,12 +20,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def bbc_csv(tmp_path_factory, bbc_small) -> Path:
-    path = tmp_path_factory.mktemp("csv") / "news.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["body", "topic"])
-        w.writerows(zip(bbc_small.items, bbc_small.labels))
-    return path
+    return write_csv(tmp_path_factory.mktemp("csv") / "news.csv", zip(bbc_small.items, bbc_small.labels),
+                     header="body,topic")
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_png
+from conftest import write_csv, write_png
 from headstart.data import load_data, split, validate
 from headstart.errors import DataError
 
 
 def codes(report) -> dict[str, object]:
     return {f.code: f for f in report.findings}
-
-
-def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header.split(","))
-        w.writerows(rows)
-    return path
 
 
 def text_rows(n_per_class: int = 6) -> list[tuple[str, str]]:

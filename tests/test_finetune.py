@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import headstart
+from conftest import write_csv
 from headstart.adapt import STRATEGIES, make_config
 from headstart.errors import ConfigError
 from headstart.train.loop import FineTuneConfig, _schedule
@@ -34,14 +35,7 @@ def news(bbc_small):
 
 @pytest.fixture(scope="module")
 def news_csv(news, tmp_path_factory) -> Path:
-    import csv
-
-    path = tmp_path_factory.mktemp("csv") / "news.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(zip(news.items, news.labels))
-    return path
+    return write_csv(tmp_path_factory.mktemp("csv") / "news.csv", zip(news.items, news.labels))
 
 
 @pytest.mark.parametrize("strategy", FINE_TUNING)
