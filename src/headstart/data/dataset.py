@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import DataError
 
-Modality = Literal["image", "text"]
+Modality = Literal["image", "text", "features"]  # "features": rows of a frozen backbone's output
 ImageItem = Union[str, np.ndarray]
 SPLITS = ("train", "val", "test")
 
@@ -62,7 +62,7 @@ class Dataset:
     def load(self, index: int) -> Any:
         """The decoded item: a PIL RGB image or a string."""
         item = self.items[index]
-        if self.modality == "text":
+        if self.modality in ("text", "features"):
             return item
         return load_image(item, self.ids[index])
 

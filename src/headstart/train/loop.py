@@ -90,14 +90,32 @@ class TrainResult:
 
 
 class Classifier(nn.Module):
-    """Backbone features -> dropout -> head."""
+    """Backbone features -> dropout -> head; with an aligner, also the domain-alignment loss.
 
-    def __init__(self, backbone: Backbone, head: nn.Module, dropout: float) -> None:
+    The target batch goes through the same ``forward`` call as the source batch, so that under DDP
+    one forward/backward covers the backbone, the head and the aligner's own parameters (a domain
+    discriminator). Heads with ``embed`` / ``classify`` (a bottleneck) are aligned at the
+    bottleneck; plain heads at the backbone's pooled features.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, dropout: float, aligner: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone, self.head, self.drop = backbone, head, nn.Dropout(dropout)
+        self.aligner = aligner
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(self.backbone(**inputs)))
+    def _embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        f = self.drop(self.backbone(**inputs))
+        return self.head.embed(f) if hasattr(self.head, "embed") else f
+
+    def _classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head.classify(f) if hasattr(self.head, "classify") else self.head(f)
+
+    def forward(self, target: dict[str, torch.Tensor] | None = None, **inputs: torch.Tensor) -> Any:
+        if target is None or self.aligner is None:
+            return self.head(self.drop(self.backbone(**inputs)))
+        f_s, f_t = self._embed(inputs), self._embed(target)
+        logits_s, logits_t = self._classify(f_s), self._classify(f_t)
+        return logits_s, self.aligner(f_s, f_t, logits_s, logits_t)
 
 
 def _schedule(kind: str, warmup_steps: int, total: int) -> Callable[[int], float]:
@@ -143,11 +161,17 @@ def _save_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: 
 def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Dataset, y_train: np.ndarray,
           y_val: np.ndarray, config: FineTuneConfig, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
           seed: int = 0, device: str | None = None, progress: bool = True,
-          log: Callable[[str], None] = lambda m: None, trainable: Callable[[nn.Module], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] = lambda m: None, trainable: Callable[[nn.Module], None] | None = None,
+          target_data: Dataset | None = None, aligner: nn.Module | None = None, trade_off: float = 1.0,
+          val_score: Callable[[nn.Module], float] | None = None) -> TrainResult:
     """Fine-tune ``backbone`` + ``head`` in place; the best epoch's weights are loaded at the end.
 
     ``trainable``: optional hook that sets ``requires_grad`` itself (LoRA); otherwise the config's
     ``freeze`` / ``gradual`` decide over ``backbone.param_groups()``.
+    Domain adaptation: with ``target_data`` (unlabelled) and an ``aligner`` (see
+    :mod:`headstart.domain.losses`), every step also draws a target batch and adds
+    ``trade_off * aligner(...)`` to the loss. ``val_score(model)``, when given, ranks epochs
+    instead of validation accuracy (a label-free validator on the target domain).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from safetensors.torch import load_file
@@ -159,7 +183,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
     acc = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
                       gradient_accumulation_steps=config.grad_accum, kwargs_handlers=[ddp])
     image = backbone.card.modality == "image"
-    model = Classifier(backbone, head, config.head_dropout)
+    text = backbone.card.modality == "text"
+    model = Classifier(backbone, head, config.head_dropout, aligner)
     if image:
         model = model.to(memory_format=torch.channels_last)
 
@@ -193,6 +218,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         trainable(model)
         extra = [p for p in backbone.parameters() if p.requires_grad]
         opt_groups = opt_groups[:1] + ([{"params": extra, "lr": config.lr, "weight_decay": config.weight_decay}] if extra else [])
+    if aligner is not None and any(True for _ in aligner.parameters()):  # a domain discriminator
+        opt_groups.append({"params": list(aligner.parameters()), "lr": config.head_lr, "weight_decay": config.weight_decay})
     # Fused AdamW: one kernel per step for all parameters, on CPU (torch >= 2.4) as on GPU.
     optimizer = torch.optim.AdamW(opt_groups, fused=True)
     anchor = ({k: p.detach().clone() for k, p in backbone.named_parameters() if p.requires_grad}
@@ -224,20 +251,28 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         log(f"Resumed after epoch {state['epoch'] + 1} from {folder}")
     model, optimizer = acc.prepare(model, optimizer)
 
-    lengths = [len(str(x)) for x in train_data.items] if not image else None
+    lengths = [len(str(x)) for x in train_data.items] if text else None
     labels_t = torch.as_tensor(y_train, dtype=torch.long)
 
-    def make_batch(idx: list[int], rng: random.Random) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        if image:
+    def make_inputs(data: Dataset, idx: list[int], rng: random.Random) -> dict[str, torch.Tensor]:
+        if image and config.augment != "none":
             flip = config.augment == "crop-flip"
-            items = [augment_image(train_data.load(i), rng, flip) if config.augment != "none" else train_data.load(i)
-                     for i in idx]
+            items = [augment_image(data.load(i), rng, flip) for i in idx]
         else:
-            items = [train_data.load(i) for i in idx]
+            items = [data.load(i) for i in idx]
         inputs = {k: v.to(acc.device) for k, v in backbone.preprocess(items).items()}
         if image:
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
-        return inputs, labels_t[idx].to(acc.device)
+        return inputs
+
+    def target_batches(rng: random.Random) -> Any:
+        """Endless shuffled target batches (the target set is usually smaller or larger than the source)."""
+        while True:
+            order = list(range(len(target_data)))  # type: ignore[arg-type]
+            rng.shuffle(order)
+            for i in range(0, len(order) - config.batch_size + 1 if len(order) >= config.batch_size else 1,
+                           config.batch_size):
+                yield order[i:i + config.batch_size]
 
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = _seed(seed, epoch)
@@ -246,22 +281,27 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         set_trainable(epoch)
         model.train()
         _freeze_batchnorm(model)
-        if image:
+        if text:  # similar lengths together: dynamic padding wastes little
+            all_batches = list(length_bucketed_batches(lengths, config.batch_size, rng))  # type: ignore[arg-type]
+        else:
             order = list(range(len(train_data)))
             rng.shuffle(order)
             all_batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        else:  # similar lengths together: dynamic padding wastes little
-            all_batches = list(length_bucketed_batches(lengths, config.batch_size, rng))  # type: ignore[arg-type]
+        targets = target_batches(random.Random(epoch_seed + 1)) if aligner is not None else None
         # Each process takes every num_processes-th batch (the same count on every rank).
         mine = all_batches[acc.process_index::acc.num_processes][:batches_per_epoch]
         total_loss, seen = 0.0, 0
         with progress_bar(f"Epoch {epoch + 1}/{config.epochs}", total=len(mine),
                           enabled=progress and acc.is_main_process) as advance:
-            for idx in mine:
-                inputs, y = make_batch(idx, rng)
+            for step, idx in enumerate(mine):
+                inputs, y = make_inputs(train_data, idx, rng), labels_t[idx].to(acc.device)
                 with acc.accumulate(model):
                     with acc.autocast():
-                        if image and (config.mixup > 0 or config.cutmix > 0):
+                        if targets is not None:
+                            aligner.set_progress((epoch * len(mine) + step) / max(1, config.epochs * len(mine)))  # type: ignore[union-attr]
+                            logits, align = model(target=make_inputs(target_data, next(targets), rng), **inputs)  # type: ignore[arg-type]
+                            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) + trade_off * align
+                        elif image and (config.mixup > 0 or config.cutmix > 0):
                             px, ya, yb, lam = mix_batch(inputs["pixel_values"], y, config.mixup, config.cutmix, gen)
                             logits = model(pixel_values=px)
                             loss = lam * F.cross_entropy(logits, ya, label_smoothing=config.label_smoothing) + (
@@ -287,9 +327,12 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         val_acc, val_loss = evaluate_logits(acc.unwrap_model(model), backbone, val_data, y_val, acc.device, image)
         row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "val_accuracy": val_acc,
                "val_loss": val_loss, "lr": scheduler.get_last_lr()[-1]}
+        if val_score is not None:
+            row["target_score"] = float(val_score(acc.unwrap_model(model)))
         result.history.append(row)
-        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val accuracy {val_acc:.4f}, val loss {val_loss:.4f}")
-        key = (val_acc, -val_loss)
+        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val accuracy {val_acc:.4f}, val loss {val_loss:.4f}"
+            + (f", target score {row['target_score']:.4f}" if val_score is not None else ""))
+        key = (row["target_score"], val_acc) if val_score is not None else (val_acc, -val_loss)
         if key > best_key:
             best_key, bad_epochs, result.best_epoch = key, 0, epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
@@ -312,7 +355,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
     final.eval()
     if image:
         final.to(memory_format=torch.contiguous_format)
-    result.best_val_accuracy = best_key[0]
+    result.best_val_accuracy = (result.history[result.best_epoch - 1]["val_accuracy"]
+                                if 0 < result.best_epoch <= len(result.history) else best_key[0])
     result.trainable_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     for p in final.parameters():
         p.requires_grad_(True)

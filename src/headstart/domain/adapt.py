@@ -1,0 +1,274 @@
+"""Unsupervised domain adaptation on the shared training loop, with a negative-transfer guard.
+
+``adapt_domain`` trains ``source-only`` (always: it is the reference) and each requested alignment
+method, over one or more seeds; reads the label-free validators on the target domain; picks a
+method (under ``auto`` by the validators alone); and keeps source-only when the adapted model does
+not look better, saying so. Target labels, when the user has some, are used only to report
+accuracy and, if given, to judge the guard; never to train.
+
+Two modes share all of this:
+- ``features`` (default): the backbone stays frozen; a bottleneck head is trained on cached
+  features with the alignment loss on the bottleneck. Seconds per run on a CPU.
+- ``finetune``: the backbone trains too (the full DANN / CDAN recipe); needs a GPU to be quick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..adapt.heads import BottleneckHead
+from ..adapt.linear_probe import standardiser
+from ..backbones.cached import CachedFeatures, feature_dataset
+from ..data.dataset import Dataset
+from ..data.splits import Splits
+from ..errors import ConfigError, DataError
+from ..train.loop import Classifier, FineTuneConfig, train
+from .gap import mmd_test, proxy_a_distance
+from .losses import ALIGNERS, TRADE_OFF, build_aligner
+from .validators import CHOOSING, VALIDATORS, validator_readings
+
+SOURCE_ONLY = "source-only"
+AUTO_CANDIDATES = ("dann", "cdan", "coral", "mmd", "mcc")
+
+
+@dataclass(frozen=True)
+class AdaptConfig(FineTuneConfig):
+    method: str = "auto"  # source-only | dann | cdan | coral | mmd | mcc | auto
+    mode: str = "features"  # features (frozen backbone) | finetune
+    bottleneck: int = 256
+    bottleneck_dropout: float = 0.5
+    trade_off: float = 0.0  # weight of the alignment loss; 0 = the method's default
+    validator: str = "rv"  # the label-free score that picks the epoch
+    guard: bool = True  # keep source-only when adaptation does not look better
+    epochs: int = 20
+    lr: float = 1e-4  # backbone rate (finetune mode)
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    head_dropout: float = 0.0
+    augment: str = "none"
+    patience: int = 100  # every epoch is scored by the validator; no early stop by default
+    type: str = field(default="domain-adapt", init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        methods = (SOURCE_ONLY, "auto", *ALIGNERS.names())
+        if self.method not in methods:
+            raise ConfigError(f"Unknown adaptation method {self.method!r}.", fix=f"use one of: {', '.join(methods)}.")
+        if self.mode not in ("features", "finetune"):
+            raise ConfigError(f"`mode` must be 'features' or 'finetune', got {self.mode!r}.")
+        if self.validator not in VALIDATORS:
+            raise ConfigError(f"Unknown validator {self.validator!r}.", fix=f"use one of: {', '.join(VALIDATORS.names())}.")
+        if self.trade_off < 0:
+            raise ConfigError(f"`trade_off` must be >= 0, got {self.trade_off}.")
+
+
+@dataclass
+class DomainResult:
+    """Everything ``adapt_domain`` found; ``head`` (and the backbone, in finetune mode) is the kept model."""
+
+    chosen: str
+    head: nn.Module
+    backbone_trained: bool
+    runs: list[dict[str, Any]]
+    summary: dict[str, dict[str, Any]]
+    reasons: list[str]
+    gap_before: dict[str, Any]
+    gap_after: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "summary": self.summary, "reasons": self.reasons, "runs": self.runs,
+                "gap_before": self.gap_before, "gap_after": self.gap_after}
+
+
+def check_domains(source: Dataset, target: Dataset) -> None:
+    """The errors a user can make when pairing a source with a target."""
+    if len(target) == 0:
+        raise DataError(f"The target data {target.source} is empty.",
+                        fix="point --target at the unlabelled data from where the model will be used.")
+    if source.modality != target.modality:
+        raise DataError(f"The source {source.source} holds {source.modality}s but the target {target.source} holds "
+                        f"{target.modality}s.", fix="adapt between two image sets or between two text sets.")
+    if target.labels is not None:
+        extra = sorted(set(target.labels) - set(source.labels or []))
+        if extra:
+            raise DataError(f"The target {target.source} has label(s) the source does not: {', '.join(extra[:10])}.",
+                            fix=f"the source's labels are: {', '.join(source.label_names)}; rename the target's "
+                                "folders / labels to match, or remove its labels (they are only used for evaluation).")
+
+
+def _method_list(config: AdaptConfig) -> list[str]:
+    if config.method == "auto":
+        return [SOURCE_ONLY, *AUTO_CANDIDATES]
+    return [SOURCE_ONLY] if config.method == SOURCE_ONLY else [SOURCE_ONLY, config.method]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: list[str], y: dict[str, np.ndarray],
+                 config: AdaptConfig, *, seeds: tuple[int, ...] = (0,), target_labels: np.ndarray | None = None,
+                 features: dict[str, np.ndarray] | None = None, device: Any = None, progress: bool = True,
+                 log: Callable[[str], None] = lambda m: None) -> DomainResult:
+    """Train source-only and the chosen alignment method(s) over ``seeds``; choose; guard.
+
+    ``features`` (mode ``features``): frozen-backbone features for ``train``, ``val`` and
+    ``target``. ``y``: integer source labels for ``train`` and ``val``.
+    """
+    check_domains(parts.train, target)
+    k = len(label_names)
+    finetune = config.mode == "finetune"
+    if finetune:
+        import copy
+
+        pristine = copy.deepcopy(backbone.state_dict())
+        src_train, src_val, tgt = parts.train, parts.val, target
+        dim = backbone.card.feature_dim
+    else:
+        if features is None:
+            raise ConfigError("adapt_domain in 'features' mode needs the cached features.")
+        src_train = feature_dataset(features["train"], parts.train)
+        src_val = feature_dataset(features["val"], parts.val)
+        tgt = feature_dataset(features["target"], target)
+        dim = features["train"].shape[1]
+        mean, scale = standardiser(features["train"])
+
+    def outputs(model: Any, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax and bottleneck embedding over a whole data set (no augmentation, eval mode)."""
+        was = model.training
+        model.eval()
+        probs, embs = [], []
+        dev = next(iter(model.head.parameters())).device
+        with torch.inference_mode():
+            for s in range(0, len(data), 256):
+                items = [data.load(i) for i in range(s, min(s + 256, len(data)))]
+                z = model._embed({n: v.to(dev) for n, v in model.backbone.preprocess(items).items()})
+                probs.append(model._classify(z).float().softmax(1).cpu().numpy())
+                embs.append(z.float().cpu().numpy())
+        model.train(was)
+        return np.concatenate(probs), np.concatenate(embs)
+
+    def readings(model: Any) -> dict[str, float]:
+        proba, z_t = outputs(model, tgt)
+        _, z_s = outputs(model, src_val)
+        return {"proba": proba, **validator_readings(proba, z_t=z_t, z_s=z_s, y_s=y["val"])}  # type: ignore[dict-item]
+
+    def epoch_score(model: Any) -> float:
+        proba, z_t = outputs(model, tgt)
+        _, z_s = outputs(model, src_val)
+        return VALIDATORS.get(config.validator)(proba, z_t=z_t, z_s=z_s, y_s=y["val"])
+    runs: list[dict[str, Any]] = []
+    kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
+    for method in _method_list(config):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            head = BottleneckHead(dim, k, config.bottleneck, config.bottleneck_dropout)
+            if not finetune:
+                head.mean.copy_(torch.as_tensor(mean))
+                head.std.copy_(torch.as_tensor(scale))
+            else:
+                backbone.load_state_dict(pristine)
+            body = backbone if finetune else CachedFeatures(backbone.card)
+            aligner = None if method == SOURCE_ONLY else build_aligner(method, config.bottleneck, k)
+            trade = config.trade_off or TRADE_OFF.get(method, 1.0)
+            log(f"Domain adaptation: {method}, seed {seed}")
+            result = train(body, head, src_train, src_val, y["train"], y["val"], config, seed=seed,
+                           device=str(device) if device is not None else None, progress=progress,
+                           target_data=tgt, aligner=aligner, trade_off=trade, val_score=epoch_score)
+            read = readings(Classifier(body, head, 0.0))
+            proba = read.pop("proba")
+            row: dict[str, Any] = {"method": method, "seed": seed, "best_epoch": result.best_epoch,
+                                   "source_val_accuracy": result.best_val_accuracy, **read}
+            if target_labels is not None:
+                row["target_accuracy"] = float((proba.argmax(1) == target_labels).mean())
+            runs.append(row)
+            log("  " + ", ".join(f"{a} {b:.4f}" if isinstance(b, float) else f"{a} {b}" for a, b in row.items()))
+            kept[(method, seed)] = (head, {n: v.detach().clone() for n, v in backbone.state_dict().items()}
+                                    if finetune else None)
+
+    summary: dict[str, dict[str, Any]] = {}
+    for method in _method_list(config):
+        rows = [r for r in runs if r["method"] == method]
+        summary[method] = {key: _mean_std([r[key] for r in rows])
+                           for key in ("source_val_accuracy", *VALIDATORS.names(),
+                                       *(("target_accuracy",) if target_labels is not None else ()))}
+    chosen, reasons = choose(summary, config, labelled=target_labels is not None)
+    head, state = kept[(chosen, seeds[0])]
+    if finetune and state is not None:
+        backbone.load_state_dict(state)
+    before, after = _gaps(head, backbone, features, parts, target, finetune, k, runs)
+    return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after)
+
+
+def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bool) -> tuple[str, list[str]]:
+    """The method to keep, and why, in plain words.
+
+    Without target labels: each candidate's validators are ranked across methods, and the best
+    mean rank wins (ties to the better source validation accuracy). The guard then compares the
+    winner with source-only: it must be at least as good on *both* validators, else source-only is
+    kept. With target labels (evaluation only), the guard compares target accuracy instead.
+    """
+    names = list(CHOOSING)
+    methods = list(summary)
+    adapted = [m for m in methods if m != SOURCE_ONLY]
+    reasons: list[str] = []
+    if not adapted:
+        return SOURCE_ONLY, ["only source-only was asked for"]
+    if len(adapted) == 1:
+        best = adapted[0]
+    else:
+        ranks = {m: 0.0 for m in adapted}
+        for v in names:
+            order = sorted(adapted, key=lambda m: -summary[m][v][0])
+            for r, m in enumerate(order):
+                ranks[m] += r / len(names)
+        best = min(adapted, key=lambda m: (ranks[m], -summary[m]["source_val_accuracy"][0]))
+        reasons.append("label-free choice among " + ", ".join(adapted) + f": {best} has the best mean rank over the "
+                       f"validators ({', '.join(names)}), read on the target domain")
+    s, b = summary[SOURCE_ONLY], summary[best]
+    readings = "; ".join(f"{v}: {b[v][0]:.3f} vs source-only {s[v][0]:.3f}" for v in names)
+    if not config.guard:
+        reasons.append(f"kept {best} (guard off); {readings}")
+        return best, reasons
+    if labelled:
+        gain = b["target_accuracy"][0] - s["target_accuracy"][0]
+        if gain < 0:
+            reasons.append(f"negative transfer: {best} reaches {b['target_accuracy'][0]:.3f} target accuracy vs "
+                           f"{s['target_accuracy'][0]:.3f} for source-only (by the target labels given for "
+                           "evaluation), so source-only is kept")
+            return SOURCE_ONLY, reasons
+        reasons.append(f"{best} beats source-only on the labelled target examples by {gain * 100:+.1f} points")
+        return best, reasons
+    worse = [v for v in names if b[v][0] < s[v][0]]
+    if worse:
+        reasons.append(f"negative-transfer guard: {best} looks worse than source-only by {', '.join(worse)} "
+                       f"({readings}), so source-only is kept")
+        return SOURCE_ONLY, reasons
+    reasons.append(f"{best} looks better than source-only by every validator ({readings})")
+    return best, reasons
+
+
+def _gaps(head: nn.Module, backbone: Any, features: dict[str, np.ndarray] | None, parts: Splits, target: Dataset,
+          finetune: bool, k: int, runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """MMD and proxy A-distance between source and target: on the backbone's features (before)
+    and in the kept model's bottleneck (after). Only in features mode, where both are cheap."""
+    if finetune or features is None or not hasattr(head, "embed"):
+        return {}, {}
+    xs, xt = features["train"], features["target"]
+    with torch.inference_mode():
+        head.eval()
+        zs = head.embed(torch.as_tensor(xs)).numpy()
+        zt = head.embed(torch.as_tensor(xt)).numpy()
+
+    def gap(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+        return {"mmd2": mmd_test(a, b, permutations=0)["mmd2"], "pad": proxy_a_distance(a, b)["pad"]}
+
+    return gap(xs, xt), gap(zs, zt)

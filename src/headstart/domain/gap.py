@@ -1,0 +1,157 @@
+"""How far apart are two feature distributions? Pure functions plus a plot.
+
+- :func:`mmd_test`: squared maximum mean discrepancy with a Gaussian kernel (bandwidth by the
+  median heuristic) and a permutation test for "the two samples come from one distribution".
+- :func:`proxy_a_distance`: Ben-David et al.'s proxy A-distance, 2 (1 - 2 err), from the
+  cross-validated error of a logistic-regression domain classifier: 0 = indistinguishable,
+  2 = perfectly separable.
+- :func:`per_class_shift`: when both sides have labels, the shift of each class's features (MMD
+  between the class's source and target examples) and of the class proportions.
+- :func:`plot_projection`: a 2-D t-SNE of both samples, source vs target, coloured by class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return x if len(x) <= n else x[rng.choice(len(x), n, replace=False)]
+
+
+def mmd_test(x: np.ndarray, y: np.ndarray, *, permutations: int = 200, max_n: int = 500,
+             seed: int = 0) -> dict[str, float]:
+    """MMD^2 (biased) between ``x`` and ``y`` and its permutation p-value.
+
+    At most ``max_n`` rows of each side (a seeded subsample): the kernel matrix is computed once
+    and only the labels are permuted, so 200 permutations cost little more than one MMD.
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys = _subsample(x, max_n, rng), _subsample(y, max_n, rng)
+    z = torch.as_tensor(np.concatenate([xs, ys]), dtype=torch.float64)
+    d2 = torch.cdist(z, z).pow(2)
+    off = d2[~torch.eye(len(z), dtype=torch.bool)]
+    bandwidth = float(off.median()) or 1.0
+    k = torch.exp(-d2 / bandwidth)
+    n = len(xs)
+
+    def stat(first: torch.Tensor) -> float:
+        a, b = first, ~first
+        return float(k[a][:, a].mean() + k[b][:, b].mean() - 2 * k[a][:, b].mean())
+
+    mask = torch.zeros(len(z), dtype=torch.bool)
+    mask[:n] = True
+    observed = stat(mask)
+    g = torch.Generator().manual_seed(seed)
+    count = 0
+    for _ in range(permutations):
+        perm = mask[torch.randperm(len(z), generator=g)]
+        count += stat(perm) >= observed
+    return {"mmd2": observed, "p_value": (count + 1) / (permutations + 1), "n_source": n, "n_target": len(ys),
+            "permutations": permutations}
+
+
+def proxy_a_distance(x: np.ndarray, y: np.ndarray, *, max_n: int = 1000, seed: int = 0) -> dict[str, float]:
+    """2 (1 - 2 err) with err the 5-fold cross-validated error of a balanced domain classifier."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    n = min(len(x), len(y), max_n)
+    xs, ys = _subsample(x, n, rng), _subsample(y, n, rng)
+    z = np.concatenate([xs, ys])
+    d = np.r_[np.zeros(len(xs)), np.ones(len(ys))]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    acc = float(cross_val_score(clf, z, d, cv=min(5, n), scoring="accuracy").mean())
+    err = 1.0 - acc
+    return {"pad": float(np.clip(2 * (1 - 2 * err), 0.0, 2.0)), "domain_classifier_accuracy": acc, "n_per_domain": n}
+
+
+def per_class_shift(xs: np.ndarray, ys: list[str], xt: np.ndarray, yt: list[str], *, seed: int = 0) -> list[dict[str, Any]]:
+    """For each class on both sides: MMD^2 between its source and target features, and its share
+    of each domain (a change in shares is label shift)."""
+    rows = []
+    ys_a, yt_a = np.asarray(ys), np.asarray(yt)
+    for c in sorted(set(ys) & set(yt)):
+        a, b = xs[ys_a == c], xt[yt_a == c]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        rows.append({"class": c, "mmd2": mmd_test(a, b, permutations=0, max_n=200, seed=seed)["mmd2"],
+                     "source_share": len(a) / len(xs), "target_share": len(b) / len(xt)})
+    return rows
+
+
+def verdict(pad: float, p_value: float) -> str:
+    """The gap in plain words, from the proxy A-distance and the MMD test."""
+    if p_value > 0.05:
+        return ("no measurable gap: the MMD test cannot tell the two apart (p = %.2f); "
+                "train on the source and deploy" % p_value)
+    if pad < 0.5:
+        return f"a small gap (proxy A-distance {pad:.2f} of 2): source-only training should transfer well"
+    if pad < 1.5:
+        return (f"a moderate gap (proxy A-distance {pad:.2f} of 2): expect some loss on the target; "
+                "domain adaptation may recover part of it")
+    return (f"a large gap (proxy A-distance {pad:.2f} of 2; a classifier tells the domains apart almost "
+            "always): expect a large loss on the target; adapt with unlabelled target data, and label some target examples")
+
+
+def plot_projection(xs: np.ndarray, xt: np.ndarray, path: str | Path, *, ys: list[str] | None = None,
+                    yt: list[str] | None = None, max_n: int = 600, seed: int = 0,
+                    title: str = "source vs target") -> Path:
+    """t-SNE of both samples (after PCA to 50 dims) to ``path`` (PNG): circles = source,
+    crosses = target, one colour per class (grey when a side has no labels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    i_s = rng.choice(len(xs), min(len(xs), max_n), replace=False)
+    i_t = rng.choice(len(xt), min(len(xt), max_n), replace=False)
+    z = np.concatenate([xs[i_s], xt[i_t]]).astype(np.float64)
+    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
+    z = PCA(n_components=min(50, z.shape[1], len(z) - 1), random_state=seed).fit_transform(z)
+    e = TSNE(n_components=2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed).fit_transform(z)
+    es, et = e[: len(i_s)], e[len(i_s):]
+    classes = sorted(set(ys or []) | set(yt or []))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    colour = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    for pts, labels, marker, name in ((es, ys, "o", "source"), (et, yt, "x", "target")):
+        idx = i_s if name == "source" else i_t
+        cols = [colour[labels[i]] for i in idx] if labels else "0.5"
+        ax.scatter(pts[:, 0], pts[:, 1], c=cols, marker=marker, s=12, alpha=0.7, linewidths=0.8, label=name)
+    handles = [plt.Line2D([], [], marker="o", ls="", color="k", label="source"),
+               plt.Line2D([], [], marker="x", ls="", color="k", label="target")]
+    handles += [plt.Line2D([], [], marker="s", ls="", color=colour[c], label=c) for c in classes[:20]]
+    ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    from .._io import atomic_file
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def measure_gap(xs: np.ndarray, xt: np.ndarray, *, ys: list[str] | None = None, yt: list[str] | None = None,
+                seed: int = 0, permutations: int = 200) -> dict[str, Any]:
+    """Every measure at once, with the verdict."""
+    mmd = mmd_test(xs, xt, permutations=permutations, seed=seed)
+    pad = proxy_a_distance(xs, xt, seed=seed)
+    out: dict[str, Any] = {"mmd": mmd, "proxy_a_distance": pad, "verdict": verdict(pad["pad"], mmd["p_value"])}
+    if ys is not None and yt is not None:
+        out["per_class"] = per_class_shift(xs, ys, xt, yt, seed=seed)
+    return out

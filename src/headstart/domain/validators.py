@@ -1,0 +1,98 @@
+"""Label-free validators: judge a model on the target domain without target labels.
+
+Each is a pure function of the model's target-domain outputs, higher = better:
+
+- ``information_maximisation`` (IM; Shi & Sha 2012, used by SHOT): entropy of the mean prediction
+  minus the mean entropy of each prediction, divided by log K. High when predictions are confident
+  *and* spread over the classes; a model that collapses every target example onto one class, the
+  typical failure of adversarial adaptation, scores near 0.
+- ``reverse_validation`` (RV; Zhong et al. 2010, the model selection of Ganin et al.'s DANN
+  paper): label the target with the model's predictions, fit a logistic regression on the target
+  embeddings with those pseudo-labels, and score it on the labelled *source* validation split.
+  Collapsed or scrambled target predictions do not transfer back, so they score low.
+- ``soft_neighbourhood_density`` (SND; Saito et al., ICCV 2021): the entropy of each target
+  example's soft neighbourhood in prediction space. Reported, but not used to choose: on
+  MNIST -> UCI digits it ranked collapsed models highest (everything in one class is one dense
+  neighbourhood); see bench/results/domain_adaptation.md.
+
+None sees a target label, so they can pick the epoch and the method on the target domain. They are
+heuristics: the benchmark in ``bench/domain_adaptation.py`` reports how well the choice they make
+agrees with the one target labels would make.
+
+Contract: ``validator(proba_t, z_t=None, z_s=None, y_s=None) -> float`` with target probabilities,
+target and source-validation embeddings, and the source-validation labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+
+def information_maximisation(proba: np.ndarray, **_: Any) -> float:
+    p = torch.as_tensor(proba, dtype=torch.float64).clamp_min(1e-12)
+    k = p.shape[1]
+    mean = p.mean(0)
+    marginal = -(mean * mean.log()).sum()
+    conditional = -(p * p.log()).sum(1).mean()
+    return float((marginal - conditional) / math.log(k))
+
+
+def soft_neighbourhood_density(proba: np.ndarray, temperature: float = 0.05, max_n: int = 2000, seed: int = 0,
+                               **_: Any) -> float:
+    """Mean entropy of the softmax (at ``temperature``) over cosine similarities to the other
+    examples, divided by log(N - 1) so that it is comparable across sample sizes. At most
+    ``max_n`` examples (a fixed random subset) keep it O(max_n^2)."""
+    p = torch.as_tensor(proba, dtype=torch.float64)
+    if len(p) > max_n:
+        idx = torch.randperm(len(p), generator=torch.Generator().manual_seed(seed))[:max_n]
+        p = p[idx]
+    n = len(p)
+    if n < 3:
+        return float("nan")
+    z = F.normalize(p, dim=1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(-math.inf)
+    q = F.softmax(sim, dim=1)
+    ent = -(q * torch.log(q.clamp_min(1e-300))).sum(1).mean()
+    return float(ent / math.log(n - 1))
+
+
+def reverse_validation(proba: np.ndarray, z_t: np.ndarray | None = None, z_s: np.ndarray | None = None,
+                       y_s: np.ndarray | None = None, **_: Any) -> float:
+    if z_t is None or z_s is None or y_s is None:
+        raise ValueError("reverse_validation needs target and source embeddings and the source labels")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    pseudo = proba.argmax(1)
+    if len(np.unique(pseudo)) < 2:  # one class for everything: the reverse model is a constant
+        return float((y_s == pseudo[0]).mean())
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    scaler = StandardScaler().fit(z_t)
+    with warnings.catch_warnings():  # a few hundred L-BFGS steps are plenty for a relative score
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(C=1.0, max_iter=300).fit(scaler.transform(z_t), pseudo)
+    return float((clf.predict(scaler.transform(z_s)) == y_s).mean())
+
+
+VALIDATORS: Registry[Callable[..., float]] = Registry("label-free validator", ConfigError)
+VALIDATORS.register("im", information_maximisation)
+VALIDATORS.register("rv", reverse_validation)
+VALIDATORS.register("snd", soft_neighbourhood_density)
+CHOOSING = ("im", "rv")  # the validators that choose the method and run the guard
+
+
+def validator_readings(proba: np.ndarray, **context: Any) -> dict[str, float]:
+    return {name: VALIDATORS.get(name)(proba, **context) for name in VALIDATORS.names()}
