@@ -20,7 +20,7 @@ import numpy as np
 from headstart.api import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
-from headstart.domain import AdaptConfig, adapt_domain
+from headstart.domain.adapt import AdaptConfig, adapt_domain
 from headstart.features import extract_features_many
 
 

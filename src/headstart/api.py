@@ -17,7 +17,7 @@ import numpy as np
 from .adapt import STRATEGIES, StrategyInputs, make_config
 from .backbones import create_backbone
 from .data import Dataset, Splits, load_data, split, validate
-from .errors import BackboneError, DataError
+from .errors import BackboneError, ConfigError, DataError
 from .evaluate.baselines import baseline_proba
 from .evaluate.metrics import classification_metrics
 from .features import extract_features_many, pick_device
@@ -40,26 +40,40 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
                 cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
                 device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                resume: bool = False, log: Callable[[str], None] = lambda m: None
+                resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None
                 ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
     Frozen-backbone features (through the cache) are extracted only for strategies that use them.
     Returns the model, its test-split probabilities, the integer labels per split, and what the
     strategy chose. A trained backbone is evaluated on fresh features, never on cached ones.
+    ``target``: the unlabelled target-domain data of a domain-adaptation strategy.
     """
     dev = pick_device(device)
     entry = STRATEGIES.get(strategy)
+    if entry.needs_target and target is None:
+        raise ConfigError(f"The strategy '{strategy}' adapts to a target domain and needs its (unlabelled) data.",
+                          fix="pass --target TARGET_DATA (fit(..., target=...)).")
+    if target is not None and not entry.needs_target:
+        raise ConfigError(f"Target data was given, but the strategy '{strategy}' does not use it.",
+                          fix="add --adapt METHOD (auto, dann, cdan, coral, mmd, mcc), or drop --target.")
+    target_labels = None
+    if target is not None:
+        from .domain.adapt import check_domains
+
+        check_domains(parts.train, target)
+        if target.labels is not None:
+            target_labels = encode_labels(target.labels, label_names, target.source)
     ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{parts.train.source} [{s}]")
           for s in ("train", "val", "test")}
     feats: dict[str, np.ndarray] = {}
     if entry.needs_features:
-        names = ("train", "val", "test")
-        feats = dict(zip(names, extract_features_many(bb, [getattr(parts, s) for s in names], cache_dir=cache_dir,
-                                                      use_cache=use_cache, batch_size=batch_size, device=dev,
-                                                      progress=progress)))
+        names = ("train", "val", "test") + (("target",) if target is not None else ())
+        sets = [getattr(parts, s) for s in names[:3]] + ([target] if target is not None else [])
+        feats = dict(zip(names, extract_features_many(bb, sets, cache_dir=cache_dir, use_cache=use_cache,
+                                                      batch_size=batch_size, device=dev, progress=progress)))
     inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
-                            resume=resume, progress=progress, log=log)
+                            resume=resume, progress=progress, log=log, target=target, target_labels=target_labels)
     head, chosen, trained = entry.run(bb, inputs, config)
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
     if trained or "test" not in feats:
@@ -77,7 +91,7 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
         label_column: str | None = None, split_column: str | None = None,
         log: Callable[[str], None] | None = None, command: str | None = None, resume: bool = False,
-        checkpoint_dir: str | Path | None = None) -> TransferModel:
+        checkpoint_dir: str | Path | None = None, target: Any = None) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
@@ -87,6 +101,10 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     checkpoints each epoch to ``checkpoint_dir`` (default: ``<out>.ckpt`` beside ``out``); with
     ``resume=True`` an interrupted run continues from there. The checkpoint is removed once the
     artifact is saved.
+
+    Domain adaptation: ``target`` is data from where the model will be used (a folder or table,
+    labels optional and used only for evaluation) and ``strategy="domain-adapt"`` with
+    ``options={"method": "auto" | "dann" | ...}``.
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
@@ -100,6 +118,15 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     report.raise_for_errors()
     parts = split(dataset, val=val, test=test, seed=seed)
     label_names = dataset.label_names
+    target_data = None
+    if target is not None:
+        try:
+            target_data = target if isinstance(target, Dataset) else load_data(target, labelled=None,
+                                                                               text_column=text_column)
+        except DataError as err:
+            raise DataError(f"The target data cannot be used: {err.message}", fix=err.fix) from None
+        say(f"Target: {len(target_data)} {target_data.modality}s from {target_data.source}"
+            + (" (labels used only for evaluation)" if target_data.labels is not None else " (unlabelled)"))
     say(f"Data: {len(dataset)} {dataset.modality}s, {len(label_names)} classes; "
         + ", ".join(f"{k} {v}" for k, v in parts.sizes().items()))
 
@@ -124,10 +151,14 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
                                                 use_cache=use_cache, batch_size=batch_size, device=dev,
                                                 progress=progress, seed=seed, checkpoint_dir=ckpt, resume=resume,
-                                                log=say)
+                                                log=say, target=target_data)
     t3 = time.perf_counter()
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     metrics: dict[str, Any] = {"test": test_metrics}
+    if target_data is not None and target_data.labels is not None:
+        tproba = model.predict_proba(target_data, batch_size=batch_size, device=device, progress=progress)
+        metrics["target"] = classification_metrics(encode_labels(target_data.labels, label_names, target_data.source),
+                                                   tproba, label_names)
     if baseline:
         say("Baseline: training the no-transfer reference on the same split")
         bproba, binfo = baseline_proba(parts.train, parts.val, parts.test, ys["train"], ys["val"],
@@ -148,7 +179,9 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
                  "class_counts": report.class_counts, "splits": parts.sizes(),
                  "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
-                 "findings": report.to_dict()["findings"]},
+                 "findings": report.to_dict()["findings"],
+                 **({"target": {"source": target_data.source, "n": len(target_data),
+                                "labelled": target_data.labels is not None}} if target_data is not None else {})},
         "metrics": metrics,
         **({"backbone_selection": {"primary": selection["primary"], "order": selection["order"],
                                    "scores": {r["backbone"]: r["scores"] for r in selection["rows"]},

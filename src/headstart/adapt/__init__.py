@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..domain.config import AdaptConfig
 from .auto import AutoConfig, run_auto
 from .finetune import FullConfig, GradualConfig, LoRAConfig, LPFTConfig, PartialConfig, run_finetune, run_lora, run_lp_ft
 from .linear_probe import LinearProbeConfig, linear_probe
@@ -37,6 +38,8 @@ class StrategyInputs:
     resume: bool = False
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda m: None)
+    target: Any = None  # unlabelled target-domain Dataset (domain adaptation)
+    target_labels: np.ndarray | None = None  # evaluation-only target labels, when the user has some
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Strategy:
     run: Callable[[Any, StrategyInputs, Any], tuple[nn.Module, dict[str, Any], bool]]
     description: str
     needs_features: bool = False
+    needs_target: bool = False  # domain adaptation: also needs unlabelled target data
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
@@ -55,6 +59,18 @@ def _run_linear_probe(backbone: Any, inputs: StrategyInputs, config: LinearProbe
     head, info = linear_probe(inputs.features["train"], inputs.labels["train"], inputs.features["val"],
                               inputs.labels["val"], inputs.num_classes, config, device=inputs.device, seed=inputs.seed)
     return head, info, False
+
+
+def _run_domain_adapt(backbone: Any, inputs: StrategyInputs, config: Any) -> tuple[nn.Module, dict[str, Any], bool]:
+    from ..domain.adapt import adapt_domain
+
+    feats = {"train": inputs.features["train"], "val": inputs.features["val"], "target": inputs.features["target"]}
+    result = adapt_domain(backbone, inputs.splits, inputs.target, [str(i) for i in range(inputs.num_classes)],
+                          inputs.labels, config, seeds=tuple(inputs.seed + i for i in range(config.seeds)),
+                          target_labels=inputs.target_labels, features=feats, device=inputs.device,
+                          progress=inputs.progress, log=inputs.log)
+    info = {**result.to_dict(), "chosen_strategy": result.chosen}
+    return result.head, info, result.backbone_trained
 
 
 STRATEGIES.register("linear-probe", Strategy("linear-probe", LinearProbeConfig, _run_linear_probe,
@@ -69,6 +85,10 @@ STRATEGIES.register("lp-ft", Strategy("lp-ft", LPFTConfig, run_lp_ft,
                                       "linear probe first, then fine-tune from that head (Kumar et al. 2022)",
                                       needs_features=True))
 STRATEGIES.register("lora", Strategy("lora", LoRAConfig, run_lora, "LoRA adapters on attention (PEFT), merged"))
+STRATEGIES.register("domain-adapt", Strategy(
+    "domain-adapt", AdaptConfig, _run_domain_adapt,
+    "align source and unlabelled target data (DANN, CDAN, CORAL, MMD, MCC), guard against negative transfer",
+    needs_features=True, needs_target=True))
 STRATEGIES.register("auto", Strategy("auto", AutoConfig, run_auto,
                                      "choose among the above from data size, backbone and time budget; says why",
                                      needs_features=True))

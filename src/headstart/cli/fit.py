@@ -22,6 +22,13 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
         out.print(f"[bold]Baseline[/bold] ({b['name']}) {100 * b['test']['accuracy']:.1f}%")
         gain = m["transfer_gain"]["accuracy"]
         out.print(f"[{'red' if gain < 0 else 'green'}]{gain_sentence(gain, 'baseline')}[/]")
+    if "target" in m:
+        out.print(f"[bold]Target-domain accuracy[/bold] {100 * m['target']['accuracy']:.1f}% "
+                  f"(n = {m['target']['n']}; target labels used only for this number)")
+    reasons = model.info.get("strategy", {}).get("reasons", [])
+    if model.info.get("strategy", {}).get("type") == "domain-adapt":
+        for r in reasons:
+            out.print(f"- {r}")
     if out_dir:
         out.print(f"Model and transfer card: {out_dir}/ (headstart.json, model.safetensors, transfer_card.md)")
 
@@ -63,6 +70,8 @@ Examples:
   headstart fit tickets.csv --strategy lp-ft --epochs 4 --out runs/t   # fine-tune (also: full, partial, gradual, lora)
   headstart fit tickets.csv --strategy lora --option r=16 --out runs/t --resume
   headstart fit photos/ --strategy auto --budget 10m --out runs/p              # picks, and says why
+  headstart fit studio/ --target shop_photos/ --adapt auto --out runs/shop     # domain adaptation
+  headstart fit builtin:mnist --target builtin:digits --adapt mcc --option seeds=3
 """)
 @click.argument("data")
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
@@ -74,6 +83,10 @@ Examples:
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate of the backbone.")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
+@click.option("--target", default=None, help="Data from where the model will be used (folder or table; labels optional, "
+              "used only for evaluation): adapt to it without its labels.")
+@click.option("--adapt", default=None, type=click.Choice(["auto", "source-only", "dann", "cdan", "coral", "mmd", "mcc"]),
+              help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt).")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in (replaced atomically).")
@@ -90,14 +103,24 @@ Examples:
 @click.option("--no-baseline", is_flag=True, help="Skip the no-transfer baseline.")
 @data_options
 def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
-            extra: tuple[str, ...], budget: str | None, resume: bool, out_dir: str | None, val: float, test: float,
+            extra: tuple[str, ...], target: str | None, adapt: str | None, budget: str | None, resume: bool, out_dir: str | None, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
             label_column: str | None) -> None:
     """Validate DATA, extract features, adapt the backbone, evaluate against a baseline, save."""
     from ..api import fit
+    from ..errors import ConfigError
 
+    if adapt is not None and target is None:
+        raise ConfigError("--adapt needs --target: the unlabelled data to adapt to.")
+    if target is not None:
+        if strategy not in ("linear-probe", "domain-adapt"):
+            raise ConfigError(f"--target adapts with its own methods; it cannot be combined with --strategy {strategy}.",
+                              fix="drop --strategy and choose the method with --adapt.")
+        strategy = "domain-adapt"
     options = parse_options(strategy, extra)
+    if target is not None:
+        options["method"] = adapt or str(options.get("method", "auto"))
     if budget is not None:
         from ..adapt.auto import parse_budget
 
@@ -109,5 +132,5 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
                 text_column=text_column, label_column=label_column, split_column=split_column, log=log,
-                command="headstart " + shlex.join(sys.argv[1:]), resume=resume)
+                command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target)
     print_summary(model, out_dir)

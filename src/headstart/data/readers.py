@@ -30,8 +30,11 @@ _JUNK = {".ds_store", "thumbs.db", "desktop.ini", ".ipynb_checkpoints", "__macos
 
 def load_data(source: Any, *, labels: Sequence[Any] | None = None, modality: str | None = None,
               text_column: str | None = None, label_column: str | None = None,
-              split_column: str | None = None, encoding: str = "utf-8", labelled: bool = True) -> Dataset:
-    """Read a data set from a path (folder or table), ``builtin:<name>``, or Python objects."""
+              split_column: str | None = None, encoding: str = "utf-8", labelled: bool | None = True) -> Dataset:
+    """Read a data set from a path (folder or table), ``builtin:<name>``, or Python objects.
+
+    ``labelled=None``: labels are optional (class folders or a label column are read when present;
+    domain-adaptation targets use this)."""
     if isinstance(source, Dataset):
         return source
     if isinstance(source, (str, os.PathLike)) and labels is None:
@@ -76,8 +79,9 @@ def _scan_images(folder: Path, root: Path, skipped: list[Skipped]) -> list[Path]
     return found
 
 
-def read_image_folder(root: str | Path, *, labelled: bool = True) -> Dataset:
-    """``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*.jpg``; unlabelled: ``root/*.jpg``."""
+def read_image_folder(root: str | Path, *, labelled: bool | None = True) -> Dataset:
+    """``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*.jpg``; unlabelled: ``root/*.jpg``.
+    ``labelled=None``: class folders when there are any, else unlabelled."""
     root = Path(root)
     skipped: list[Skipped] = []
     items: list[str] = []
@@ -85,6 +89,8 @@ def read_image_folder(root: str | Path, *, labelled: bool = True) -> Dataset:
     splits: list[str] = []
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not _is_junk(d.name) and not d.name.startswith("."))
     split_layout = bool(subdirs) and all(d.name.lower() in SPLIT_NAMES for d in subdirs)
+    if labelled is None:
+        labelled = bool(subdirs)
     if not labelled or not subdirs:
         files = _scan_images(root, root, skipped)
         if labelled and files:
@@ -196,13 +202,13 @@ def _pick(columns: list[str], wanted: str | None, defaults: Sequence[str], role:
 
 
 def read_table(path: str | Path, *, text_column: str | None = None, label_column: str | None = None,
-               split_column: str | None = None, encoding: str = "utf-8", labelled: bool = True) -> Dataset:
+               split_column: str | None = None, encoding: str = "utf-8", labelled: bool | None = True) -> Dataset:
     path = Path(path)
     columns, rows = _rows(path, encoding)
     if not rows:
         raise DataError(f"{path.name} has no data rows.", fix="check that the file is not empty.")
     tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", path, "--text-column")
-    lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", path, "--label-column", required=labelled)
+    lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", path, "--label-column", required=bool(labelled))
     scol = _pick(columns, split_column, ("split",), "split", path, "--split-column", required=split_column is not None)
     texts, labels, splits, ids = [], [], [], []
     for where, row in rows:

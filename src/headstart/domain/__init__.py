@@ -1,10 +1,8 @@
 """Domain adaptation: measure the gap between source and target, align them, guard against
-negative transfer. See :mod:`.gap`, :mod:`.losses`, :mod:`.validators` and :mod:`.adapt`."""
+negative transfer.
 
-from .adapt import AdaptConfig, DomainResult, adapt_domain, check_domains
-from .gap import measure_gap, mmd_test, plot_projection, proxy_a_distance
-from .losses import ALIGNERS, Aligner, build_aligner
-from .validators import VALIDATORS, validator_readings
-
-__all__ = ["ALIGNERS", "VALIDATORS", "AdaptConfig", "Aligner", "DomainResult", "adapt_domain", "build_aligner",
-           "check_domains", "measure_gap", "mmd_test", "plot_projection", "proxy_a_distance", "validator_readings"]
+- :mod:`.gap`: MMD permutation test, proxy A-distance, per-class shift, t-SNE plot.
+- :mod:`.losses`: DANN, CDAN+E, CORAL, MK-MMD and MCC as ``nn.Module`` aligners (registry ``ALIGNERS``).
+- :mod:`.validators`: label-free validators (registry ``VALIDATORS``).
+- :mod:`.adapt`: ``adapt_domain`` on the shared training loop, with the negative-transfer guard.
+"""

@@ -21,6 +21,31 @@ def gain_sentence(gain: float, baseline_name: str) -> str:
     return f"Transfer gain: {points:+.1f} accuracy points over the baseline ({baseline_name})."
 
 
+def _domain_section(details: dict[str, Any], target: dict[str, Any] | None) -> list[str]:
+    """Gap before / after, every method's validator readings, and what was kept."""
+    if "summary" not in details or "gap_before" not in details:
+        return []
+    lines = ["", "## Domain adaptation"]
+    if target:
+        lines.append(f"- Target data: `{target.get('source', '?')}` ({target.get('n', '?')} examples, "
+                     f"{'labelled: labels used only for evaluation' if target.get('labelled') else 'unlabelled'})")
+    before, after = details.get("gap_before") or {}, details.get("gap_after") or {}
+    if before and after:
+        lines.append(f"- Gap, proxy A-distance (0 = same, 2 = separable): {before['pad']:.2f} on the backbone's "
+                     f"features, {after['pad']:.2f} in the kept model's bottleneck")
+    lines.append(f"- Kept: **{details.get('chosen', '?')}**")
+    summary = details["summary"]
+    keys = [k for k in next(iter(summary.values())) if k != "source_val_accuracy"]
+    lines += ["", "| method | source val accuracy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for method, row in summary.items():
+        cells = [f"{row[k][0]:.3f} +- {row[k][1]:.3f}" for k in keys]
+        lines.append(f"| {method} | {_pct(row['source_val_accuracy'][0])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Validators (no target labels): im = information maximisation, rv = reverse validation, "
+                 "snd = soft neighbourhood density (reported only); higher is better.")
+    return lines
+
+
 def render_card(meta: dict[str, Any]) -> str:
     card = meta["backbone"]["card"]
     data = meta.get("data", {})
@@ -67,6 +92,7 @@ def render_card(meta: dict[str, Any]) -> str:
         lines.append(f"- Chosen {key}: {value}")
     if strategy.get("reasons"):
         lines += [f"- Why: {r}" for r in strategy["reasons"]]
+    lines += _domain_section(strategy.get("details", {}), data.get("target"))
     lines += ["", "## What it bought (held-out test split)", "",
               "| | accuracy | macro-F1 | ECE |", "|---|---|---|---|",
               f"| this model | {_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {test.get('ece', float('nan')):.3f} |"]
@@ -74,6 +100,10 @@ def render_card(meta: dict[str, Any]) -> str:
         lines.append(f"| baseline: {base.get('name')} | {_pct(base_test.get('accuracy'))} | "
                      f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
         lines += ["", gain_sentence(metrics["transfer_gain"]["accuracy"], base.get("name", "baseline"))]
+    target = metrics.get("target")
+    if target:
+        lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
+                     f"{_pct(target.get('macro_f1'))} | {target.get('ece', float('nan')):.3f} |")
     if test.get("per_class"):
         lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, s in test["per_class"].items():

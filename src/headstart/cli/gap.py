@@ -1,0 +1,41 @@
+"""``headstart gap SOURCE TARGET``: how far apart two data sets are, in the backbone's eyes."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import log, out
+
+
+@click.command("gap", epilog="""\b
+Examples:
+  headstart gap studio_photos/ shop_photos/ --out runs/gap
+  headstart gap builtin:mnist builtin:digits --backbone efficientnet-lite0 --out runs/mnist-digits
+  headstart gap tickets_2024.csv tickets_2025.csv --backbone minilm-l6
+Writes gap.json, gap.md and gap.png (a t-SNE of both sets) to --out.
+""")
+@click.argument("source")
+@click.argument("target")
+@click.option("--backbone", "-b", default=None, help="Backbone whose features are compared (default by modality).")
+@click.option("--out", "-o", "out_dir", default=None, help="Folder for gap.json, gap.md and the plot gap.png.")
+@click.option("--permutations", default=200, show_default=True, help="Permutations of the MMD test.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda ... (default: a GPU when there is one).")
+@click.option("--cache-dir", default=None, help="Feature cache folder.")
+def command(source: str, target: str, backbone: str | None, out_dir: str | None, permutations: int, seed: int,
+            device: str | None, cache_dir: str | None) -> None:
+    """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift."""
+    from ..domain.api import gap
+
+    result = gap(source, target, backbone=backbone, out=out_dir, permutations=permutations, seed=seed,
+                 device=device, cache_dir=cache_dir, log=log)
+    m, pad = result["mmd"], result["proxy_a_distance"]
+    out.print(f"[bold]MMD²[/bold] {m['mmd2']:.4f} (permutation p = {m['p_value']:.3f}, {m['permutations']} permutations)")
+    out.print(f"[bold]Proxy A-distance[/bold] {pad['pad']:.2f} of 2 (domain classifier accuracy "
+              f"{100 * pad['domain_classifier_accuracy']:.1f}%)")
+    for row in result.get("per_class", [])[:20]:
+        out.print(f"  class {row['class']}: MMD² {row['mmd2']:.4f}, share {100 * row['source_share']:.0f}% -> "
+                  f"{100 * row['target_share']:.0f}%")
+    out.print(f"[bold]Verdict[/bold]: {result['verdict']}")
+    if out_dir:
+        out.print(f"Report and plot: {out_dir}/ (gap.json, gap.md, gap.png)")

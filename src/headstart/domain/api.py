@@ -1,0 +1,73 @@
+"""``gap``: the library call behind ``headstart gap``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..backbones import create_backbone
+from ..data import load_data
+from ..errors import BackboneError, DataError
+from ..features import extract_features_many
+from .gap import measure_gap, plot_projection
+
+
+def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Path | None = None,
+        permutations: int = 200, seed: int = 0, device: str | None = None, cache_dir: str | Path | None = None,
+        progress: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Features of both sets through ``backbone`` (cached), then every gap measure and a verdict.
+
+    Labels are optional on both sides; with labels on both, the per-class shift is reported too.
+    With ``out``: ``gap.json``, ``gap.md`` and ``gap.png`` (t-SNE, source vs target, by class).
+    """
+    from ..api import DEFAULT_BACKBONES
+
+    src = load_data(source, labelled=None)
+    tgt = load_data(target, labelled=None)
+    for name, d in (("source", src), ("target", tgt)):
+        if len(d) < 2:
+            raise DataError(f"The {name} {d.source} has {len(d)} example(s); the gap needs at least 2 on each side.",
+                            fix=f"point the {name} at a folder or table with data in it.")
+    if src.modality != tgt.modality:
+        raise DataError(f"The source {src.source} holds {src.modality}s but the target {tgt.source} holds "
+                        f"{tgt.modality}s.", fix="compare two image sets or two text sets.")
+    name = backbone or DEFAULT_BACKBONES[src.modality]
+    bb = create_backbone(name)
+    if bb.card.modality != src.modality:
+        raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but the data holds {src.modality}s.",
+                            fix=f"use a {src.modality} backbone, e.g. {DEFAULT_BACKBONES[src.modality]}.")
+    log(f"Features of {len(src)} source and {len(tgt)} target {src.modality}s with {bb.card.name}")
+    xs, xt = extract_features_many(bb, [src, tgt], cache_dir=cache_dir, device=device, progress=progress)
+    log(f"MMD permutation test ({permutations} permutations) and proxy A-distance")
+    result = measure_gap(xs, xt, ys=src.labels, yt=tgt.labels, seed=seed, permutations=permutations)
+    result.update({"source": src.source, "target": tgt.source, "backbone": bb.card.name,
+                   "n_source": len(src), "n_target": len(tgt)})
+    if out is not None:
+        from .._io import write_json_atomic, write_text_atomic
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_projection(xs, xt, folder / "gap.png", ys=src.labels, yt=tgt.labels, seed=seed,
+                        title=f"{Path(str(src.source)).name} (o) vs {Path(str(tgt.source)).name} (x), {bb.card.name}")
+        write_json_atomic(folder / "gap.json", result)
+        write_text_atomic(folder / "gap.md", render(result))
+        result["files"] = [str(folder / n) for n in ("gap.json", "gap.md", "gap.png")]
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    m, pad = result["mmd"], result["proxy_a_distance"]
+    lines = [f"# Domain gap: {result['source']} -> {result['target']}", "",
+             f"Backbone: {result['backbone']}; {result['n_source']} source and {result['n_target']} target examples.", "",
+             f"- MMD^2 (Gaussian kernel, median bandwidth): {m['mmd2']:.4f}; permutation p-value {m['p_value']:.3f}",
+             f"- Proxy A-distance: {pad['pad']:.2f} of 2 (domain classifier accuracy "
+             f"{100 * pad['domain_classifier_accuracy']:.1f}%)",
+             f"- Verdict: {result['verdict']}", ""]
+    if result.get("per_class"):
+        lines += ["| class | MMD^2 | source share | target share |", "|---|---|---|---|"]
+        lines += [f"| {r['class']} | {r['mmd2']:.4f} | {100 * r['source_share']:.1f}% | {100 * r['target_share']:.1f}% |"
+                  for r in result["per_class"]]
+    lines += ["", "![source vs target](gap.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""Domain adaptation: gap measures, alignment losses, label-free validators, the guard, fit --target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import headstart
+from headstart.cli.main import cli
+from headstart.domain.adapt import choose
+from headstart.domain.config import AdaptConfig
+from headstart.domain.gap import mmd_test, proxy_a_distance
+from headstart.domain.losses import ALIGNERS, build_aligner, mk_mmd2, reverse_gradient
+from headstart.domain.validators import information_maximisation, reverse_validation, soft_neighbourhood_density
+from headstart.errors import DataError
+
+from conftest import write_csv, write_png
+
+
+def _batch(seed: int, shift: float = 0.0, n: int = 32, d: int = 16, k: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(n, d, generator=g) + shift
+    return f, torch.randn(n, k, generator=g)
+
+
+# -- alignment losses ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALIGNERS.names())
+def test_every_aligner_gives_a_finite_loss_with_gradients_to_both_domains(name) -> None:
+    torch.manual_seed(0)
+    aligner = build_aligner(name, 16, 4)
+    aligner.set_progress(0.5)
+    (f_s, l_s), (f_t, l_t) = _batch(0), _batch(1, shift=2.0)
+    for t in (f_s, f_t, l_s, l_t):
+        t.requires_grad_(True)
+    loss = aligner(f_s, f_t, l_s, l_t)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    if name == "mcc":  # MCC only looks at the target predictions
+        assert l_t.grad is not None and l_t.grad.abs().sum() > 0
+    else:
+        assert f_s.grad.abs().sum() > 0 and f_t.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["coral", "mmd"])
+def test_statistical_aligners_grow_with_the_shift(name) -> None:
+    aligner = build_aligner(name, 16, 4)
+    (f_s, l), (f_t, _) = _batch(0), _batch(1)
+    near = aligner(f_s, f_t, l, l)
+    far = aligner(f_s, f_t * 3 + 2.0, l, l)
+    assert far > 5 * near
+    assert float(aligner(f_s, f_s, l, l)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_coral_matches_the_formula() -> None:
+    (f_s, l), (f_t, _) = _batch(0), _batch(1, shift=1.0)
+    xs, xt = f_s.double().numpy(), f_t.double().numpy()
+    expected = np.mean((xs.mean(0) - xt.mean(0)) ** 2) + np.mean((np.cov(xs.T) - np.cov(xt.T)) ** 2)
+    assert float(build_aligner("coral", 16, 4)(f_s, f_t, l, l)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_mmd_is_zero_for_identical_samples_and_symmetric() -> None:
+    x, _ = _batch(0)
+    y, _ = _batch(1, shift=1.0)
+    assert float(mk_mmd2(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(mk_mmd2(x, y)) == pytest.approx(float(mk_mmd2(y, x)), rel=1e-5)
+
+
+def test_mcc_is_low_for_confident_distinct_classes_and_high_for_confusion() -> None:
+    mcc = build_aligner("mcc", 16, 4)
+    f, _ = _batch(0)
+    confident = torch.eye(4).repeat(8, 1) * 20  # every class, each prediction sure
+    confused = torch.zeros(32, 4)
+    assert float(mcc(f, f, confident, confident)) < 0.05
+    assert float(mcc(f, f, confused, confused)) > 0.5
+
+
+def test_gradient_reversal_flips_the_sign() -> None:
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 0.5).sum().backward()
+    assert torch.equal(x.grad, torch.full((3,), -0.5))
+
+
+def test_dann_ramps_the_reversal_with_progress() -> None:
+    dann = build_aligner("dann", 16, 4)
+    (f_s, l), (f_t, _) = _batch(0), _batch(1, shift=1.0)
+    grads = []
+    for p in (0.0, 1.0):
+        f = f_s.clone().requires_grad_(True)
+        dann.set_progress(p)
+        dann(f, f_t, l, l).backward()
+        grads.append(f.grad.abs().sum())
+    assert grads[0] == 0 and grads[1] > 0  # no reversed gradient at the start, full at the end
+
+
+# -- validators ------------------------------------------------------------------------------------
+
+def test_information_maximisation_rewards_confident_diverse_predictions() -> None:
+    diverse = np.eye(4)[np.arange(40) % 4] * 0.97 + 0.0075
+    collapsed = np.tile([0.97, 0.01, 0.01, 0.01], (40, 1))
+    uniform = np.full((40, 4), 0.25)
+    assert information_maximisation(diverse) > 0.8
+    assert information_maximisation(collapsed) < 0.05
+    assert information_maximisation(uniform) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reverse_validation_separates_consistent_from_scrambled_pseudo_labels() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 4
+    y_s = np.repeat(np.arange(3), 30)
+    z_s = centres[y_s] + rng.normal(size=(90, 8))
+    y_t = np.repeat(np.arange(3), 30)
+    z_t = centres[y_t] + rng.normal(size=(90, 8))
+    right = np.eye(3)[y_t]
+    scrambled = np.eye(3)[rng.permutation(y_t)]
+    assert reverse_validation(right, z_t=z_t, z_s=z_s, y_s=y_s) > 0.95
+    assert reverse_validation(scrambled, z_t=z_t, z_s=z_s, y_s=y_s) < 0.6
+    one_class = np.eye(3)[np.zeros(90, dtype=int)]
+    assert reverse_validation(one_class, z_t=z_t, z_s=z_s, y_s=y_s) == pytest.approx(1 / 3)
+
+
+def test_snd_is_in_range() -> None:
+    p = np.random.default_rng(0).dirichlet(np.ones(5), size=50)
+    assert 0.0 < soft_neighbourhood_density(p) <= 1.0
+
+
+# -- the guard and the choice ----------------------------------------------------------------------
+
+def _summary(**methods):
+    return {m: {"source_val_accuracy": (0.9, 0.0), "im": (im, 0.0), "rv": (rv, 0.0), "snd": (0.5, 0.0)}
+            for m, (im, rv) in methods.items()}
+
+
+def test_guard_keeps_source_only_when_adaptation_looks_worse() -> None:
+    chosen, reasons = choose(_summary(**{"source-only": (0.5, 0.8), "dann": (0.3, 0.6)}), AdaptConfig(method="dann"),
+                             labelled=False)
+    assert chosen == "source-only" and "negative-transfer guard" in reasons[-1]
+    chosen, _ = choose(_summary(**{"source-only": (0.5, 0.8), "dann": (0.6, 0.85)}), AdaptConfig(method="dann"),
+                       labelled=False)
+    assert chosen == "dann"
+
+
+def test_guard_uses_target_labels_when_given() -> None:
+    s = _summary(**{"source-only": (0.5, 0.8), "mcc": (0.9, 0.9)})
+    s["source-only"]["target_accuracy"], s["mcc"]["target_accuracy"] = (0.6, 0.0), (0.5, 0.0)
+    chosen, reasons = choose(s, AdaptConfig(method="mcc"), labelled=True)
+    assert chosen == "source-only" and "negative transfer" in reasons[-1]
+
+
+def test_auto_picks_the_best_mean_rank_over_validators() -> None:
+    s = _summary(**{"source-only": (0.1, 0.5), "dann": (0.2, 0.6), "mmd": (0.3, 0.9), "mcc": (0.8, 0.7)})
+    chosen, reasons = choose(s, AdaptConfig(method="auto"), labelled=False)
+    assert chosen in ("mmd", "mcc") and "label-free choice" in reasons[0]
+
+
+# -- gap measures ----------------------------------------------------------------------------------
+
+def test_mmd_test_and_proxy_a_distance_tell_same_from_shifted() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 10)), rng.normal(size=(200, 10))
+    c = rng.normal(size=(200, 10)) + 1.5
+    same, shifted = mmd_test(a, b, permutations=100), mmd_test(a, c, permutations=100)
+    assert same["p_value"] > 0.05 and shifted["p_value"] < 0.02
+    assert proxy_a_distance(a, b)["pad"] < 0.5 and proxy_a_distance(a, c)["pad"] > 1.5
+
+
+def test_gap_command_writes_report_and_plot(tmp_path) -> None:
+    src, tgt = tmp_path / "src", tmp_path / "tgt"
+    for i in range(12):
+        write_png(src / ("a" if i % 2 else "b") / f"{i}.png", value=i, size=24)
+        write_png(tgt / f"{i}.png", value=100 + i, size=24)
+    result = CliRunner().invoke(cli, ["gap", str(src), str(tgt), "--backbone", "raw-pixels", "--out",
+                                      str(tmp_path / "gap"), "--permutations", "20"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "gap" / "gap.json").read_text())
+    assert 0 <= report["proxy_a_distance"]["pad"] <= 2 and 0 < report["mmd"]["p_value"] <= 1
+    assert (tmp_path / "gap" / "gap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Verdict" in result.output
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+def test_adaptation_beats_source_only_on_mnist_to_uci_digits(mnist_small) -> None:
+    """Real weights and data: MNIST (600) -> UCI digits (500), efficientnet-lite0 features, MMD."""
+    target = headstart.load_data("builtin:digits:50")
+    model = headstart.fit(mnist_small, target=target, strategy="domain-adapt",
+                          options={"method": "mmd", "epochs": 8, "guard": False}, progress=False, baseline=False)
+    summary = model.info["strategy"]["details"]["summary"]
+    source_only, mmd = summary["source-only"]["target_accuracy"][0], summary["mmd"]["target_accuracy"][0]
+    assert mmd > source_only + 0.05, summary
+    assert model.info["metrics"]["target"]["accuracy"] == pytest.approx(mmd, abs=0.02)
+    card = model.info
+    assert card["strategy"]["details"]["gap_before"]["pad"] >= card["strategy"]["details"]["gap_after"]["pad"]
+
+
+def test_text_adaptation_fine_tunes_end_to_end_and_saves(bbc_small, tiny_bert_dir, tmp_path) -> None:
+    """The finetune mode (backbone in the loop, the GPU recipe) on a tiny random BERT, on CPU."""
+    news = bbc_small.subset(range(0, 150, 3))
+    target = write_csv(tmp_path / "target.csv", [(t.upper()[:300],) for t in bbc_small.items[1:150:3]], header="text")
+    out = tmp_path / "run"
+    model = headstart.fit(news, target=str(target), backbone=f"hf:{tiny_bert_dir}", strategy="domain-adapt",
+                          options={"method": "dann", "mode": "finetune", "epochs": 2, "batch_size": 8, "guard": False},
+                          out=out, progress=False, baseline=False)
+    assert model.info["strategy"]["chosen"]["chosen_strategy"] == "dann"
+    assert model.backbone_trained
+    loaded = headstart.load(out)
+    assert np.allclose(loaded.predict_proba(news.items[:4]), model.predict_proba(news.items[:4]), atol=1e-6)
+    card = (out / "transfer_card.md").read_text()
+    assert "## Domain adaptation" in card and "dann" in card
+
+
+def test_bad_targets_give_clear_errors(mnist_small, bbc_small, tmp_path) -> None:
+    small = mnist_small.subset(range(0, 600, 10))
+    with pytest.raises(DataError, match="holds images but the target .* holds texts"):
+        headstart.fit(small, target=bbc_small, strategy="domain-adapt", progress=False, baseline=False)
+    odd = tmp_path / "odd"
+    for i, label in enumerate(["7", "seven", "eight"]):
+        write_png(odd / label / f"{i}.png", value=i)
+    with pytest.raises(DataError, match="label\\(s\\) the source does not: eight, seven"):
+        headstart.fit(small, target=str(odd), strategy="domain-adapt", progress=False, baseline=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"target data cannot be used: No images found in '{tmp_path / 'empty'}'"):
+        headstart.fit(small, target=str(tmp_path / "empty"), strategy="domain-adapt", progress=False, baseline=False)
+    with pytest.raises(headstart.errors.ConfigError, match="needs --target"):
+        CliRunner().invoke(cli, ["fit", "builtin:digits:10", "--adapt", "mmd"], catch_exceptions=False,
+                           standalone_mode=False)
