@@ -25,7 +25,8 @@ from headstart.train.loop import FineTuneConfig, _schedule
 # validates best is noise, and these tests are about what training changed.
 FAST = {"epochs": 2, "batch_size": 8, "restore_best": False}
 # `auto` only chooses among these; it has its own test below.
-FINE_TUNING = [n for n in STRATEGIES if n not in ("linear-probe", "auto")]
+FINE_TUNING = [n for n in STRATEGIES if issubclass(STRATEGIES.get(n).config_class, FineTuneConfig)
+               and not STRATEGIES.get(n).needs_target]
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         feats = dict(zip(names, extract_features_many(bb, sets, cache_dir=cache_dir, use_cache=use_cache,
                                                       batch_size=batch_size, device=dev, progress=progress)))
     inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
-                            resume=resume, progress=progress, log=log, target=target, target_labels=target_labels)
+                            resume=resume, progress=progress, log=log, label_names=list(label_names), target=target,
+                            target_labels=target_labels)
     head, chosen, trained = entry.run(bb, inputs, config)
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
     if trained or "test" not in feats:

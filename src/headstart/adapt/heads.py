@@ -67,12 +67,44 @@ class BottleneckHead(nn.Module):
         return {"type": "bottleneck", "in_features": d, "num_classes": k, "hidden": h, "dropout": p}
 
 
+class CosineHead(nn.Module):
+    """Logits = scale * cos(x - centre, prototype_c): nearest class prototype, as a deployable head.
+
+    Prototypes are class means of (centred) support features for few-shot, or the text embeddings
+    of the class names / descriptions for zero-shot; either way the model saves, loads and
+    exports like any other head.
+    """
+
+    def __init__(self, prototypes: torch.Tensor, centre: torch.Tensor | None = None, scale: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("prototypes", prototypes.float().clone())
+        self.register_buffer("centre", torch.zeros(prototypes.shape[1]) if centre is None else centre.float().clone())
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(x - self.centre, dim=1)
+        return self.scale * z @ nn.functional.normalize(self.prototypes, dim=1).T
+
+    def spec(self) -> dict[str, Any]:
+        k, d = self.prototypes.shape
+        return {"type": "cosine", "in_features": d, "num_classes": k}
+
+
 def build_head(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("type")
     if kind == "linear":
         return LinearHead(int(spec["in_features"]), int(spec["num_classes"]))
     if kind == "mlp":
         return MLPHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]), float(spec["dropout"]))
+    if kind == "conse":
+        from ..fewshot.zeroshot import ConSEHead
+
+        return ConSEHead(nn.Linear(int(spec["in_features"]), int(spec["source_classes"])),
+                         torch.zeros(int(spec["source_classes"]), int(spec["text_dim"])),
+                         torch.zeros(int(spec["num_classes"]), int(spec["text_dim"])), int(spec["top_k"]),
+                         float(spec["scale"]))
+    if kind == "cosine":
+        return CosineHead(torch.zeros(int(spec["num_classes"]), int(spec["in_features"])))
     if kind == "bottleneck":
         return BottleneckHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]),
                               float(spec["dropout"]))

@@ -146,6 +146,10 @@ class Backbone(nn.Module, ABC):
         """Logits of the pre-training head, or ``None`` when the head was not kept."""
         return None
 
+    def source_head(self) -> nn.Linear | None:
+        """The pre-training head as a Linear on ``features`` (for ConSE), when it was kept."""
+        return None
+
     @property
     def trainable(self) -> bool:
         """False for backbones that can only extract features (ONNX)."""

@@ -161,6 +161,9 @@ class EfficientNetLite(Backbone):
     def source_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self._fc(self(pixel_values=pixel_values))
 
+    def source_head(self) -> nn.Linear:
+        return self._fc
+
     def param_groups(self) -> list[list[nn.Parameter]]:
         groups = [[*self._conv_stem.parameters(), *self._bn0.parameters()]]
         start = 0

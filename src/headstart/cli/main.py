@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import backbones, check, demo, evaluate, export, fit, gap, predict, rank, serve
+from . import backbones, check, demo, evaluate, export, fit, gap, ladder, predict, rank, serve
 
 EPILOG = """\b
 Examples:
@@ -30,7 +30,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (check, rank, fit, gap, evaluate, predict, export, serve, backbones, demo):
+for module in (check, rank, fit, gap, ladder, evaluate, predict, export, serve, backbones, demo):
     cli.add_command(module.command)
 
 

@@ -22,7 +22,7 @@ class AdaptConfig(FineTuneConfig):
     validator: str = "rv"  # the label-free score that picks the epoch
     guard: bool = True  # keep source-only when adaptation does not look better
     seeds: int = 1  # runs per method (mean +- std in the card; adversarial methods are unstable)
-    epochs: int = 20
+    epochs: int = 10
     lr: float = 1e-4  # backbone rate (finetune mode)
     head_lr: float = 1e-3
     batch_size: int = 32
