@@ -110,7 +110,7 @@ def contrastive_finetune(backbone: Any, data: Dataset, y: np.ndarray, config: Co
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += float(loss) * len(chunk)
+                running += float(loss.detach()) * len(chunk)
                 count += len(chunk)
                 advance(1)
             history.append({"epoch": e + 1, "pair_loss": running / max(count, 1), "pairs": len(pairs)})

@@ -150,6 +150,11 @@ def nli_zero_shot(model_id: str, texts: Sequence[str], label_names: Sequence[str
     return torch.softmax(torch.as_tensor(scores), dim=1).numpy()
 
 
+def _projected(output: Any) -> torch.Tensor:
+    """transformers < 5 returns the projected embeddings; 5.x an output whose pooler_output holds them."""
+    return (output if isinstance(output, torch.Tensor) else output.pooler_output).float()
+
+
 def clip_zero_shot(model_id: str | Path, images: Sequence[Any], label_names: Sequence[str], *,
                    templates: Sequence[str] = IMAGE_TEMPLATES, batch_size: int = 32, device: Any = None) -> np.ndarray:
     """CLIP zero-shot: [N, K] probabilities from ``CLIPModel`` image and prompt embeddings.
@@ -177,12 +182,12 @@ def clip_zero_shot(model_id: str | Path, images: Sequence[Any], label_names: Seq
         prompts = [t.format(readable(n)) for n in label_names for t in templates]
         enc = tok(prompts, padding=True, truncation=True, max_length=model.config.text_config.max_position_embeddings,
                   return_tensors="pt").to(dev)
-        t = F.normalize(model.get_text_features(**enc).float(), dim=1)
+        t = F.normalize(_projected(model.get_text_features(**enc)), dim=1)
         t = F.normalize(t.reshape(len(label_names), len(templates), -1).mean(1), dim=1)
         out = []
         for s in range(0, len(images), batch_size):
             pil = [load_image(x, f"image {s + i}") if not hasattr(x, "convert") else x
                    for i, x in enumerate(images[s:s + batch_size])]
-            v = F.normalize(model.get_image_features(pixel_values=preprocess_images(pil, spec).to(dev)).float(), dim=1)
+            v = F.normalize(_projected(model.get_image_features(pixel_values=preprocess_images(pil, spec).to(dev))), dim=1)
             out.append((model.logit_scale.exp() * v @ t.T).softmax(1).cpu().numpy())
     return np.concatenate(out)
