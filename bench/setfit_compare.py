@@ -1,0 +1,92 @@
+"""Issue #6, must-show 1: headstart's SetFit-style few-shot vs the setfit library, side by side.
+
+Same encoder (the packaged all-MiniLM-L6-v2 folder), same BBC News splits: one fixed test split
+(20%, seed 0); per seed, K examples per class for training (and, for headstart's head, K/4 per class,
+at least 2, of validation, which setfit does not use). Accuracy on the fixed test set and wall
+time of training + prediction, both in this process.
+
+    python bench/setfit_compare.py --shots 8 --seeds 0,1,2,3,4
+Appends to bench/results/setfit_compare.jsonl and rewrites bench/results/setfit_compare.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from headstart.adapt import make_config
+from headstart.api import train_model
+from headstart.backbones import _minilm_l6_dir, create_backbone
+from headstart.data import load_data, split
+from headstart.data.builtin import take_per_class
+from headstart.data.splits import Splits
+from headstart.evaluate.metrics import classification_metrics
+
+OUT = Path(__file__).parent / "results"
+
+
+def run_setfit(train, test, names, seed: int) -> tuple[float, float]:
+    from datasets import Dataset as HFDataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    t = time.perf_counter()
+    model = SetFitModel.from_pretrained(str(_minilm_l6_dir()))
+    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, seed=seed, max_length=128,
+                             report_to="none", show_progress_bar=False)
+    ds = HFDataset.from_dict({"text": list(train.items), "label": [names.index(x) for x in train.labels]})
+    Trainer(model=model, args=args, train_dataset=ds).train()
+    pred = np.asarray(model.predict(list(test.items), batch_size=64))
+    acc = float((pred == np.array([names.index(x) for x in test.labels])).mean())
+    return acc, time.perf_counter() - t
+
+
+def run_headstart(parts, names, seed: int) -> tuple[float, float]:
+    t = time.perf_counter()
+    bb = create_backbone("minilm-l6", max_length=128)
+    _, proba, ys, _ = train_model(bb, parts, names, "setfit", make_config("setfit"), seed=seed, progress=False,
+                                  use_cache=False)
+    return classification_metrics(ys["test"], proba, names)["accuracy"], time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--only", default="headstart,setfit")
+    args = ap.parse_args()
+    data = load_data("builtin:bbc-news")
+    fixed = split(data, val=0.15, test=0.2, seed=0)
+    names = data.label_names
+    OUT.mkdir(exist_ok=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        train = take_per_class(fixed.train, args.shots, seed=seed)
+        val = take_per_class(fixed.val, max(2, args.shots // 4), seed=seed)
+        for tool in args.only.split(","):
+            acc, secs = (run_headstart(Splits(train, val, fixed.test), names, seed) if tool == "headstart"
+                         else run_setfit(train, fixed.test, names, seed))
+            row = {"tool": tool, "shots": args.shots, "seed": seed, "accuracy": acc, "seconds": secs,
+                   "n_test": len(fixed.test)}
+            print(json.dumps(row), flush=True)
+            with open(OUT / "setfit_compare.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+    table()
+
+
+def table() -> None:
+    rows = [json.loads(x) for x in open(OUT / "setfit_compare.jsonl")]
+    keys = sorted({(r["shots"], r["tool"]) for r in rows})
+    lines = ["| shots per class | tool | seeds | accuracy (mean +- std) | seconds per run |", "|---|---|---|---|---|"]
+    for shots, tool in keys:
+        a = np.array([r["accuracy"] for r in rows if (r["shots"], r["tool"]) == (shots, tool)]) * 100
+        s = np.mean([r["seconds"] for r in rows if (r["shots"], r["tool"]) == (shots, tool)])
+        lines.append(f"| {shots} | {tool} | {len(a)} | {a.mean():.1f} +- {a.std(ddof=1) if len(a) > 1 else 0:.1f} | {s:.0f} |")
+    (OUT / "setfit_compare.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
