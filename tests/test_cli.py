@@ -35,7 +35,7 @@ def text_run(tmp_path_factory, bbc_csv) -> tuple[Path, subprocess.CompletedProce
 def test_help_has_examples() -> None:
     top = run("--help")
     assert top.returncode == 0 and "Examples:" in top.stdout
-    for cmd in ("check", "fit", "eval", "predict", "backbones", "demo"):
+    for cmd in ("check", "fit", "gap", "ladder", "eval", "predict", "backbones", "demo"):
         result = run(cmd, "--help")
         assert result.returncode == 0 and "Examples:" in result.stdout, cmd
 
