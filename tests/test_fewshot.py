@@ -147,3 +147,14 @@ def test_ladder_command_writes_table_plot_and_recommendation(bbc_small, tmp_path
     assert "Recommendation" in result.output
     bad = CliRunner().invoke(cli, ["ladder", str(csv), "--budgets", "0,x"])
     assert bad.exit_code != 0 and "'x' is not a number" in str(bad.exception)
+
+
+def test_siamese_recipe_on_an_image_backbone(image_folder, tiny_vit_dir) -> None:
+    """The same pair objective tunes a (tiny random) ViT: the image half of the SetFit-style recipe."""
+    before = headstart.create_backbone(f"hf:{tiny_vit_dir}")
+    model = headstart.fit(str(image_folder), backbone=f"hf:{tiny_vit_dir}", strategy="setfit", val=0.2, test=0.2,
+                          options={"pairs_per_example": 2, "batch_size": 4}, progress=False, baseline=False)
+    assert model.backbone_trained and model.info["strategy"]["details"]["history"][0]["pairs"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), model.backbone.state_dict().values()))
+    proba = model.predict_proba(str(image_folder / "cat"))
+    assert proba.shape == (6, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
