@@ -72,3 +72,19 @@ def test_modality_mismatch_is_a_clear_error(lite0) -> None:
 
     with pytest.raises(BackboneError, match="takes images but .* holds texts.*pick a text backbone"):
         extract_features(lite0, from_arrays(["a text"], ["x"]), progress=False)
+
+
+def test_extracting_features_leaves_the_backbone_trainable(lite0) -> None:
+    """Regression: converting to channels_last inside inference mode made the weights inference
+    tensors, so LP-FT on images failed after its own probe's feature extraction."""
+    import copy
+
+    import headstart
+    from headstart.features import run_backbone
+
+    bb = copy.deepcopy(lite0)
+    data = headstart.load_data([np.full((32, 32, 3), v, dtype=np.uint8) for v in (0, 200)], modality="image")
+    run_backbone(bb, data, range(2), progress=False)
+    assert not any(p.is_inference() for p in bb.parameters())
+    for p in bb.parameters():
+        p.requires_grad_(True)  # what the training loop does; raised before the fix

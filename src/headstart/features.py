@@ -102,13 +102,14 @@ def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size
             yield current
 
 
-@torch.inference_mode()
 def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, batch_size: int = 64,
                  device: torch.device | None = None, progress: bool = True,
                  description: str = "Extracting features", source: bool = False) -> np.ndarray:
     """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
     without the cache. Texts are sorted by length to cut padding."""
     device = device or pick_device()
+    # Moving the module happens outside inference mode: parameters re-created inside it would be
+    # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
     backbone.eval().to(device)
     image = backbone.card.modality == "image"
     if image:  # NHWC is faster for convolutions on CPU and GPU alike (measured 1.8x on 2 CPU cores)
@@ -120,7 +121,7 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     row_of = {i: k for k, i in enumerate(indices)}  # rows for the requested items only
     out = np.empty((len(row_of), width), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    with progress_bar(description, total=len(order), enabled=progress) as advance:
+    with progress_bar(description, total=len(order), enabled=progress) as advance, torch.inference_mode():
         for idx, inputs in _batches(data, order, backbone, batch_size):
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             if image and "pixel_values" in inputs:
