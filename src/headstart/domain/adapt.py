@@ -14,6 +14,7 @@ Two modes share all of this:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -95,8 +96,6 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     k = len(label_names)
     finetune = config.mode == "finetune"
     if finetune:
-        import copy
-
         pristine = copy.deepcopy(backbone.state_dict())
         src_train, src_val, tgt = parts.train, parts.val, target
         dim = backbone.card.feature_dim
@@ -118,8 +117,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         with torch.inference_mode():
             for s in range(0, len(data), 256):
                 items = [data.load(i) for i in range(s, min(s + 256, len(data)))]
-                z = model._embed({n: v.to(dev) for n, v in model.backbone.preprocess(items).items()})
-                probs.append(model._classify(z).float().softmax(1).cpu().numpy())
+                z = model.embed({n: v.to(dev) for n, v in model.backbone.preprocess(items).items()})
+                probs.append(model.classify(z).float().softmax(1).cpu().numpy())
                 embs.append(z.float().cpu().numpy())
         model.train(was)
         return np.concatenate(probs), np.concatenate(embs)

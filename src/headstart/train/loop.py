@@ -103,18 +103,18 @@ class Classifier(nn.Module):
         self.backbone, self.head, self.drop = backbone, head, nn.Dropout(dropout)
         self.aligner = aligner
 
-    def _embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         f = self.drop(self.backbone(**inputs))
         return self.head.embed(f) if hasattr(self.head, "embed") else f
 
-    def _classify(self, f: torch.Tensor) -> torch.Tensor:
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
         return self.head.classify(f) if hasattr(self.head, "classify") else self.head(f)
 
     def forward(self, target: dict[str, torch.Tensor] | None = None, **inputs: torch.Tensor) -> Any:
         if target is None or self.aligner is None:
             return self.head(self.drop(self.backbone(**inputs)))
-        f_s, f_t = self._embed(inputs), self._embed(target)
-        logits_s, logits_t = self._classify(f_s), self._classify(f_t)
+        f_s, f_t = self.embed(inputs), self.embed(target)
+        logits_s, logits_t = self.classify(f_s), self.classify(f_t)
         return logits_s, self.aligner(f_s, f_t, logits_s, logits_t)
 
 
