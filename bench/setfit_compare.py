@@ -35,8 +35,12 @@ def run_setfit(train, test, names, seed: int) -> tuple[float, float]:
 
     t = time.perf_counter()
     model = SetFitModel.from_pretrained(str(_minilm_l6_dir()))
-    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, seed=seed, max_length=128,
-                             report_to="none", show_progress_bar=False)
+    import tempfile
+
+    # setfit's Trainer writes checkpoints to ./checkpoints by default: keep them out of the checkout
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="setfit-"), batch_size=16, num_epochs=1,
+                             num_iterations=20, seed=seed, max_length=128, report_to="none",
+                             show_progress_bar=False)
     ds = HFDataset.from_dict({"text": list(train.items), "label": [names.index(x) for x in train.labels]})
     Trainer(model=model, args=args, train_dataset=ds).train()
     pred = np.asarray(model.predict(list(test.items), batch_size=64))
