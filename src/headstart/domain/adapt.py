@@ -123,15 +123,16 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         model.train(was)
         return np.concatenate(probs), np.concatenate(embs)
 
-    def readings(model: Any) -> dict[str, float]:
+    def validator_inputs(model: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Target probabilities, and the embeddings and labels reverse validation also needs."""
         proba, z_t = outputs(model, tgt)
         _, z_s = outputs(model, src_val)
-        return {"proba": proba, **validator_readings(proba, z_t=z_t, z_s=z_s, y_s=y["val"])}  # type: ignore[dict-item]
+        return proba, {"z_t": z_t, "z_s": z_s, "y_s": y["val"]}
 
     def epoch_score(model: Any) -> float:
-        proba, z_t = outputs(model, tgt)
-        _, z_s = outputs(model, src_val)
-        return VALIDATORS.get(config.validator)(proba, z_t=z_t, z_s=z_s, y_s=y["val"])
+        proba, context = validator_inputs(model)
+        return VALIDATORS.get(config.validator)(proba, **context)
+
     runs: list[dict[str, Any]] = []
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
     for method in _method_list(config):
@@ -150,10 +151,10 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             result = train(body, head, src_train, src_val, y["train"], y["val"], config, seed=seed,
                            device=str(device) if device is not None else None, progress=progress,
                            target_data=tgt, aligner=aligner, trade_off=trade, val_score=epoch_score)
-            read = readings(Classifier(body, head, 0.0))
-            proba = read.pop("proba")
+            proba, context = validator_inputs(Classifier(body, head, 0.0))
             row: dict[str, Any] = {"method": method, "seed": seed, "best_epoch": result.best_epoch,
-                                   "source_val_accuracy": result.best_val_accuracy, **read}
+                                   "source_val_accuracy": result.best_val_accuracy,
+                                   **validator_readings(proba, **context)}
             if target_labels is not None:
                 row["target_accuracy"] = float((proba.argmax(1) == target_labels).mean())
             runs.append(row)

@@ -57,10 +57,8 @@ def run_ladder(data: Any, *, budgets: Sequence[int | str] = (0, 8, 32, "all"), s
     for budget in budgets:
         strategies = ["zero-shot"] if budget == 0 else rungs_k
         for seed in (range(1) if budget == 0 else range(seeds)):
-            if budget == 0:
-                parts = Splits(fixed.train, fixed.val, fixed.test)
-            elif budget == "all":
-                parts = Splits(fixed.train, fixed.val, fixed.test)
+            if budget in (0, "all"):  # zero-shot ignores the labels; "all" uses every one
+                parts = fixed
             else:
                 parts = Splits(take_per_class(fixed.train, int(budget), seed=seed),
                                take_per_class(fixed.val, max(2, int(budget) // 4), seed=seed), fixed.test)
