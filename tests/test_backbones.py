@@ -40,6 +40,12 @@ def test_zoo_entry_conformance(name: str) -> None:
     assert torch.isfinite(f1).all()
     assert torch.equal(f1, f2)
     assert not torch.allclose(f1[0], f1[1]), "different inputs must give different features"
+    bb.eval()
+    fast = bb.for_inference()  # what feature extraction runs: must be the same function
+    with torch.no_grad():
+        torch.testing.assert_close(fast(**x), bb(**x), atol=1e-4, rtol=1e-4)
+    if fast is not bb:
+        assert any(p is not q for p, q in zip(fast.parameters(), bb.parameters())), "must not rewrite the backbone"
     groups = bb.param_groups()
     if bb.trainable:
         grouped = [id(p) for g in groups for p in g]

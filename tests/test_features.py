@@ -88,3 +88,23 @@ def test_extracting_features_leaves_the_backbone_trainable(lite0) -> None:
     assert not any(p.is_inference() for p in bb.parameters())
     for p in bb.parameters():
         p.requires_grad_(True)  # what the training loop does; raised before the fix
+
+
+def test_source_probabilities_come_from_one_pass_and_match_the_head(lite0, mnist_small, tmp_path) -> None:
+    """LEEP / NCE / ConSE inputs: the ImageNet head's softmax, taken from the cached features (one
+    network pass for features and probabilities) and equal to running the network's own head."""
+    data = mnist_small.subset(range(6))
+    calls = []
+    hook = lite0.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        feats = extract_features(lite0, data, cache_dir=tmp_path, progress=False)
+        probs = extract_features(lite0, data, cache_dir=tmp_path, progress=False, source=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # one batch, features only; the probabilities reused them
+    from headstart.features import run_backbone
+
+    direct = run_backbone(lite0, data, range(6), progress=False, source=True)  # the network's own head
+    assert feats.shape == (6, 1280) and probs.shape == (6, 1000)
+    np.testing.assert_allclose(probs, direct, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

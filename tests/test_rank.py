@@ -58,11 +58,23 @@ def test_logme_matches_direct_formula(n, d) -> None:
     assert S.logme(f, y) == pytest.approx(logme_direct(f, y), abs=1e-6)
 
 
-def test_hscore_matches_direct_formula() -> None:
+def hscore_shrinkage_direct(f: np.ndarray, labels: np.ndarray) -> float:
+    """tr(C_lw^-1 cov(E[f | y])) with sklearn's Ledoit-Wolf covariance inverted as a d x d matrix."""
+    from sklearn.covariance import LedoitWolf
+
+    fc = f - f.mean(0)
+    cov = LedoitWolf(assume_centered=True).fit(fc).covariance_
+    g = np.stack([fc[labels == c].mean(0) for c in labels])
+    return float(np.trace(np.linalg.inv(cov) @ np.cov(g, rowvar=False)))
+
+
+@pytest.mark.parametrize("n,d", [(90, 12), (25, 60)])  # more and fewer examples than features
+def test_hscores_match_direct_formulas(n, d) -> None:
     rng = np.random.default_rng(3)
-    y = rng.integers(0, 3, 90)
-    f = rng.normal(size=(90, 12)) + np.eye(3)[y] @ rng.normal(size=(3, 12))
+    y = rng.integers(0, 3, n)
+    f = rng.normal(size=(n, d)) + np.eye(3)[y] @ rng.normal(size=(3, d))
     assert S.hscore(f, y) == pytest.approx(hscore_direct(f, y), abs=1e-6)
+    assert S.hscore_shrinkage(f, y) == pytest.approx(hscore_shrinkage_direct(f, y), abs=1e-6)
 
 
 def test_nce_and_leep_hand_computed() -> None:

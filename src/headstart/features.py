@@ -110,10 +110,10 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     device = device or pick_device()
     # Moving the module happens outside inference mode: parameters re-created inside it would be
     # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
-    backbone.eval().to(device)
+    net = backbone.eval().to(device).for_inference()
     image = backbone.card.modality == "image"
     if image:  # NHWC is faster for convolutions on CPU and GPU alike (measured 1.8x on 2 CPU cores)
-        backbone.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)
         order = list(indices)
     else:
         order = sorted(indices, key=lambda i: len(data.items[i]))
@@ -127,7 +127,7 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
             if image and "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
             with autocast:
-                feats = backbone.source_logits(**inputs).float().softmax(-1) if source else backbone(**inputs)
+                feats = net.source_logits(**inputs).float().softmax(-1) if source else net(**inputs)
             out[[row_of[i] for i in idx]] = feats.float().cpu().numpy()
             advance(len(idx))
     return out
@@ -159,6 +159,14 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
             raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
                                 f"{data.source} holds {data.modality}s.",
                                 fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
+    head = backbone.source_head() if source else None
+    if head is not None:
+        # The pre-training head sits on the pooled features: apply it to the (cached) features
+        # instead of a second pass through the network, which halves the cost of ranking with LEEP/NCE.
+        feats = extract_features_many(backbone, datasets, cache_dir=cache_dir, use_cache=use_cache,
+                                      batch_size=batch_size, device=device, progress=progress)
+        with torch.inference_mode():
+            return [head(torch.from_numpy(f).to(head.weight.dtype)).float().softmax(-1).numpy() for f in feats]
     width = backbone.card.source_classes if source else backbone.card.feature_dim
     dev = pick_device(device)
     if not use_cache:

@@ -146,6 +146,11 @@ class Backbone(nn.Module, ABC):
         """Logits of the pre-training head, or ``None`` when the head was not kept."""
         return None
 
+    def for_inference(self) -> Backbone:
+        """The module feature extraction runs: the same function in eval mode, possibly rewritten
+        for speed (e.g. BatchNorm folded into convolutions). The default is the backbone itself."""
+        return self
+
     def source_head(self) -> nn.Linear | None:
         """The pre-training head as a Linear on ``features`` (for ConSE), when it was kept."""
         return None

@@ -10,6 +10,7 @@ because the weights were trained in TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import glob
 import importlib.util
 import math
@@ -70,8 +71,10 @@ class SameConv2d(nn.Conv2d):
         sh, sw = self.stride
         pad_h = max((ih + sh - 1) // sh * sh - sh + kh - ih, 0)
         pad_w = max((iw + sw - 1) // sw * sw - sw + kw - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        if pad_h % 2 == 0 and pad_w % 2 == 0:  # symmetric: let the convolution pad, no copy of x
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h // 2, pad_w // 2), self.dilation,
+                            self.groups)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])  # TF pads more at the end
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -163,6 +166,24 @@ class EfficientNetLite(Backbone):
 
     def source_head(self) -> nn.Linear:
         return self._fc
+
+    def for_inference(self) -> EfficientNetLite:
+        """A copy with every BatchNorm folded into the convolution before it: the same function in
+        eval mode, with a third fewer kernels to run (feature extraction and ranking use this)."""
+        fused = copy.deepcopy(self).eval()
+        pairs = [(fused, "_conv_stem", "_bn0"), (fused, "_conv_head", "_bn1")]
+        for block in fused._blocks:
+            if block.has_expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        with torch.no_grad():
+            for owner, conv_name, bn_name in pairs:
+                conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+                setattr(owner, bn_name, nn.Identity())
+        return fused
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         groups = [[*self._conv_stem.parameters(), *self._bn0.parameters()]]
