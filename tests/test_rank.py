@@ -187,3 +187,15 @@ def test_confirm_ranking_by_successive_halving(bbc_small, tiny_bert_dir) -> None
     assert first["minilm-l3-onnx"] >= 0.6  # real weights; 5 topics, chance is 0.2
     assert check["confirmed_order"][0] == max(first, key=first.get) == "minilm-l3-onnx"
     assert check["top_choice_held"] is False  # the ranking put the random model first; confirmation says so
+
+
+def test_knn_estimates_on_a_subset_above_its_cap() -> None:
+    """kNN is quadratic in the examples; above the cap it is a subset estimate, close to the full value."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 900)
+    f = rng.normal(size=(900, 8)) + 0.5 * np.eye(3)[y] @ rng.normal(size=(3, 8))
+    full = S.knn_accuracy(f, y)
+    capped = S.knn_accuracy(f, y, max_examples=300)
+    assert 0.5 < full < 0.99  # an informative regime, not saturated
+    assert capped == pytest.approx(full, abs=0.06)
+    assert capped != full  # the cap really took a subset

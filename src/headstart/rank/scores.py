@@ -139,8 +139,16 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.log(eep[np.arange(n), y] + 1e-300)))
 
 
-def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, chunk: int = 2048) -> float:
-    """Leave-one-out accuracy of cosine kNN (majority vote, ties to the nearest)."""
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, chunk: int = 2048,
+                 max_examples: int = 10_000) -> float:
+    """Leave-one-out accuracy of cosine kNN (majority vote, ties to the nearest).
+
+    The cost is quadratic in the examples, so above ``max_examples`` it is estimated on a seeded
+    random subset of that size (neighbours drawn from the subset too): 10 000 keep the estimate's
+    standard error under 0.5 points and the time to seconds."""
+    if len(labels) > max_examples:
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), max_examples, replace=False))
+        features, labels = np.asarray(features)[keep], np.asarray(labels)[keep]
     f = np.asarray(features, dtype=np.float32)
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     _, y = np.unique(labels, return_inverse=True)
