@@ -210,3 +210,21 @@ def test_budget_parsing() -> None:
     assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
     with pytest.raises(ConfigError, match="--budget must look like"):
         parse_budget("soon")
+
+
+def test_bss_penalises_the_smallest_singular_values_and_enters_the_loss(news, tiny_bert_dir) -> None:
+    from headstart.train.loop import batch_spectral_shrinkage
+
+    f = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    expected = np.linalg.svd(f.detach().numpy(), compute_uv=False)[-1] ** 2
+    penalty = batch_spectral_shrinkage(f)
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+    penalty.backward()
+    assert f.grad is not None and f.grad.abs().sum() > 0
+    data = news.subset(range(40))
+    loss = {bss: headstart.fit(data, backbone=f"hf:{tiny_bert_dir}", strategy="full", progress=False, baseline=False,
+                               options={"epochs": 1, "bss": bss}).info["strategy"]["details"]["history"][0]["train_loss"]
+            for bss in (0.0, 1.0)}
+    assert loss[1.0] > loss[0.0]
+    with pytest.raises(ConfigError, match="`bss` must be >= 0"):
+        headstart.fit(data, backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"bss": -1.0}, progress=False)

@@ -50,6 +50,7 @@ class FineTuneConfig:
     label_smoothing: float = 0.1
     head_dropout: float = 0.1
     l2sp: float = 0.0  # L2-SP: pull the backbone towards the pre-trained weights instead of towards 0
+    bss: float = 0.0  # Batch Spectral Shrinkage weight (Chen et al., 2019; they use 1e-3); 0 = off
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup, images only; 0 = off
     cutmix: float = 0.0
     augment: str = "crop"  # images: none | crop (random resized crop + colour jitter) | crop-flip
@@ -65,6 +66,7 @@ class FineTuneConfig:
                   ("batch_size", self.batch_size >= 1, ">= 1"), ("grad_accum", self.grad_accum >= 1, ">= 1"),
                   ("warmup", 0 <= self.warmup < 1, "in [0, 1)"), ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("head_dropout", 0 <= self.head_dropout < 1, "in [0, 1)"), ("l2sp", self.l2sp >= 0, ">= 0"),
+                  ("bss", self.bss >= 0, ">= 0"),
                   ("mixup", self.mixup >= 0, ">= 0"), ("cutmix", self.cutmix >= 0, ">= 0"),
                   ("patience", self.patience >= 1, ">= 1"), ("freeze", self.freeze >= 0, ">= 0"),
                   ("schedule", self.schedule in ("cosine", "onecycle", "constant"), "cosine, onecycle or constant"),
@@ -89,6 +91,14 @@ class TrainResult:
     processes: int = 1
 
 
+def batch_spectral_shrinkage(features: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """BSS (Chen et al., NeurIPS 2019): the squared k smallest singular values of the batch's
+    feature matrix. Fine-tuning on little data lets the small-spectrum directions carry noise the
+    pre-trained model did not have (negative transfer); shrinking them is the remedy."""
+    sv = torch.linalg.svdvals(features.float())
+    return (sv[-k:] ** 2).sum()
+
+
 class Classifier(nn.Module):
     """Backbone features -> dropout -> head; with an aligner, also the domain-alignment loss.
 
@@ -110,9 +120,12 @@ class Classifier(nn.Module):
     def classify(self, f: torch.Tensor) -> torch.Tensor:
         return self.head.classify(f) if hasattr(self.head, "classify") else self.head(f)
 
-    def forward(self, target: dict[str, torch.Tensor] | None = None, **inputs: torch.Tensor) -> Any:
+    def forward(self, target: dict[str, torch.Tensor] | None = None, with_features: bool = False,
+                **inputs: torch.Tensor) -> Any:
         if target is None or self.aligner is None:
-            return self.head(self.drop(self.backbone(**inputs)))
+            f = self.backbone(**inputs)
+            logits = self.head(self.drop(f))
+            return (logits, f) if with_features else logits
         f_s, f_t = self.embed(inputs), self.embed(target)
         logits_s, logits_t = self.classify(f_s), self.classify(f_t)
         return logits_s, self.aligner(f_s, f_t, logits_s, logits_t)
@@ -184,6 +197,9 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                       gradient_accumulation_steps=config.grad_accum, kwargs_handlers=[ddp])
     image = backbone.card.modality == "image"
     text = backbone.card.modality == "text"
+    if aligner is not None and config.bss > 0:
+        raise ConfigError("`bss` (batch spectral shrinkage) does not combine with domain adaptation here.",
+                          fix="set bss=0, or fine-tune without --target.")
     model = Classifier(backbone, head, config.head_dropout, aligner)
     if image:
         model = model.to(memory_format=torch.channels_last)
@@ -303,12 +319,14 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) + trade_off * align
                         elif image and (config.mixup > 0 or config.cutmix > 0):
                             px, ya, yb, lam = mix_batch(inputs["pixel_values"], y, config.mixup, config.cutmix, gen)
-                            logits = model(pixel_values=px)
+                            logits, feats = model(pixel_values=px, with_features=True)
                             loss = lam * F.cross_entropy(logits, ya, label_smoothing=config.label_smoothing) + (
                                 1 - lam) * F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
                         else:
-                            logits = model(**inputs)
+                            logits, feats = model(**inputs, with_features=True)
                             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                        if config.bss > 0 and targets is None:
+                            loss = loss + config.bss * batch_spectral_shrinkage(feats)
                         if anchor:
                             drift = sum(((p - anchor[k]) ** 2).sum() for k, p in backbone.named_parameters()
                                         if k in anchor and p.requires_grad)
