@@ -34,10 +34,14 @@ SETTINGS = {
     "text": {"data": "builtin:bbc-news", "backbone": "minilm-l6", "kw": {"max_length": 128},
              "strategies": {"linear-probe": {}, "lp-ft": {"epochs": 4, "batch_size": 8},
                             "full": {"epochs": 4, "batch_size": 8, "lr": 5e-5},
-                            "lora": {"epochs": 4, "batch_size": 8}}},
+                            "lora": {"epochs": 4, "batch_size": 8},
+                            "partial": {"epochs": 4, "batch_size": 8, "lr": 5e-5},
+                            "gradual": {"epochs": 4, "batch_size": 8, "lr": 5e-5}}},
     "image": {"data": "builtin:mnist", "backbone": "efficientnet-lite0", "kw": {"image_size": 160},
               "strategies": {"linear-probe": {}, "lp-ft": {"epochs": 4, "batch_size": 16, "lr": 1e-4},
-                             "full": {"epochs": 4, "batch_size": 16, "lr": 1e-4}}},
+                             "full": {"epochs": 4, "batch_size": 16, "lr": 1e-4},
+                             "partial": {"epochs": 4, "batch_size": 16, "lr": 1e-4},
+                             "gradual": {"epochs": 4, "batch_size": 16, "lr": 1e-4}}},
 }
 SEEDS = (0, 1, 2)
 
