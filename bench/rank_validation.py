@@ -6,7 +6,7 @@ validation, ``--test`` held out for testing, so that the "true" accuracy is meas
 examples rather than a few dozen). Every candidate backbone is
 (a) ranked by ``rank_backbones`` with the default scores (plus the plain H-score), timed from a cold
     feature cache: loading the backbone, extracting features, scoring: all a user waits for;
-(b) fine-tuned (LP-FT, ``--epochs`` epochs; backbones that cannot train, i.e. raw pixels and the ONNX
+(b) fine-tuned (LP-FT, up to ``--epochs`` epochs with early stopping; backbones that cannot train, i.e. raw pixels and the ONNX
     MiniLM, get the linear probe, all a user could do with them), timed without the test
     prediction, then scored on the test split.
 Agreement between each score and the fine-tuned accuracy is the weighted Kendall tau (scipy's
@@ -19,7 +19,7 @@ Images: efficientnet-lite0/1/2 + raw-pixels on MNIST, UCI digits and scikit-imag
 no-transfer reference) on BBC News. The cost ratio divides the ranking time by the fine-tuning time
 of the cheapest pre-trained trainable candidate (the random BERT is a reference, not a candidate).
 
-    python bench/rank_validation.py [--tasks mnist,digits,lfw,bbc] [--epochs 10] [--per-class 20]
+    python bench/rank_validation.py [--tasks mnist,digits,lfw,bbc] [--epochs 20] [--per-class 20]
 Each task writes bench/results/rank_validation/<task>.json (so tasks can run separately); the
 summary bench/results/rank_validation.md is rebuilt from all of them.
 """
@@ -95,7 +95,7 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
         rows[b]["scores"]["probe-cv"] = score("probe-cv", extract_features(create_backbone(b), parts.train,
                                                                            cache_dir=cache, progress=False), y)
         probe_cv_seconds[b] = time.perf_counter() - t
-    accs, ft_seconds, strategies = {}, {}, {}
+    accs, ft_seconds, strategies, epochs_run = {}, {}, {}, {}
     no_test = Splits(parts.train, parts.val, parts.test.subset([]))
     for bb_name in backbones:
         bb = create_backbone(bb_name)
@@ -103,9 +103,10 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
         strategies[bb_name] = strategy
         options = {"epochs": args.epochs, "batch_size": 16} if strategy == "lp-ft" else {}
         t = time.perf_counter()
-        model, _, _, _ = train_model(bb, no_test, names, strategy, make_config(strategy, **options), cache_dir=cache,
-                                     progress=False)
+        model, _, _, chosen = train_model(bb, no_test, names, strategy, make_config(strategy, **options),
+                                          cache_dir=cache, progress=False)
         ft_seconds[bb_name] = time.perf_counter() - t
+        epochs_run[bb_name] = len(chosen.get("history", [])) if isinstance(chosen, dict) else 0
         proba = model.predict_proba(parts.test, progress=False)
         accs[bb_name] = float((proba.argmax(1) == np.array([names.index(x) for x in parts.test.labels])).mean())
         print(f"{name}: {bb_name} {strategy} test accuracy {accs[bb_name]:.3f} ({ft_seconds[bb_name]:.0f} s)", flush=True)
@@ -121,13 +122,14 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
             "weighted_tau": taus, "rank_seconds_cold_cache": rank_seconds, "ranked_scores": list(RANKED),
             "rank_seconds_per_backbone": {b: rows[b]["seconds"] for b in backbones},
             "probe_cv_seconds": probe_cv_seconds, "finetune_seconds": ft_seconds, "strategy": strategies,
+            "epochs_run": epochs_run,
             "cheapest_finetune": cheapest, "cost_ratio": rank_seconds / ft_seconds[cheapest]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="mnist,digits,lfw,bbc")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=20, help="LP-FT epoch budget (early stopping may end sooner)")
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--test", type=int, default=100, help="test examples per class (at most)")
     args = ap.parse_args()
@@ -160,7 +162,8 @@ def summary() -> None:
         lines.append(f"| {r['task']} | {r['n_train']} / {r['n_test']} | " + " | ".join(cells) +
                      f" | {r['rank_seconds_cold_cache']:.0f} | "
                      f"{r['finetune_seconds'][r['cheapest_finetune']]:.0f} ({r['cheapest_finetune']}, "
-                     f"{r['epochs']} epochs) | {100 * r['cost_ratio']:.1f}% |")
+                     f"{r.get('epochs_run', {}).get(r['cheapest_finetune'], '?')} of {r['epochs']} epochs) | "
+                     f"{100 * r['cost_ratio']:.1f}% |")
     lines.append("| mean over the image tasks | | " + " | ".join(f"{mean_tau[s]:+.2f}" if s in mean_tau else "n/a"
                                                            for s in SCORES) + " | | | |")
     lines += ["", "Test accuracy reached per backbone (LP-FT, or the linear probe where nothing can train):", ""]
