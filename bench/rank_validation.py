@@ -20,6 +20,7 @@ no-transfer reference) on BBC News. The cost ratio divides the ranking time by t
 of the cheapest pre-trained trainable candidate (the random BERT is a reference, not a candidate).
 
     python bench/rank_validation.py [--tasks mnist,digits,lfw,bbc] [--epochs 20] [--per-class 20]
+    python bench/rank_validation.py --tasks mnist-scale      # the cost at 3920 training images
 Each task writes bench/results/rank_validation/<task>.json (so tasks can run separately); the
 summary bench/results/rank_validation.md is rebuilt from all of them.
 """
@@ -69,14 +70,19 @@ def tiny_random_bert(folder: Path) -> str:
     return f"hf:{folder}"
 
 
-def fixed_split(data: Dataset, train: int, val: int, test: int, seed: int = 0) -> Splits:
-    """Per class: ``train`` / ``val`` / up to ``test`` examples, disjoint, seeded."""
+def fixed_split(data: Dataset, train: int | None, val: int, test: int, seed: int = 0) -> Splits:
+    """Per class: ``train`` / ``val`` / up to ``test`` examples, disjoint, seeded; ``train=None``:
+    everything that validation and test leave."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(data.labels)
     parts: list[list[int]] = [[], [], []]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c)).tolist()
-        for k, (a, b) in enumerate([(0, train), (train, train + val), (train + val, train + val + test)]):
+        if train is None:
+            spans = [(val + test, len(idx)), (0, val), (val, val + test)]
+        else:
+            spans = [(0, train), (train, train + val), (train + val, train + val + test)]
+        for k, (a, b) in enumerate(spans):
             parts[k] += idx[a:b]
     return Splits(*(data.subset(p) for p in parts))
 
@@ -126,12 +132,49 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
             "cheapest_finetune": cheapest, "cost_ratio": rank_seconds / ft_seconds[cheapest]}
 
 
+def run_scale_task(name: str, data: Dataset, backbones: list[str], args: argparse.Namespace, cache: Path) -> dict:
+    """The cost on a larger training set: ranking (on its default stratified subset, timed cold) vs
+    fine-tuning the cheapest candidate on all of it; plus how well the subset's ranking agrees with
+    scoring every example (Kendall tau per score, not timed)."""
+    from scipy.stats import kendalltau
+
+    parts = fixed_split(data, None, 8, args.test)  # every example not held out for validation / test
+    t = time.perf_counter()
+    capped = rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache, progress=False)
+    rank_seconds = time.perf_counter() - t
+    full = rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache, progress=False, max_examples=None)
+    agreement = {}
+    for s in RANKED:
+        a = [r["scores"][s] for r in sorted(capped["rows"], key=lambda r: r["backbone"])]
+        b = [r["scores"][s] for r in sorted(full["rows"], key=lambda r: r["backbone"])]
+        keep = [i for i, v in enumerate(a) if v is not None]
+        if len(keep) >= 3:
+            agreement[s] = float(kendalltau([a[i] for i in keep], [b[i] for i in keep]).statistic)
+    cheapest = backbones[0]
+    bb = create_backbone(cheapest)
+    t = time.perf_counter()
+    model, _, _, chosen = train_model(bb, Splits(parts.train, parts.val, parts.test.subset([])), data.label_names,
+                                      "lp-ft", make_config("lp-ft", epochs=args.scale_epochs, batch_size=16),
+                                      cache_dir=cache, progress=False)
+    ft_seconds = time.perf_counter() - t
+    proba = model.predict_proba(parts.test, progress=False)
+    acc = float((proba.argmax(1) == np.array([data.label_names.index(x) for x in parts.test.labels])).mean())
+    print(f"{name}: ranking {rank_seconds:.0f} s on {capped['n']} of {capped['n_total']}; {cheapest} LP-FT "
+          f"{ft_seconds:.0f} s, test accuracy {acc:.3f}", flush=True)
+    return {"task": name, "n_train": len(parts.train), "n_scored": capped["n"], "n_test": len(parts.test),
+            "rank_seconds_cold_cache": rank_seconds, "finetune_seconds": ft_seconds, "cheapest_finetune": cheapest,
+            "epochs": args.scale_epochs, "epochs_run": len(chosen.get("history", [])) if isinstance(chosen, dict) else 0,
+            "test_accuracy": acc, "cost_ratio": rank_seconds / ft_seconds,
+            "subset_vs_all_kendall_tau": agreement, "order_subset": capped["order"], "order_all": full["order"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="mnist,digits,lfw,bbc")
     ap.add_argument("--epochs", type=int, default=20, help="LP-FT epoch budget (early stopping may end sooner)")
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--test", type=int, default=100, help="test examples per class (at most)")
+    ap.add_argument("--scale-epochs", type=int, default=5, help="LP-FT epoch budget of the mnist-scale task")
     args = ap.parse_args()
     images = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "raw-pixels"]
     OUT.mkdir(parents=True, exist_ok=True)
@@ -141,10 +184,12 @@ def main() -> None:
                  "digits": ("UCI digits", lambda: load_data("builtin:digits"), images),
                  "lfw": ("LFW subset", lfw, images),
                  "bbc": ("BBC News", lambda: load_data("builtin:bbc-news"), text)}
+        tasks["mnist-scale"] = ("MNIST, all 3920 training digits", lambda: load_data("builtin:mnist"), images)
         for key in args.tasks.split(","):
             name, load, bbs = tasks[key]
             # a fresh cache per task: the ranking time includes extracting every candidate's features
-            result = run_task(name, load(), bbs, args, Path(tmp) / f"cache-{key}")
+            run = run_scale_task if key == "mnist-scale" else run_task
+            result = run(name, load(), bbs, args, Path(tmp) / f"cache-{key}")
             (OUT / f"{key}.json").write_text(json.dumps(result, indent=2))
     summary()
 
@@ -166,6 +211,16 @@ def summary() -> None:
                      f"{100 * r['cost_ratio']:.1f}% |")
     lines.append("| mean over the image tasks | | " + " | ".join(f"{mean_tau[s]:+.2f}" if s in mean_tau else "n/a"
                                                            for s in SCORES) + " | | | |")
+    scale = OUT / "mnist-scale.json"
+    if scale.exists():
+        r = json.loads(scale.read_text())
+        lines += ["", f"At scale ({r['task']}): ranking every candidate on its default subset of {r['n_scored']} "
+                  f"examples took {r['rank_seconds_cold_cache']:.0f} s from a cold cache; LP-FT of "
+                  f"{r['cheapest_finetune']} on all {r['n_train']} ({r['epochs_run']} of {r['epochs']} epochs) took "
+                  f"{r['finetune_seconds']:.0f} s (test accuracy {100 * r['test_accuracy']:.1f}%): ratio "
+                  f"{100 * r['cost_ratio']:.1f}%. Kendall tau between the subset's and all examples' scores: "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in r["subset_vs_all_kendall_tau"].items())
+                  + f"; order on the subset {' > '.join(r['order_subset'])}, on all {' > '.join(r['order_all'])}."]
     lines += ["", "Test accuracy reached per backbone (LP-FT, or the linear probe where nothing can train):", ""]
     for r in results:
         lines.append(f"- {r['task']}: " + ", ".join(f"{b.split('/')[-1]} {100 * a:.1f}%" for b, a in r["accuracy"].items()))

@@ -199,3 +199,14 @@ def test_knn_estimates_on_a_subset_above_its_cap() -> None:
     assert 0.5 < full < 0.99  # an informative regime, not saturated
     assert capped == pytest.approx(full, abs=0.06)
     assert capped != full  # the cap really took a subset
+
+
+def test_ranking_scores_a_stratified_subset_of_large_data(mnist_small) -> None:
+    from headstart.rank.api import rank_backbones
+
+    result = rank_backbones(mnist_small, ["raw-pixels"], ("logme", "knn"), max_examples=200, progress=False)
+    assert (result["n"], result["n_total"]) == (200, 600)  # 20 of each of the 10 digits
+    whole = rank_backbones(mnist_small, ["raw-pixels"], ("logme",), max_examples=None, progress=False)
+    assert whole["n"] == whole["n_total"] == 600
+    with pytest.raises(ConfigError, match="max_examples must be at least 1"):
+        rank_backbones(mnist_small, ["raw-pixels"], max_examples=0, progress=False)

@@ -13,6 +13,7 @@ Examples:
   headstart rank tickets.csv --backbones minilm-l6,minilm-l3-onnx
   headstart rank builtin:mnist:50 --scores logme,knn,leep --json ranking.json
   headstart rank tickets.csv --confirm 2                     # then fine-tune the top 2 briefly to check
+  headstart rank big_folder/ --max-examples 0                # score every example (default: 1000)
 """)
 @click.argument("data")
 @click.option("--backbones", default=None, help="Comma-separated names (default: every compatible one available).")
@@ -20,12 +21,14 @@ Examples:
               help="Comma-separated; the first one orders the table.")
 @click.option("--confirm", "confirm", type=int, default=0,
               help="Fine-tune the top K briefly (successive halving) and report whether the ranking held.")
+@click.option("--max-examples", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Score a stratified subset of at most this many examples (0: all of them).")
 @click.option("--json", "json_path", default=None, help="Also write the ranking as JSON.")
 @click.option("--device", default=None)
 @click.option("--cache-dir", default=None)
 @data_options
-def command(data: str, backbones: str | None, scores: str, confirm: int, json_path: str | None, device: str | None,
-            cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
+def command(data: str, backbones: str | None, scores: str, confirm: int, max_examples: int, json_path: str | None,
+            device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
     """Score candidate backbones by transferability (LogME and friends) on DATA's own labels."""
     from rich.table import Table
 
@@ -35,10 +38,11 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, json_pa
 
     dataset = load_data(data, text_column=text_column, label_column=label_column)
     result = rank_backbones(dataset, backbones.split(",") if backbones else None, tuple(scores.split(",")),
-                            cache_dir=cache_dir, device=device, log=log)
+                            cache_dir=cache_dir, device=device, max_examples=max_examples or None, log=log)
     names = scores.split(",")
     table = Table("rank", "backbone", *names, "parameters", "seconds",
-                  title=f"{result['n']} examples, {result['classes']} classes; higher is better")
+                  title=f"{result['n']} examples" + (f" (of {result['n_total']})" if result["n_total"] > result["n"] else "")
+                  + f", {result['classes']} classes; higher is better")
     rows = {r["backbone"]: r for r in result["rows"]}
     for i, name in enumerate(result["order"], 1):
         r = rows[name]

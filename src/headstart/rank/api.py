@@ -11,17 +11,27 @@ import numpy as np
 
 from ..backbones import create_backbone, list_backbones
 from ..data import load_data, validate
-from ..errors import BackboneError
+from ..errors import BackboneError, ConfigError
 from ..features import extract_features
 from . import RANKERS, score
 
 DEFAULT_SCORES = ("logme", "hscore-shrink", "knn", "leep", "nce")
 
 
+MAX_EXAMPLES = 1000
+
+
 def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Sequence[str] = DEFAULT_SCORES, *,
                    cache_dir: str | None = None, device: str | None = None, progress: bool = True,
+                   max_examples: int | None = MAX_EXAMPLES,
                    log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Rank backbones by transferability on ``data`` (labelled). The first score is the primary one.
+
+    ``max_examples``: above this many examples the scores are computed on a seeded subset with at
+    most ``max_examples // classes`` per class (every example of a smaller class). Ranking costs one
+    forward pass per candidate over the examples scored, so the cap keeps it to seconds or minutes
+    on large data while fine-tuning still grows with all of it; the scores settle within a few
+    hundred examples (``bench/rank_validation.py`` measures the agreement). ``None``: no cap.
 
     Returns ``{"rows": [...], "order": [...], "agreement": {...}, "recommendation": str}``; rows carry
     each score (None where a score does not apply, e.g. LEEP without a pre-training head), the
@@ -36,6 +46,14 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
         raise BackboneError(f"No {dataset.modality} backbone is available here.", fix="pip install 'headstart[zoo]'.")
     for s in scores:
         RANKERS.get(s)  # unknown names fail before any work
+    if max_examples is not None and max_examples < 1:
+        raise ConfigError(f"max_examples must be at least 1, got {max_examples}.", fix="pass None to score every example.")
+    full_size = len(dataset)
+    if max_examples is not None and len(dataset) > max_examples:
+        from ..data.builtin import take_per_class
+
+        dataset = take_per_class(dataset, max(2, max_examples // len(dataset.label_names)))
+        log(f"Scoring on {len(dataset)} of {full_size} examples (at most {max_examples}, stratified)")
     labels = np.asarray(dataset.labels)
     rows = []
     for name in names:
@@ -70,7 +88,7 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
     if best["backbone"] == "raw-pixels":
         text += "No pre-trained backbone beats raw pixels here: transfer is unlikely to help."
     return {"primary": primary, "rows": rows, "order": [r["backbone"] for r in order], "agreement": agreement,
-            "recommendation": text, "n": len(dataset), "classes": len(dataset.label_names)}
+            "recommendation": text, "n": len(dataset), "n_total": full_size, "classes": len(dataset.label_names)}
 
 
 def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, cache_dir: str | None = None,
