@@ -75,6 +75,11 @@ def test_hscores_match_direct_formulas(n, d) -> None:
     f = rng.normal(size=(n, d)) + np.eye(3)[y] @ rng.normal(size=(3, d))
     assert S.hscore(f, y) == pytest.approx(hscore_direct(f, y), abs=1e-6)
     assert S.hscore_shrinkage(f, y) == pytest.approx(hscore_shrinkage_direct(f, y), abs=1e-6)
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    fc = f - f.mean(0)
+    lam = np.linalg.svd(fc, compute_uv=False) ** 2  # f'f's non-zero eigenvalues
+    assert S._ledoit_wolf_shrinkage(fc, lam) == pytest.approx(ledoit_wolf_shrinkage(fc, assume_centered=True), abs=1e-12)
 
 
 def test_nce_and_leep_hand_computed() -> None:

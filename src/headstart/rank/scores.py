@@ -74,20 +74,34 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: fl
 def hscore(features: np.ndarray, labels: np.ndarray) -> float:
     """tr(cov(f)^+ cov(E[f | y])) (Bao et al., 2019), the pseudo-inverse as in the paper's code."""
     f = np.asarray(features, dtype=np.float64)
-    return _hscore_from(f - f.mean(0), labels, shrinkage=None)
+    return _hscore_from(f - f.mean(0), labels, shrink=False)
 
 
 def hscore_shrinkage(features: np.ndarray, labels: np.ndarray) -> float:
     """H-score with the Ledoit-Wolf shrunk covariance (Ibrahim et al., 2022): well-posed when
     there are fewer examples than feature dimensions, where the plain H-score saturates."""
-    from sklearn.covariance import ledoit_wolf_shrinkage
-
     f = np.asarray(features, dtype=np.float64)
-    f = f - f.mean(0)
-    return _hscore_from(f, labels, shrinkage=float(ledoit_wolf_shrinkage(f, assume_centered=True)))
+    return _hscore_from(f - f.mean(0), labels, shrink=True)
 
 
-def _hscore_from(f: np.ndarray, labels: np.ndarray, shrinkage: float | None) -> float:
+def _ledoit_wolf_shrinkage(f: np.ndarray, lam: np.ndarray) -> float:
+    """scikit-learn's ``ledoit_wolf_shrinkage(f, assume_centered=True)``, from the eigenvalues
+    ``lam`` of f'f already at hand: its O(n d^2) blocked sums become ||f'f||_F^2 = sum(lam^2)
+    and sum_i |f_i|^4, so the cost is O(n d) on top of the decomposition."""
+    n, d = f.shape
+    if d == 1:
+        return 0.0
+    row_sq = (f**2).sum(1)
+    trace = float(row_sq.sum()) / n  # tr(S), S = f'f / n
+    mu = trace / d
+    delta_ = float((lam**2).sum()) / n**2  # ||S||_F^2
+    beta = (float((row_sq**2).sum()) / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu**2) / d
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else beta / delta
+
+
+def _hscore_from(f: np.ndarray, labels: np.ndarray, shrink: bool) -> float:
     """``tr(C^-1 cov_g)`` with ``C`` the (optionally shrunk) feature covariance, through the
     eigen-decomposition of the scatter ``f'f`` taken in whichever of the example or feature space is
     smaller: O(min(n, d)^2 max(n, d)) instead of a d x d pseudo-inverse (seconds saved per candidate
@@ -103,12 +117,13 @@ def _hscore_from(f: np.ndarray, labels: np.ndarray, shrinkage: float | None) -> 
         lam, v = np.linalg.eigh(f.T @ f)
         lam = np.clip(lam, 0.0, None)
     proj = ((g @ v) ** 2).sum(0)  # |g v_k|^2 per eigen-direction of the scatter
-    if shrinkage is None:
+    if not shrink:
         # cov_f = f'f / (n-1), cov_g = g'g / (n-1): the (n-1) cancel; pinv drops near-null directions
         keep = lam > 1e-15 * lam.max()
         return float((proj[keep] / lam[keep]).sum())
     # Ledoit-Wolf: C = (1 - a) f'f / n + a mu I, mu = tr(f'f / n) / d; directions outside the
     # scatter's span have eigenvalue a mu and carry the rest of |g|^2.
+    shrinkage = _ledoit_wolf_shrinkage(f, lam)
     floor = shrinkage * float((f**2).sum()) / (n * d)
     inside = (proj / ((1 - shrinkage) * lam / n + floor)).sum() if floor > 0 else (proj[lam > 0] / lam[lam > 0] * n).sum()
     outside = max(float((g**2).sum()) - float(proj.sum()), 0.0) / floor if floor > 0 else 0.0
