@@ -124,7 +124,7 @@ def _hscore_from(f: np.ndarray, labels: np.ndarray, shrink: bool) -> float:
     # Ledoit-Wolf: C = (1 - a) f'f / n + a mu I, mu = tr(f'f / n) / d; directions outside the
     # scatter's span have eigenvalue a mu and carry the rest of |g|^2.
     shrinkage = _ledoit_wolf_shrinkage(f, lam)
-    floor = shrinkage * float((f**2).sum()) / (n * d)
+    floor = shrinkage * float(lam.sum()) / (n * d)  # a * mu: tr(f'f) is the eigenvalues' sum
     inside = (proj / ((1 - shrinkage) * lam / n + floor)).sum() if floor > 0 else (proj[lam > 0] / lam[lam > 0] * n).sum()
     outside = max(float((g**2).sum()) - float(proj.sum()), 0.0) / floor if floor > 0 else 0.0
     return float((inside + outside) / (n - 1))

@@ -325,7 +325,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                         else:
                             logits, feats = model(**inputs, with_features=True)
                             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                        if config.bss > 0 and targets is None:
+                        if config.bss > 0:  # never with an aligner (refused above), so feats is set
                             loss = loss + config.bss * batch_spectral_shrinkage(feats)
                         if anchor:
                             drift = sum(((p - anchor[k]) ** 2).sum() for k, p in backbone.named_parameters()
