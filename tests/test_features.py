@@ -97,8 +97,9 @@ def test_source_probabilities_come_from_one_pass_and_match_the_head(lite0, mnist
     calls = []
     hook = lite0.register_forward_hook(lambda *a: calls.append(1))
     try:
-        feats = extract_features(lite0, data, cache_dir=tmp_path, progress=False)
-        probs = extract_features(lite0, data, cache_dir=tmp_path, progress=False, source=True)
+        # the torch engine, so that the hook sees the network's passes
+        feats = extract_features(lite0, data, cache_dir=tmp_path, progress=False, engine="torch")
+        probs = extract_features(lite0, data, cache_dir=tmp_path, progress=False, source=True, engine="torch")
     finally:
         hook.remove()
     assert len(calls) == 1  # one batch, features only; the probabilities reused them

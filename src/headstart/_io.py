@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_root() -> Path:
+    """Where headstart keeps what it can recompute: features, exported engines."""
+    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart"))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._io import cache_root
 from .backbones.base import Backbone
 from .data.dataset import Dataset
+from .engine import OnnxFeatures, choose_engine, onnx_runner
 from .progress import progress_bar
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart")) / "features"
+    return cache_root() / "features"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -104,10 +106,13 @@ def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size
 
 def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, batch_size: int = 64,
                  device: torch.device | None = None, progress: bool = True,
-                 description: str = "Extracting features", source: bool = False) -> np.ndarray:
+                 description: str = "Extracting features", source: bool = False, engine: str = "auto") -> np.ndarray:
     """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
-    without the cache. Texts are sorted by length to cut padding."""
+    without the cache. Texts are sorted by length to cut padding. ``engine``: see :mod:`headstart.engine`."""
     device = device or pick_device()
+    key = cache_key(backbone) if engine != "torch" and not source else ""
+    use_onnx = bool(key) and choose_engine(engine, backbone, device, len(indices), key) == "onnx"
+    runner: OnnxFeatures | None = None
     # Moving the module happens outside inference mode: parameters re-created inside it would be
     # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
     net = backbone.eval().to(device).for_inference()
@@ -121,8 +126,16 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     row_of = {i: k for k, i in enumerate(indices)}  # rows for the requested items only
     out = np.empty((len(row_of), width), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    description += " (ONNX Runtime)" if use_onnx else ""
     with progress_bar(description, total=len(order), enabled=progress) as advance, torch.inference_mode():
         for idx, inputs in _batches(data, order, backbone, batch_size):
+            if use_onnx and runner is None:  # exported (once per backbone) from the first real batch
+                runner = onnx_runner(net, key, inputs["pixel_values"], strict=engine == "onnx")
+                use_onnx = runner is not None
+            if runner is not None:
+                out[[row_of[i] for i in idx]] = runner(inputs["pixel_values"])
+                advance(len(idx))
+                continue
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             if image and "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
@@ -135,19 +148,19 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
 
 def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path | None = None,
                      use_cache: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
-                     progress: bool = True, source: bool = False) -> np.ndarray:
+                     progress: bool = True, source: bool = False, engine: str = "auto") -> np.ndarray:
     """``[len(data), feature_dim]`` float32 features, from the cache where possible.
 
     ``source=True``: the probabilities of the backbone's pre-training head instead (``[N, classes]``,
     for LEEP / NCE and ConSE), cached under their own key.
     """
     return extract_features_many(backbone, [data], cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
-                                 device=device, progress=progress, source=source)[0]
+                                 device=device, progress=progress, source=source, engine=engine)[0]
 
 
 def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, cache_dir: str | Path | None = None,
                           use_cache: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
-                          progress: bool = True, source: bool = False) -> list[np.ndarray]:
+                          progress: bool = True, source: bool = False, engine: str = "auto") -> list[np.ndarray]:
     """Features for several data sets (e.g. train / val / test) with one cache read and one
     backbone pass over the items none of them has in the cache."""
     from .errors import BackboneError
@@ -164,14 +177,14 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
         # The pre-training head sits on the pooled features: apply it to the (cached) features
         # instead of a second pass through the network, which halves the cost of ranking with LEEP/NCE.
         feats = extract_features_many(backbone, datasets, cache_dir=cache_dir, use_cache=use_cache,
-                                      batch_size=batch_size, device=device, progress=progress)
+                                      batch_size=batch_size, device=device, progress=progress, engine=engine)
         with torch.inference_mode():
             return [head(torch.from_numpy(f).to(head.weight.dtype)).float().softmax(-1).numpy() for f in feats]
     width = backbone.card.source_classes if source else backbone.card.feature_dim
     dev = pick_device(device)
     if not use_cache:
         return [run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress,
-                             source=source) if len(data) else np.empty((0, width), dtype=np.float32)
+                             source=source, engine=engine) if len(data) else np.empty((0, width), dtype=np.float32)
                 for data in datasets]
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone) + ("-source" if source else ""))
     known = cache.load()
@@ -185,7 +198,7 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
         todo = Dataset(first.modality, [d.items[i] for d, i in missing.values()], None,
                        [d.ids[i] for d, i in missing.values()], source=first.source)
         new = run_backbone(backbone, todo, range(len(todo)), batch_size=batch_size, device=dev, progress=progress,
-                           source=source)
+                           source=source, engine=engine)
         cache.add(list(missing), new)
         known.update(zip(missing, new))
     return [np.stack([known[h] for h in data.content_hashes()]).astype(np.float32, copy=False) if len(data)

@@ -24,11 +24,13 @@ Examples:
 @click.option("--max-examples", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Score a stratified subset of at most this many examples (0: all of them).")
 @click.option("--json", "json_path", default=None, help="Also write the ranking as JSON.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="What runs the backbones: auto uses ONNX Runtime for image backbones on CPU (exported once, cached).")
 @click.option("--device", default=None)
 @click.option("--cache-dir", default=None)
 @data_options
 def command(data: str, backbones: str | None, scores: str, confirm: int, max_examples: int, json_path: str | None,
-            device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
+            engine: str, device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
     """Score candidate backbones by transferability (LogME and friends) on DATA's own labels."""
     from rich.table import Table
 
@@ -38,7 +40,8 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
 
     dataset = load_data(data, text_column=text_column, label_column=label_column)
     result = rank_backbones(dataset, backbones.split(",") if backbones else None, tuple(scores.split(",")),
-                            cache_dir=cache_dir, device=device, max_examples=max_examples or None, log=log)
+                            cache_dir=cache_dir, device=device, max_examples=max_examples or None, engine=engine,
+                            log=log)
     names = scores.split(",")
     table = Table("rank", "backbone", *names, "parameters", "seconds",
                   title=f"{result['n']} examples" + (f" (of {result['n_total']})" if result["n_total"] > result["n"] else "")

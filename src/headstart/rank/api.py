@@ -23,7 +23,7 @@ MAX_EXAMPLES = 1000
 
 def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Sequence[str] = DEFAULT_SCORES, *,
                    cache_dir: str | None = None, device: str | None = None, progress: bool = True,
-                   max_examples: int | None = MAX_EXAMPLES,
+                   max_examples: int | None = MAX_EXAMPLES, engine: str = "auto",
                    log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Rank backbones by transferability on ``data`` (labelled). The first score is the primary one.
 
@@ -32,6 +32,8 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
     forward pass per candidate over the examples scored, so the cap keeps it to seconds or minutes
     on large data while fine-tuning still grows with all of it; the scores settle within a few
     hundred examples (``bench/rank_validation.py`` measures the agreement). ``None``: no cap.
+    ``engine``: what runs the backbones (``auto``: ONNX Runtime for image backbones on CPU where it
+    pays; see :mod:`headstart.engine`).
 
     Returns ``{"rows": [...], "order": [...], "agreement": {...}, "recommendation": str}``; rows carry
     each score (None where a score does not apply, e.g. LEEP without a pre-training head), the
@@ -63,7 +65,7 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
                                 f"{dataset.modality}s.", fix=f"rank {dataset.modality} backbones only.")
         log(f"Scoring {name}")
         start = time.perf_counter()
-        feats = extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress)
+        feats = extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, engine=engine)
         probs = (extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True)
                  if bb.card.source_classes else None)
         values: dict[str, float | None] = {}
