@@ -44,14 +44,15 @@ def test_onnx_engine_matches_torch_and_exports_once(lite0, mnist_small, engine_c
 
 def test_auto_engine_policy(lite0, minilm, engine_cache) -> None:
     cpu = torch.device("cpu")
-    key = cache_key(lite0)
+    def key():
+        return cache_key(lite0)
     assert engine.choose_engine("auto", lite0, cpu, 10, key) == "torch"  # an export would not pay back
     assert engine.choose_engine("auto", lite0, cpu, engine.EXPORT_MIN_ITEMS, key) == "onnx"
     assert engine.choose_engine("auto", lite0, torch.device("cuda"), 10_000, key) == "torch"
-    assert engine.choose_engine("auto", minilm, cpu, 10_000, "text-key") == "torch"
+    assert engine.choose_engine("auto", minilm, cpu, 10_000, lambda: "text-key") == "torch"
     assert engine.choose_engine("torch", lite0, cpu, 10_000, key) == "torch"
     with pytest.raises(ConfigError, match="image backbones"):
-        engine.choose_engine("onnx", minilm, cpu, 10, "text-key")
+        engine.choose_engine("onnx", minilm, cpu, 10, lambda: "text-key")
     with pytest.raises(ConfigError, match="Unknown engine"):
         engine.choose_engine("tensorrt", lite0, cpu, 10, key)
 

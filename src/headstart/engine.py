@@ -20,7 +20,7 @@ import contextlib
 import importlib.util
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -54,8 +54,10 @@ def _supported(backbone: Backbone, device: torch.device) -> str | None:
     return None
 
 
-def choose_engine(engine: str, backbone: Backbone, device: torch.device, n_items: int, key: str) -> str:
-    """``"onnx"`` or ``"torch"`` for extracting ``n_items`` items; see the module docstring."""
+def choose_engine(engine: str, backbone: Backbone, device: torch.device, n_items: int,
+                  key: Callable[[], str]) -> str:
+    """``"onnx"`` or ``"torch"`` for extracting ``n_items`` items; see the module docstring.
+    ``key()`` gives the backbone's cache key; it hashes the weights, so it is only called when needed."""
     if engine not in ENGINES:
         raise ConfigError(f"Unknown engine '{engine}'.", fix=f"use one of {', '.join(ENGINES)}.")
     if engine == "torch":
@@ -65,7 +67,7 @@ def choose_engine(engine: str, backbone: Backbone, device: torch.device, n_items
         if engine == "onnx":
             raise ConfigError(f"--engine onnx cannot run here: {why_not}.", fix="use --engine auto or torch.")
         return "torch"
-    if engine == "onnx" or onnx_path(key).is_file() or n_items >= EXPORT_MIN_ITEMS:
+    if engine == "onnx" or n_items >= EXPORT_MIN_ITEMS or onnx_path(key()).is_file():
         return "onnx"
     return "torch"
 

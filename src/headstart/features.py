@@ -110,8 +110,8 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
     without the cache. Texts are sorted by length to cut padding. ``engine``: see :mod:`headstart.engine`."""
     device = device or pick_device()
-    key = cache_key(backbone) if engine != "torch" and not source else ""
-    use_onnx = bool(key) and choose_engine(engine, backbone, device, len(indices), key) == "onnx"
+    use_onnx = not source and choose_engine(engine, backbone, device, len(indices), lambda: cache_key(backbone)) == "onnx"
+    key = cache_key(backbone) if use_onnx else ""
     runner: OnnxFeatures | None = None
     # Moving the module happens outside inference mode: parameters re-created inside it would be
     # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
