@@ -22,7 +22,6 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -31,7 +30,6 @@ from ._io import atomic_file, cache_root, write_json_atomic
 from .backbones.base import Backbone
 from .errors import ConfigError
 
-Engine = Literal["auto", "torch", "onnx"]
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 EXPORT_MIN_ITEMS = 512  # an export costs 5-15 s on 2 cores; below this many images it may not pay back
 PARITY_TOL = 1e-3  # max |onnx - torch| relative to the features' scale, checked once per export
