@@ -158,3 +158,20 @@ def test_siamese_recipe_on_an_image_backbone(image_folder, tiny_vit_dir) -> None
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), model.backbone.state_dict().values()))
     proba = model.predict_proba(str(image_folder / "cat"))
     assert proba.shape == (6, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+
+def test_ladder_finetune_rungs_and_cheapest_recommendation(bbc_small, tiny_bert_dir) -> None:
+    """``--finetune`` adds the SetFit-style and LP-FT rungs (on a tiny random BERT, for the code
+    path); with a margin that admits every rung the recommendation is the cheapest one."""
+    from headstart.fewshot.ladder import run_ladder
+
+    news = bbc_small.subset(range(0, 150, 2))
+    result = run_ladder(news, budgets=(4,), seeds=1, backbone=f"hf:{tiny_bert_dir}", finetune=True, margin=1.0,
+                        options={"setfit": {"pairs_per_example": 1, "batch_size": 4},
+                                 "lp-ft": {"epochs": 1, "batch_size": 4}}, progress=False)
+    rungs = {r["strategy"]: r for r in result["summary"]}
+    assert set(rungs) == {"prototypes", "linear-probe", "setfit", "lp-ft"}
+    assert all(0.0 <= r["mean"] <= 1.0 and r["runs"] == 1 for r in rungs.values())
+    classes = len(news.label_names)
+    assert {r["labels_used"] for r in result["rows"]} == {(4 + 2) * classes}  # 4 train + 2 val per class
+    assert result["recommended"]["strategy"] == "prototypes"
