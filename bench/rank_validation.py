@@ -90,16 +90,27 @@ def fixed_split(data: Dataset, train: int | None, val: int, test: int, seed: int
     return Splits(*(data.subset(p) for p in parts))
 
 
+def timed_rankings(data: Dataset, backbones: list[str], cache: Path) -> tuple[dict, float, float]:
+    """The ranking with the default engine on a cold cache, and the seconds it took; then the
+    seconds eager PyTorch takes for the same ranking on its own cold cache, side by side."""
+    seconds = {}
+    for engine in ("torch", "auto"):
+        t = time.perf_counter()
+        ranking = rank_backbones(data, backbones, scores=RANKED, progress=False, engine=engine,
+                                 cache_dir=cache if engine == "auto" else cache.with_name(cache.name + "-torch"))
+        seconds[engine] = time.perf_counter() - t
+    return ranking, seconds["auto"], seconds["torch"]
+
+
+def exports_for(backbones: list[str], args: argparse.Namespace) -> float:
+    """The one-off export seconds of the candidates that have an export."""
+    return sum(args.export_seconds.get(b, 0.0) for b in backbones)
+
+
 def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Namespace, cache: Path) -> dict:
     parts = fixed_split(data, args.per_class, 8, args.test)
     names = data.label_names
-    t = time.perf_counter()  # the eager PyTorch engine, side by side, on its own cold cache
-    rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache.with_name(cache.name + "-torch"),
-                   progress=False, engine="torch")
-    rank_seconds_torch = time.perf_counter() - t
-    t = time.perf_counter()
-    ranking = rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache, progress=False)
-    rank_seconds = time.perf_counter() - t
+    ranking, rank_seconds, rank_seconds_torch = timed_rankings(parts.train, backbones, cache)
     rows = {r["backbone"]: r for r in ranking["rows"]}
     y = np.asarray(parts.train.labels)
     probe_cv_seconds = {}
@@ -139,8 +150,7 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
             "epochs_run": epochs_run,
             "cheapest_finetune": cheapest, "cost_ratio": rank_seconds / ft_seconds[cheapest],
             "cost_ratio_torch_engine": rank_seconds_torch / ft_seconds[cheapest],
-            "cost_ratio_with_exports": (rank_seconds + sum(args.export_seconds[b] for b in backbones
-                                                           if b in args.export_seconds)) / ft_seconds[cheapest]}
+            "cost_ratio_with_exports": (rank_seconds + exports_for(backbones, args)) / ft_seconds[cheapest]}
 
 
 def run_scale_task(name: str, data: Dataset, backbones: list[str], args: argparse.Namespace, cache: Path) -> dict:
@@ -150,13 +160,7 @@ def run_scale_task(name: str, data: Dataset, backbones: list[str], args: argpars
     from scipy.stats import kendalltau
 
     parts = fixed_split(data, None, 8, args.test)  # every example not held out for validation / test
-    t = time.perf_counter()
-    rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache.with_name(cache.name + "-torch"),
-                   progress=False, engine="torch")
-    rank_seconds_torch = time.perf_counter() - t
-    t = time.perf_counter()
-    capped = rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache, progress=False)
-    rank_seconds = time.perf_counter() - t
+    capped, rank_seconds, rank_seconds_torch = timed_rankings(parts.train, backbones, cache)
     full = rank_backbones(parts.train, backbones, scores=RANKED, cache_dir=cache, progress=False, max_examples=None)
     agreement = {}
     for s in RANKED:
@@ -179,7 +183,7 @@ def run_scale_task(name: str, data: Dataset, backbones: list[str], args: argpars
     return {"task": name, "n_train": len(parts.train), "n_scored": capped["n"], "n_test": len(parts.test),
             "rank_seconds_cold_cache": rank_seconds, "finetune_seconds": ft_seconds, "cheapest_finetune": cheapest,
             "rank_seconds_torch_engine": rank_seconds_torch, "cost_ratio_torch_engine": rank_seconds_torch / ft_seconds,
-            "cost_ratio_with_exports": (rank_seconds + sum(args.export_seconds.values())) / ft_seconds,
+            "cost_ratio_with_exports": (rank_seconds + exports_for(backbones, args)) / ft_seconds,
             "epochs": args.scale_epochs, "epochs_run": len(chosen.get("history", [])) if isinstance(chosen, dict) else 0,
             "test_accuracy": acc, "cost_ratio": rank_seconds / ft_seconds,
             "subset_vs_all_kendall_tau": agreement, "order_subset": capped["order"], "order_all": full["order"]}

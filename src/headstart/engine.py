@@ -102,28 +102,28 @@ class OnnxFeatures:
         import onnxruntime as ort
 
         self.path = onnx_path(key)
-        self.exported = not self.path.is_file()
-        if self.exported:
+        export = not self.path.is_file()
+        if export:
             _export(net, example, self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the same cores torch would use
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        if self.exported:
-            self._check(net, example[:8])
+        if export:
+            self._check(net, example[:8], ort.__version__)
 
     def __call__(self, pixel_values: torch.Tensor) -> np.ndarray:
         x = pixel_values.detach().to(torch.float32).contiguous().numpy()
         return self.session.run(None, {"pixel_values": x})[0]
 
-    def _check(self, net: torch.nn.Module, example: torch.Tensor) -> None:
+    def _check(self, net: torch.nn.Module, example: torch.Tensor, ort_version: str) -> None:
         with torch.inference_mode():
             want = net(pixel_values=example).float().numpy()
         got = self(example)
         diff = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-6)
         write_json_atomic(self.path.with_suffix(".json"), {
             "max_relative_difference": diff, "checked_on": int(example.shape[0]),
-            "torch": torch.__version__, "onnxruntime": importlib.import_module("onnxruntime").__version__})
+            "torch": torch.__version__, "onnxruntime": ort_version})
         if not diff <= PARITY_TOL:  # also catches NaN
             self.path.unlink(missing_ok=True)
             raise RuntimeError(f"the ONNX export differs from PyTorch by {diff:.2g} (relative)")

@@ -7,6 +7,7 @@ so a new split, a subset or a superset of data seen before only runs the backbon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -106,12 +107,14 @@ def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size
 
 def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, batch_size: int = 64,
                  device: torch.device | None = None, progress: bool = True,
-                 description: str = "Extracting features", source: bool = False, engine: str = "auto") -> np.ndarray:
+                 description: str = "Extracting features", source: bool = False, engine: str = "auto",
+                 key: str | None = None) -> np.ndarray:
     """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
-    without the cache. Texts are sorted by length to cut padding. ``engine``: see :mod:`headstart.engine`."""
+    without the cache. Texts are sorted by length to cut padding. ``engine``: see :mod:`headstart.engine`;
+    ``key``: the backbone's :func:`cache_key` when the caller has it (it hashes every weight)."""
     device = device or pick_device()
-    use_onnx = not source and choose_engine(engine, backbone, device, len(indices), lambda: cache_key(backbone)) == "onnx"
-    key = cache_key(backbone) if use_onnx else ""
+    key_of = functools.cache(lambda: key or cache_key(backbone))
+    use_onnx = not source and choose_engine(engine, backbone, device, len(indices), key_of) == "onnx"
     runner: OnnxFeatures | None = None
     # Moving the module happens outside inference mode: parameters re-created inside it would be
     # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
@@ -130,7 +133,7 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     with progress_bar(description, total=len(order), enabled=progress) as advance, torch.inference_mode():
         for idx, inputs in _batches(data, order, backbone, batch_size):
             if use_onnx and runner is None:  # exported (once per backbone) from the first real batch
-                runner = onnx_runner(net, key, inputs["pixel_values"], strict=engine == "onnx")
+                runner = onnx_runner(net, key_of(), inputs["pixel_values"], strict=engine == "onnx")
                 use_onnx = runner is not None
             if runner is not None:
                 out[[row_of[i] for i in idx]] = runner(inputs["pixel_values"])
@@ -186,7 +189,8 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
         return [run_backbone(backbone, data, range(len(data)), batch_size=batch_size, device=dev, progress=progress,
                              source=source, engine=engine) if len(data) else np.empty((0, width), dtype=np.float32)
                 for data in datasets]
-    cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(backbone) + ("-source" if source else ""))
+    key = cache_key(backbone)
+    cache = FeatureCache(cache_dir or default_cache_dir(), key + ("-source" if source else ""))
     known = cache.load()
     missing: dict[str, tuple[Dataset, int]] = {}  # content hash -> one place it occurs
     for data in datasets:
@@ -198,7 +202,7 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
         todo = Dataset(first.modality, [d.items[i] for d, i in missing.values()], None,
                        [d.ids[i] for d, i in missing.values()], source=first.source)
         new = run_backbone(backbone, todo, range(len(todo)), batch_size=batch_size, device=dev, progress=progress,
-                           source=source, engine=engine)
+                           source=source, engine=engine, key=key)
         cache.add(list(missing), new)
         known.update(zip(missing, new))
     return [np.stack([known[h] for h in data.content_hashes()]).astype(np.float32, copy=False) if len(data)

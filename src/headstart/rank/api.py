@@ -66,8 +66,8 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
         log(f"Scoring {name}")
         start = time.perf_counter()
         feats = extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, engine=engine)
-        probs = (extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True)
-                 if bb.card.source_classes else None)
+        probs = (extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True,
+                                  engine=engine) if bb.card.source_classes else None)
         values: dict[str, float | None] = {}
         for s in scores:
             values[s] = None if RANKERS.get(s).needs_source_probs and probs is None else score(s, feats, labels, probs)
