@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     # The CLI owns the terminal: rich progress bars are ours, so silence the hub/transformers ones.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .._malloc import tune_malloc
     from ..errors import HeadstartError
+
+    tune_malloc()  # large CPU tensors from the heap, not fresh mmap pages (see headstart._malloc)
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
