@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from ._io import cache_root
+from ._malloc import tune_malloc
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .engine import OnnxFeatures, choose_engine, onnx_runner
+from .errors import BackboneError
 from .progress import progress_bar
 
 
@@ -112,19 +114,25 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     """Features (or, with ``source``, the pre-training head's probabilities) for ``data[indices]``,
     without the cache. Texts are sorted by length to cut padding. ``engine``: see :mod:`headstart.engine`;
     ``key``: the backbone's :func:`cache_key` when the caller has it (it hashes every weight)."""
+    tune_malloc()
     device = device or pick_device()
     key_of = functools.cache(lambda: key or cache_key(backbone))
     use_onnx = not source and choose_engine(engine, backbone, device, len(indices), key_of) == "onnx"
     runner: OnnxFeatures | None = None
-    # Moving the module happens outside inference mode: parameters re-created inside it would be
-    # inference tensors, and a later fine-tune of the same backbone (LP-FT) could not train them.
-    net = backbone.eval().to(device).for_inference()
     image = backbone.card.modality == "image"
-    if image:  # NHWC is faster for convolutions on CPU and GPU alike (measured 1.8x on 2 CPU cores)
-        net.to(memory_format=torch.channels_last)
-        order = list(indices)
-    else:
-        order = sorted(indices, key=lambda i: len(data.items[i]))
+
+    @functools.cache
+    def inference_net() -> torch.nn.Module:
+        # Built only when PyTorch runs or exports the network: with a cached ONNX graph it never is.
+        # Outside inference mode: parameters re-created inside it would be inference tensors, and
+        # a later fine-tune of the same backbone (LP-FT) could not train them.
+        with torch.inference_mode(False):
+            net = backbone.eval().to(device).for_inference()
+            if image:  # NHWC is faster for convolutions on CPU and GPU alike (measured 1.8x on 2 CPU cores)
+                net.to(memory_format=torch.channels_last)
+        return net
+
+    order = list(indices) if image else sorted(indices, key=lambda i: len(data.items[i]))
     width = backbone.card.source_classes if source else backbone.card.feature_dim
     row_of = {i: k for k, i in enumerate(indices)}  # rows for the requested items only
     out = np.empty((len(row_of), width), dtype=np.float32)
@@ -133,7 +141,7 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
     with progress_bar(description, total=len(order), enabled=progress) as advance, torch.inference_mode():
         for idx, inputs in _batches(data, order, backbone, batch_size):
             if use_onnx and runner is None:  # exported (once per backbone) from the first real batch
-                runner = onnx_runner(net, key_of(), inputs["pixel_values"], strict=engine == "onnx")
+                runner = onnx_runner(inference_net, key_of(), inputs["pixel_values"], strict=engine == "onnx")
                 use_onnx = runner is not None
             if runner is not None:
                 out[[row_of[i] for i in idx]] = runner(inputs["pixel_values"])
@@ -142,11 +150,23 @@ def run_backbone(backbone: Backbone, data: Dataset, indices: Sequence[int], *, b
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             if image and "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+            net = inference_net()
             with autocast:
                 feats = net.source_logits(**inputs).float().softmax(-1) if source else net(**inputs)
             out[[row_of[i] for i in idx]] = feats.float().cpu().numpy()
             advance(len(idx))
     return out
+
+
+def source_probabilities(backbone: Backbone, features: np.ndarray) -> np.ndarray:
+    """The pre-training head's probabilities ``[N, classes]`` from pooled ``features`` already in hand,
+    for backbones whose :meth:`~Backbone.source_head` is a layer on those features."""
+    head = backbone.source_head()
+    if head is None:
+        raise BackboneError(f"'{backbone.card.name}' has no head on its pooled features.",
+                            fix="use extract_features(..., source=True).")
+    with torch.inference_mode():
+        return head(torch.from_numpy(features).to(head.weight.dtype)).float().softmax(-1).numpy()
 
 
 def extract_features(backbone: Backbone, data: Dataset, *, cache_dir: str | Path | None = None,
@@ -166,8 +186,6 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
                           progress: bool = True, source: bool = False, engine: str = "auto") -> list[np.ndarray]:
     """Features for several data sets (e.g. train / val / test) with one cache read and one
     backbone pass over the items none of them has in the cache."""
-    from .errors import BackboneError
-
     if source and not backbone.card.source_classes:
         raise BackboneError(f"The backbone '{backbone.card.name}' has no pre-training head.")
     for data in datasets:
@@ -175,14 +193,12 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
             raise BackboneError(f"The backbone '{backbone.card.name}' takes {backbone.card.modality}s but "
                                 f"{data.source} holds {data.modality}s.",
                                 fix=f"pick a {data.modality} backbone (see `headstart backbones`).")
-    head = backbone.source_head() if source else None
-    if head is not None:
+    if source and backbone.source_head() is not None:
         # The pre-training head sits on the pooled features: apply it to the (cached) features
         # instead of a second pass through the network, which halves the cost of ranking with LEEP/NCE.
         feats = extract_features_many(backbone, datasets, cache_dir=cache_dir, use_cache=use_cache,
                                       batch_size=batch_size, device=device, progress=progress, engine=engine)
-        with torch.inference_mode():
-            return [head(torch.from_numpy(f).to(head.weight.dtype)).float().softmax(-1).numpy() for f in feats]
+        return [source_probabilities(backbone, f) for f in feats]
     width = backbone.card.source_classes if source else backbone.card.feature_dim
     dev = pick_device(device)
     if not use_cache:

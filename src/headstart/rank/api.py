@@ -12,7 +12,7 @@ import numpy as np
 from ..backbones import create_backbone, list_backbones
 from ..data import load_data, validate
 from ..errors import BackboneError, ConfigError
-from ..features import extract_features
+from ..features import extract_features, source_probabilities
 from . import RANKERS, score
 
 DEFAULT_SCORES = ("logme", "hscore-shrink", "knn", "leep", "nce")
@@ -66,8 +66,11 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
         log(f"Scoring {name}")
         start = time.perf_counter()
         feats = extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, engine=engine)
-        probs = (extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True,
-                                  engine=engine) if bb.card.source_classes else None)
+        probs = None
+        if bb.card.source_classes:  # the head on the features in hand, else a pass of its own
+            probs = (source_probabilities(bb, feats) if bb.source_head() is not None else
+                     extract_features(bb, dataset, cache_dir=cache_dir, device=device, progress=progress, source=True,
+                                      engine=engine))
         values: dict[str, float | None] = {}
         for s in scores:
             values[s] = None if RANKERS.get(s).needs_source_probs and probs is None else score(s, feats, labels, probs)
