@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart._malloc import tune_malloc
 from headstart.adapt import make_config
 from headstart.api import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--setfit-iterations", type=int, default=20)
     ap.add_argument("--pairs-per-example", type=int, default=10)
     args = ap.parse_args()
+    tune_malloc()  # headstart applies it when it trains; setfit gets the same allocator from the start
     data = load_data("builtin:bbc-news")
     fixed = split(data, val=0.15, test=0.2, seed=0)
     names = data.label_names

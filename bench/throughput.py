@@ -5,7 +5,9 @@ truncated at the same length, same batch size, AdamW at the same rate, one epoch
 Each run is its own subprocess (so peak resident memory is its own); the runs alternate, twice each,
 and the best of each is reported. All time the training loop only (model loading excluded);
 headstart's includes its per-batch tokenisation and a 5-item validation pass, Trainer gets
-pre-tokenised inputs and pads each batch to its longest text (``DataCollatorWithPadding``).
+pre-tokenised inputs and pads each batch to its longest text (``DataCollatorWithPadding``). Every
+process runs with headstart's malloc tuning (``headstart._malloc``), Trainer's too, so that only
+the loops differ (``bench/results/throughput-512.md`` predates it: both ran with glibc's defaults).
 
 Three contenders: headstart's loop (length-bucketed batches, its default for text), Trainer with
 its defaults (random batches), and Trainer with ``train_sampling_strategy="group_by_length"`` (its own length grouping),
@@ -31,9 +33,11 @@ import torch
 
 
 def run(which: str, n: int, batch: int, length: int) -> dict:
+    from headstart._malloc import tune_malloc
     from headstart.backbones import create_backbone
     from headstart.data import load_data
 
+    tune_malloc()  # headstart's loop applies it; Trainer gets the same allocator, so only the loops differ
     data = load_data("builtin:bbc-news").subset(range(0, 2225, max(1, 2225 // n)))
     data = data.subset(range(n))
     names = data.label_names
