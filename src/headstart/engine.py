@@ -1,7 +1,7 @@
 """ONNX Runtime as the feature-extraction engine for image backbones on CPU.
 
-Extracting features is most of the cost of ranking backbones, and on CPU ONNX Runtime runs the
-(BatchNorm-folded) EfficientNet-Lite graphs about 2.5-3x faster than eager PyTorch
+Extracting features is most of the cost of ranking backbones, and on CPU ONNX Runtime makes a
+ranking of the (BatchNorm-folded) EfficientNet-Lite graphs 1.5-2.7x faster than eager PyTorch
 (``python bench/rank_validation.py`` times both). The exported graph depends only on the weights, so it
 is exported once per backbone and machine, kept beside the feature cache under the same key
 (weights fingerprint + preprocessing), and reused by every later extraction on any data - the way
