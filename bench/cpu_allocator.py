@@ -1,9 +1,11 @@
 """CPU throughput of the two memory settings that #4's cost work found, each beside its baseline.
 
-1. glibc malloc tuning (``headstart._malloc``): PyTorch inference (BatchNorm-folded
-   EfficientNet-Lite0, batch 64, as feature extraction runs it) and fine-tuning steps (batch 16,
-   forward + backward + AdamW, as the training loop runs them), each timed in child processes with
-   ``HEADSTART_MALLOC_TUNING=1`` and ``=0``, alternated, so that load on the machine hits both.
+1. glibc malloc tuning (``headstart._malloc``), in child processes with ``HEADSTART_MALLOC_TUNING=1``
+   and ``=0``, alternated, so that load on the machine hits both: PyTorch inference
+   (BatchNorm-folded EfficientNet-Lite0, batch 64, as feature extraction runs it) and fine-tuning
+   steps (batch 16, forward + backward + AdamW, as the training loop runs them) in one child; one
+   epoch of headstart's loop on minilm-l6 (48 BBC texts at 512 tokens, batch 16, as
+   ``bench/throughput.py`` runs it) in another. Peak resident memory per child: the price.
 2. ONNX Runtime call size (``headstart.engine.ONNX_CHUNK``): a fresh session's first pass over
    128 images in calls of 8 vs 64, per backbone; ranking runs each session only once or twice, so
    the first pass is what it pays.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +27,14 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results" / "cpu_allocator.md"
+
+
+def child_text() -> None:
+    """One process: an epoch of headstart's loop on text, under whatever the environment says."""
+    from throughput import run  # bench/throughput.py: the same text fine-tuning, one epoch
+
+    r = run("headstart", 48, 16, 512)
+    print(json.dumps({"text_samples_per_s": r["samples_per_s"], "text_peak_rss_mb": r["peak_rss_mb"]}))
 
 
 def child() -> None:
@@ -61,7 +72,8 @@ def child() -> None:
     t = time.perf_counter()
     steps(6)
     step = (time.perf_counter() - t) / 96
-    print(json.dumps({"tuned": tuned, "infer_ms": 1000 * infer, "train_ms": 1000 * step}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"tuned": tuned, "infer_ms": 1000 * infer, "train_ms": 1000 * step, "image_peak_rss_mb": peak_mb}))
 
 
 def onnx_first_pass() -> dict[str, dict[int, float]]:
@@ -102,7 +114,7 @@ def onnx_first_pass() -> dict[str, dict[int, float]]:
 
 def main() -> None:
     if "--child" in sys.argv:
-        child()
+        child_text() if "text" in sys.argv else child()
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2, help="alternating pairs of child processes")
@@ -110,11 +122,15 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"1": [], "0": []}
     for _ in range(args.rounds):
         for setting in ("0", "1"):
-            out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "HEADSTART_MALLOC_TUNING": setting}).stdout
-            runs[setting].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"malloc tuning {setting}: {runs[setting][-1]}", flush=True)
-    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("infer_ms", "train_ms")} for s, rs in runs.items()}
+            row = {}
+            for kind in ("image", "text"):
+                out = subprocess.run([sys.executable, __file__, "--child", kind], capture_output=True, text=True,
+                                     check=True, env={**os.environ, "HEADSTART_MALLOC_TUNING": setting}).stdout
+                row.update(json.loads(out.strip().splitlines()[-1]))
+            runs[setting].append(row)
+            print(f"malloc tuning {setting}: {row}", flush=True)
+    keys = ("infer_ms", "train_ms", "image_peak_rss_mb", "text_samples_per_s", "text_peak_rss_mb")
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in runs.items()}
     ort = onnx_first_pass()
     import torch
 
@@ -123,6 +139,13 @@ def main() -> None:
              "| PyTorch, ms per image | glibc defaults | headstart's malloc tuning | speed-up |", "|---|---|---|---|"]
     for key, label in (("infer_ms", "inference, lite0, batch 64"), ("train_ms", "fine-tuning step, lite0, batch 16")):
         lines.append(f"| {label} | {med['0'][key]:.1f} | {med['1'][key]:.1f} | {med['0'][key] / med['1'][key]:.2f}x |")
+    lines += ["", "| the price and the text case | glibc defaults | headstart's malloc tuning | ratio |", "|---|---|---|---|",
+              f"| peak RSS MB, the image child | {med['0']['image_peak_rss_mb']:.0f} | {med['1']['image_peak_rss_mb']:.0f} | "
+              f"{med['1']['image_peak_rss_mb'] / med['0']['image_peak_rss_mb']:.2f}x |",
+              f"| minilm-l6 fine-tuning at 512 tokens, samples/s | {med['0']['text_samples_per_s']:.2f} | "
+              f"{med['1']['text_samples_per_s']:.2f} | {med['1']['text_samples_per_s'] / med['0']['text_samples_per_s']:.2f}x |",
+              f"| peak RSS MB, the text child | {med['0']['text_peak_rss_mb']:.0f} | {med['1']['text_peak_rss_mb']:.0f} | "
+              f"{med['1']['text_peak_rss_mb'] / med['0']['text_peak_rss_mb']:.2f}x |"]
     lines += ["", "| ONNX Runtime, fresh session's first pass, ms per image | calls of 64 | calls of 8 | speed-up |",
               "|---|---|---|---|"]
     for name, r in ort.items():

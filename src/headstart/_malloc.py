@@ -4,14 +4,15 @@ PyTorch has no caching allocator on CPU: every activation tensor is a ``posix_me
 serves requests above its mmap threshold (at most 32 MiB by default) with a new ``mmap`` and gives
 the pages back on ``free``, so every forward pass of a convolutional network at a realistic batch
 size faults in hundreds of megabytes of zeroed pages again. A batch of 64 EfficientNet-Lite0 images
-has activations of 77-300 MB. On the 2-core development machine that made inference 3.2x and
-fine-tuning steps 2.0x slower than they need to be (``python bench/cpu_allocator.py`` measures both
-side by side; ``bench/results/cpu_allocator.md``).
+has activations of 77-300 MB. On the 2-core development machine that made CNN inference 3.4x, CNN
+fine-tuning steps 2.2x and text fine-tuning 1.3x slower than they need to be
+(``python bench/cpu_allocator.py`` measures them side by side; ``bench/results/cpu_allocator.md``).
 
 Raising the mmap threshold and the trim threshold keeps those blocks in the heap, where the next
 batch reuses them, which is what jemalloc / tcmalloc (the usual ``LD_PRELOAD`` advice for PyTorch
-on CPU) achieve. The cost: the process keeps its peak memory instead of returning it to the system
-between batches, as any caching allocator does.
+on CPU) achieve. The cost: freed blocks stay with the process instead of going back to the system,
+as with any caching allocator: 8% more peak memory for the CNN and 31% for text fine-tuning at 512
+tokens in that benchmark.
 
 It is a process-wide setting, applied once by the CLI and by the library's compute entry points
 (feature extraction, the training loop); ``HEADSTART_MALLOC_TUNING=0`` leaves malloc alone. It only
