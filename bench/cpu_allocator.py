@@ -44,6 +44,7 @@ def child() -> None:
     from headstart._malloc import tune_malloc
     from headstart.backbones import create_backbone
     from headstart.data import load_data
+    from headstart.train.loop import _freeze_batchnorm
 
     tuned = tune_malloc()
     data = load_data("builtin:digits")
@@ -57,9 +58,7 @@ def child() -> None:
             net(pixel_values=x[i:i + 64])
         infer = (time.perf_counter() - t) / 128
     train = bb.train().to(memory_format=torch.channels_last)
-    for m in train.modules():  # as the training loop does: pre-trained BatchNorm statistics kept
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
+    _freeze_batchnorm(train)  # as the training loop does: pre-trained BatchNorm statistics kept
     opt = torch.optim.AdamW(train.parameters(), lr=1e-5, fused=True)
 
     def steps(n: int) -> None:
@@ -79,13 +78,11 @@ def child() -> None:
 def onnx_first_pass() -> dict[str, dict[int, float]]:
     """ms per image of a fresh session's first pass over 128 images, in calls of 8 and of 64."""
     import numpy as np
-    import onnxruntime as ort
-    import torch
 
     from headstart._malloc import tune_malloc
     from headstart.backbones import create_backbone
     from headstart.data import load_data
-    from headstart.engine import _export
+    from headstart.engine import _export, cpu_session
 
     tune_malloc()  # as in a ranking
     data = load_data("builtin:digits")
@@ -99,9 +96,7 @@ def onnx_first_pass() -> dict[str, dict[int, float]]:
             arr = x.numpy()
             result[name] = {}
             for chunk in (64, 8, 64, 8):
-                options = ort.SessionOptions()
-                options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                session = cpu_session(path)  # as extraction opens it
                 t = time.perf_counter()
                 for i in range(0, 128, chunk):
                     session.run(None, {"pixel_values": arr[i:i + chunk]})

@@ -137,20 +137,18 @@ def run_task(name: str, data: Dataset, backbones: list[str], args: argparse.Name
     cheapest = min(candidates, key=lambda b: search[b]["seconds"])
     runs = [(b, r) for b in candidates for r in search[b]["runs"]]
     fastest_b, fastest = min(runs, key=lambda br: br[1]["seconds"])
+    ft_seconds, brute_force = search[cheapest]["seconds"], sum(search[b]["seconds"] for b in backbones)
     return {"task": name, "n_train": len(parts.train), "n_val": len(parts.val), "n_test": len(parts.test),
             "epochs": args.epochs, "accuracy": accs, "scores": {b: rows[b]["scores"] for b in backbones},
             "weighted_tau": taus, "rank_seconds_cold_cache": rank_seconds, "ranked_scores": list(RANKED),
             "rank_seconds_torch_engine": rank_seconds_torch, "export_seconds": args.export_seconds,
             "rank_seconds_per_backbone": {b: rows[b]["seconds"] for b in backbones},
             "probe_cv_seconds": probe_cv_seconds, "finetune_search": search, "strategy": strategies,
-            "cheapest_finetune": cheapest, "finetune_seconds": search[cheapest]["seconds"],
-            "cost_ratio": rank_seconds / search[cheapest]["seconds"],
-            "cost_ratio_torch_engine": rank_seconds_torch / search[cheapest]["seconds"],
-            "cost_ratio_with_exports": (rank_seconds + exports_for(backbones, args)) / search[cheapest]["seconds"],
-            "fastest_run": {"backbone": fastest_b, **fastest},
-            "cost_ratio_one_run": rank_seconds / fastest["seconds"],
-            "brute_force_seconds": sum(search[b]["seconds"] for b in backbones),
-            "cost_ratio_brute_force": rank_seconds / sum(search[b]["seconds"] for b in backbones)}
+            "cheapest_finetune": cheapest, "finetune_seconds": ft_seconds, "cost_ratio": rank_seconds / ft_seconds,
+            "cost_ratio_torch_engine": rank_seconds_torch / ft_seconds,
+            "cost_ratio_with_exports": (rank_seconds + exports_for(backbones, args)) / ft_seconds,
+            "fastest_run": {"backbone": fastest_b, **fastest}, "cost_ratio_one_run": rank_seconds / fastest["seconds"],
+            "brute_force_seconds": brute_force, "cost_ratio_brute_force": rank_seconds / brute_force}
 
 
 def finetune_search(task: str, bb_name: str, parts: Splits, names: list[str], args: argparse.Namespace,

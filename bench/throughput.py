@@ -7,7 +7,7 @@ and the best of each is reported. All time the training loop only (model loading
 headstart's includes its per-batch tokenisation and a 5-item validation pass, Trainer gets
 pre-tokenised inputs and pads each batch to its longest text (``DataCollatorWithPadding``). Every
 process runs with headstart's malloc tuning (``headstart._malloc``), Trainer's too, so that only
-the loops differ (``bench/results/throughput-512.md`` predates it: both ran with glibc's defaults).
+the loops differ.
 
 Three contenders: headstart's loop (length-bucketed batches, its default for text), Trainer with
 its defaults (random batches), and Trainer with ``train_sampling_strategy="group_by_length"`` (its own length grouping),

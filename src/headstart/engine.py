@@ -22,6 +22,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,16 @@ class _Features(torch.nn.Module):
         return self.net(pixel_values=pixel_values)
 
 
+def cpu_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session on the cores torch would use."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxFeatures:
     """Features from an exported graph, exporting it first when the cache does not hold it."""
 
@@ -110,10 +121,7 @@ class OnnxFeatures:
         export = not self.path.is_file()
         if export:
             _export(net(), example, self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same cores torch would use
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.path)
         if export:
             self._check(net(), example[:8], ort.__version__)
 
