@@ -240,3 +240,190 @@ def test_split_is_seeded_stratified_and_keeps_duplicates_together(mnist_small) -
     where = [s for s in ids if data.ids[5] in ids[s]] + [s for s in ids if data.ids[6] in ids[s]]
     assert where[0] == where[1]
     assert a.sizes() == {"train": 390, "val": 90, "test": 120}
+
+
+# -- careless and hostile input ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_bit_depth_greys_keep_their_brightness(tmp_path: Path, mode: str) -> None:
+    from PIL import Image
+
+    scale = {"I;16": 65535, "I": 65535, "F": 1.0}[mode]
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    root = tmp_path / "depth"
+    for cls, level in (("dark", 0.1), ("bright", 0.8)):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), level * scale, dtype=dtype)).convert(mode).save(root / cls / f"{i}.tif")
+    data = load_data(root)
+    means = {data.labels[i]: np.asarray(data.load(i)).mean() for i in range(len(data))}
+    assert means["dark"] == pytest.approx(0.1 * 255, abs=1.5)  # PIL's own convert gives 255 for both
+    assert means["bright"] == pytest.approx(0.8 * 255, abs=1.5)
+
+
+def test_sixteen_bit_png_and_arrays_keep_their_brightness(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "a" / "x.png"
+    path.parent.mkdir()
+    Image.fromarray(np.full((8, 8), 10000, dtype=np.uint16)).save(path)
+    from headstart.data.dataset import load_image
+
+    assert np.asarray(load_image(str(path), "x")).max() == round(10000 / 257)
+    assert np.asarray(load_image(np.full((4, 4), 10000, dtype=np.uint16), "a")).max() == round(10000 / 257)
+    assert np.asarray(load_image(np.full((4, 4, 3), 0.5, dtype=np.float32), "a")).max() == 128
+
+
+@pytest.mark.parametrize("mode", ["LA", "PA", "RGBA", "P-transparency", "CMYK", "1"])
+def test_every_mode_becomes_rgb_with_transparency_on_white(tmp_path: Path, mode: str) -> None:
+    from PIL import Image
+
+    from headstart.data.dataset import to_rgb
+
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)  # black, fully transparent...
+    rgba[:2] = (0, 0, 0, 255)  # ...but the top half opaque black
+    img = Image.fromarray(rgba, "RGBA")
+    if mode == "P-transparency":
+        img = Image.fromarray(rgba[..., :3], "RGB").convert("P")
+        img.info["transparency"] = 0
+        img.putpixel((0, 0), 1)  # keep one opaque pixel in another palette entry
+        img.putpalette([0, 0, 0] + [10, 10, 10] * 255)
+    elif mode in ("CMYK", "1"):
+        img = Image.fromarray(rgba[..., :3], "RGB").convert(mode)
+    else:
+        img = img.convert(mode)
+    out = np.asarray(to_rgb(img))
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    if mode in ("LA", "PA", "RGBA", "P-transparency"):
+        assert (out[3] == 255).all()  # transparent pixels are white, not the black they store
+    if mode in ("LA", "PA", "RGBA"):
+        assert (out[0] == 0).all()
+
+
+def test_unicode_forms_of_one_class_name_are_one_class(tmp_path: Path) -> None:
+    import unicodedata
+
+    root = tmp_path / "u"
+    for k, form in enumerate(("NFC", "NFD", "NFC")):
+        name = unicodedata.normalize(form, "éclair") if k < 2 else "tarte"
+        for i in range(2):
+            write_png(root / name / f"{k}{i}.png", value=10 * k + i)
+    data = load_data(root)
+    assert sorted(data.label_names) == ["tarte", "éclair"] and data.class_counts()["éclair"] == 4
+    note = codes(validate(data))["unicode-labels"]
+    assert note.level == "warning" and "'e\\u0301clair'" in note.where[0] and "'\\xe9clair'" in note.where[0]
+    csv_rows = [(f"t{i}", unicodedata.normalize("NFD" if i % 2 else "NFC", "crème")) for i in range(4)]
+    table = load_data(write_csv(tmp_path / "d.csv", csv_rows + [("x", "brûlée"), ("y", "brûlée")]))
+    assert table.label_names == ["brûlée", "crème"] and "unicode-labels" in codes(validate(table))
+
+
+def test_suspicious_labels_are_warned_about(tmp_path: Path) -> None:
+    rows = [(f"text {i}", label) for i, label in enumerate(["NaN", "1", "1.0", "01", "SPORT", "sport", "news"] * 3)]
+    report = validate(load_data(write_csv(tmp_path / "d.csv", rows)))
+    found = codes(report)
+    assert found["missing-like-label"].where == ("'NaN' (3)",)
+    assert found["label-variants"].where == ("'SPORT' (3) / 'sport' (3)",)
+    assert found["label-number-variants"].where == ("'01' (3) / '1' (3) / '1.0' (3)",)
+    assert all(found[c].level == "warning" for c in ("missing-like-label", "label-variants", "label-number-variants"))
+    clean = validate(load_data(write_csv(tmp_path / "c.csv", [(f"t{i}", l) for i, l in enumerate(["1", "2", "10"] * 3)])))
+    assert not {"missing-like-label", "label-variants", "label-number-variants"} & set(codes(clean))
+
+
+@pytest.mark.parametrize("value, kind", [(["a", "b"], "a list"), (3, "a number"), ({"x": 1}, "an object")])
+def test_non_string_jsonl_text_is_an_error(tmp_path: Path, value, kind: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "ok", "label": "a"}) + "\n" + json.dumps({"text": value, "label": "b"}) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=f"d.jsonl line 2: the text 'text' is {kind}"):
+        load_data(path)
+
+
+def test_huge_csv_cell_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\n" + "x" * (1 << 20) + ",a\nshort,b\n", encoding="utf-8")
+    data = load_data(path)
+    assert len(data.items[0]) == 1 << 20 and data.labels == ["a", "b"]
+
+
+def test_csv_parser_error_is_a_data_error_with_the_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("headstart.data.readers.CSV_FIELD_LIMIT", 1000)
+    path = tmp_path / "over.csv"
+    path.write_text("text,label\nok,a\n" + "y" * 2000 + ",b\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"over.csv line 3 cannot be parsed as CSV: field larger than field limit"):
+        load_data(path)
+
+
+def test_unterminated_quote_names_the_line_it_starts(tmp_path: Path) -> None:
+    lines = ["text,label", "row 0,a", "row 1,b", '"oops no closing quote,a'] + [f"row {i},{'ab'[i % 2]}" for i in range(2, 18)]
+    path = tmp_path / "q.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"q.csv line 4: lines 4-20 were read as one row .* quote opened on line 4"):
+        load_data(path)
+    # the quote in the label cell keeps the cell count right: caught by re-reading the last row strictly
+    path.write_text("text,label\nrow 0,a\nrow 1,\"b\nrow 2,a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"q.csv line 3 opens a quote that is never closed"):
+        load_data(path)
+    path.write_text('text,label\n"a text\nover two lines",a\n"fine ""quoted"" word",b\n', encoding="utf-8")
+    assert load_data(path).items == ["a text\nover two lines", 'fine "quoted" word']
+
+
+def test_extra_cells_are_an_error_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("text,label\nhello, world,sport\nok,news,\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"c.csv row 1 \(line 2\) has 3 cells but the header has 2 .* 'sport'"):
+        load_data(path)
+
+
+def test_latin1_csv_suggests_the_encoding_and_reads_with_it(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\nok,a\ncafé au lait,b\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"probably cp1252, which reads that line as 'café au lait,b'.*--encoding cp1252"):
+        load_data(path)
+    assert load_data(path, encoding="cp1252").items[1] == "café au lait"
+    with pytest.raises(DataError, match="'klingon' is not an encoding"):
+        load_data(path, encoding="klingon")
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes("text,label\nçava,a\nok,b\n".encode("utf-16"))  # with a byte-order mark
+    assert load_data(utf16).items == ["çava", "ok"]
+
+
+def test_workbook_renamed_csv_is_named(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "book.csv"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match=r"book.csv is an Excel workbook .* Save As \"CSV UTF-8\""):
+        load_data(path)
+
+
+def test_unreadable_file_is_named(tmp_path: Path, monkeypatch) -> None:
+    # Tests run as root, where chmod 000 does not stop reading: make the read itself fail.
+    path = write_csv(tmp_path / "locked.csv", text_rows())
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self.name == "locked.csv":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"Cannot read '.*locked.csv': Permission denied"):
+        load_data(path)
+
+
+def test_unreadable_subfolder_is_listed(image_folder: Path, monkeypatch) -> None:
+    import os as _os
+
+    real = _os.walk
+
+    def walk(top, onerror=None, **kw):  # the cat folder cannot be listed
+        if Path(top).name == "cat":
+            onerror(PermissionError(13, "Permission denied", str(top)))
+            return iter(())
+        return real(top, onerror=onerror, **kw)
+
+    monkeypatch.setattr("headstart.data.readers.os.walk", walk)
+    data = load_data(image_folder)
+    assert "cat" not in data.label_names
+    assert "cat/ (folder cannot be read (Permission denied))" in codes(validate(data))["skipped"].where

@@ -30,6 +30,17 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something a reader changed or noticed while reading (e.g. two spellings of one class name
+    merged); validation reports it as a warning."""
+
+    code: str
+    message: str
+    where: tuple[str, ...] = ()
+    fix: str = ""
+
+
 @dataclass
 class Dataset:
     modality: Modality
@@ -39,6 +50,7 @@ class Dataset:
     source: str = "<memory>"
     splits: list[str] | None = None
     skipped: list[Skipped] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     _hashes: list[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +95,7 @@ class Dataset:
             source=f"{self.source}[{name}]" if name else self.source,
             splits=[self.splits[i] for i in idx] if self.splits is not None else None,
             skipped=list(self.skipped),
+            notes=list(self.notes),
             _hashes=[hashes[i] for i in idx] if hashes is not None else None,
         )
 
@@ -109,17 +122,67 @@ def content_hash(item: Any, modality: Modality) -> str:
     return h.hexdigest()
 
 
+def array_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Pixel values of any dtype as uint8, keeping the brightness they mean: 16-bit values are
+    scaled by 1/257, floats in [0, 1] by 255, booleans to 0/255; other ranges are clipped to 0-255
+    when they fit it and stretched min-max when they do not."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:
+        return (arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    values = arr.astype(np.float64)
+    if not values.size:
+        return values.astype(np.uint8)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        scaled = values * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = values
+    elif arr.dtype.kind in "iu" and lo >= 0.0 and hi <= 65535.0:
+        scaled = values / 257.0  # a 16-bit image held in a wider integer type
+    else:
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB with its brightness kept: 16-bit and 32-bit integer ("I;16", "I")
+    and float ("F") greys are rescaled (PIL's own conversion clips them to white), and transparent
+    pixels are composited on white (PIL's drops alpha and shows whatever colour they hold)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(array_to_uint8(np.asarray(img))).convert("RGB")
+    if mode == "RGBa":  # premultiplied alpha: PIL undoes it
+        img, mode = img.convert("RGBA"), "RGBA"
+    elif mode == "La":  # premultiplied alpha that PIL cannot convert: undo it here
+        la = np.asarray(img).astype(np.float32)
+        grey = np.where(la[..., 1] > 0, la[..., 0] * 255.0 / np.maximum(la[..., 1], 1), 0)
+        img = Image.fromarray(np.stack([np.clip(grey, 0, 255), la[..., 1]], -1).astype(np.uint8), "LA")
+        mode = "LA"
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode in ("P", "L", "RGB") and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def load_image(item: ImageItem, where: str) -> Image.Image:
     """Decode an image file or array to RGB; a bad file raises a DataError naming it."""
     if isinstance(item, np.ndarray):
-        arr = item
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
+        arr = array_to_uint8(item)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        return to_rgb(Image.fromarray(arr))
     try:
         with Image.open(item) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except Exception as exc:  # PIL raises many types for bad files
         raise DataError(
             f"Cannot read the image '{where}': {type(exc).__name__}: {exc}.",

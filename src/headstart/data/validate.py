@@ -6,6 +6,7 @@ is dropped silently: what a reader skipped is listed here too.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -75,6 +76,8 @@ def validate(data: Dataset, *, test: Dataset | None = None, require_labels: bool
         add(Finding("warning", "skipped", f"{len(data.skipped)} file(s) or folder(s) were left out",
                     tuple(f"{s.where} ({s.reason})" for s in data.skipped),
                     "remove them, or move images into a class folder, if they were meant to be used."))
+    for note in data.notes:
+        add(Finding("warning", note.code, note.message, note.where, note.fix))
 
     if data.modality == "image":
         _check_images(data, add)
@@ -90,6 +93,7 @@ def validate(data: Dataset, *, test: Dataset | None = None, require_labels: bool
                         fix="give a label column (tables) or one sub-folder per class (images)."))
     else:
         _check_labels(data, add, min_per_class, few_per_class, imbalance_ratio)
+        _check_label_spelling(data, add)
     _check_duplicates(data, add)
     if data.splits is not None:
         present = set(data.splits)
@@ -127,7 +131,8 @@ def _check_images(data: Dataset, add) -> None:  # type: ignore[no-untyped-def]
         add(Finding("warning", "tiny-image", f"{len(tiny)} image(s) smaller than 8 px", tuple(tiny)))
     converted = {m: c for m, c in modes.items() if m not in ("RGB", "array")}
     if converted:
-        add(Finding("info", "image-modes", "Images that are not RGB are converted to RGB: "
+        add(Finding("info", "image-modes", "Images that are not RGB are converted to RGB (16-bit and float greys "
+                    "rescaled, transparency shown on white): "
                     + ", ".join(f"{c} {m}" for m, c in sorted(converted.items()))))
 
 
@@ -151,6 +156,43 @@ def _check_labels(data: Dataset, add, min_per_class: int, few: int, ratio: float
         add(Finding("warning", "imbalance", f"Strong class imbalance: the largest class has {most / least:.0f}x "
                     "the examples of the smallest", (max(counts, key=counts.get), min(counts, key=counts.get)),
                     "look at macro-F1 and per-class recall, not only accuracy; consider collecting more of the rare class."))
+
+
+# Labels that usually mean "no label" once a spreadsheet or pandas has written them out.
+MISSING_LIKE = {"nan", "none", "null", "na", "n/a", "<na>", "nil", "undefined", "missing", "unknown", "?", "-",
+                "--", "_", ".", "''", '""', "[]", "{}"}
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _check_label_spelling(data: Dataset, add) -> None:  # type: ignore[no-untyped-def]
+    """Class names that are probably not what was meant: missing-value markers, and one class
+    written two ways (letter case or spacing; the same number written as 1, 1.0 and 01)."""
+    counts = data.class_counts()
+
+    def shown(names: list[str]) -> str:
+        return " / ".join(f"'{n}' ({counts[n]})" for n in sorted(names))
+
+    missing = [c for c in counts if c.strip().lower() in MISSING_LIKE]
+    if missing:
+        add(Finding("warning", "missing-like-label", f"{len(missing)} label(s) look like a missing value, not a class",
+                    tuple(shown([c]) for c in sorted(missing)),
+                    "fill in the real labels, or remove these rows (unlabelled rows go in a separate file)."))
+    by_spelling: dict[str, list[str]] = defaultdict(list)
+    by_number: dict[float, list[str]] = defaultdict(list)
+    for c in counts:
+        by_spelling[" ".join(c.casefold().split())].append(c)
+        if _NUMBER.fullmatch(c.strip()):
+            by_number[float(c)].append(c)
+    variants = [v for v in by_spelling.values() if len(v) > 1]
+    if variants:
+        add(Finding("warning", "label-variants", f"{len(variants)} class(es) spelled in more than one way "
+                    "(letter case or spacing) are counted as different classes", tuple(shown(v) for v in variants),
+                    "write each class one way (e.g. all lower case) if they are the same class."))
+    numbers = [v for v in by_number.values() if len(v) > 1]
+    if numbers:
+        add(Finding("warning", "label-number-variants", f"{len(numbers)} number(s) written in more than one way "
+                    "are counted as different classes", tuple(shown(v) for v in numbers),
+                    "write each class one way (1, not also 1.0 or 01); a spreadsheet often adds '.0'."))
 
 
 def _check_duplicates(data: Dataset, add) -> None:  # type: ignore[no-untyped-def]
