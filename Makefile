@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build. On a CUDA machine: make install TORCH='torch' (or the build for your CUDA).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast docs bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ demo: install
 
 test: install
 	scripts/offline $(BIN)/python -m pytest -q --durations=10
+
+# The suite without the tests marked slow (real weights on real data), for quick iteration.
+test-fast: install
+	scripts/offline $(BIN)/python -m pytest -q -m "not slow"
+
+# The documentation site, built offline; --strict turns broken links and references into errors.
+docs: install $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $@
 
 bench: install
 	$(BIN)/python bench/cache_speedup.py
