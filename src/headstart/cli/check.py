@@ -15,6 +15,7 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 Examples:
   headstart check photos/                 # image folder: photos/<class>/*.jpg
   headstart check tickets.csv --label-column topic
+  headstart check export.csv --encoding cp1252   # a file saved by Excel on Windows
   headstart check train.csv --test test.csv   # also looks for leakage between the two
 """)
 @click.argument("data")
@@ -23,15 +24,17 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @data_options
 def command(data: str, test_data: str | None, split_column: str | None, as_json: bool,
-            text_column: str | None, label_column: str | None) -> None:
+            text_column: str | None, label_column: str | None, encoding: str | None) -> None:
     """Validate DATA (an image folder or a CSV / TSV / JSONL / Parquet table); exit 1 on errors."""
     from rich.markup import escape
     from rich.table import Table
 
     from ..data import load_data, validate
 
-    dataset = load_data(data, text_column=text_column, label_column=label_column, split_column=split_column)
-    test = load_data(test_data, text_column=text_column, label_column=label_column) if test_data else None
+    dataset = load_data(data, text_column=text_column, label_column=label_column, split_column=split_column,
+                        encoding=encoding)
+    test = load_data(test_data, text_column=text_column, label_column=label_column,
+                     encoding=encoding) if test_data else None
     report = validate(dataset, test=test)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

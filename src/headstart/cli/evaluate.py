@@ -20,16 +20,17 @@ Examples:
 @click.option("--device", default=None)
 @data_options
 def command(run: str, data: str, json_path: str | None, batch_size: int, device: str | None,
-            text_column: str | None, label_column: str | None) -> None:
+            text_column: str | None, label_column: str | None, encoding: str | None) -> None:
     """Accuracy, macro-F1, ECE, per-class scores and confusion matrix of RUN on DATA."""
     from rich.table import Table
 
     from .._io import write_json_atomic
     from ..api import evaluate, load
+    from ..data import load_data
 
     model = load(run)
-    metrics = evaluate(model, data, batch_size=batch_size, device=device, text_column=text_column,
-                       label_column=label_column)
+    dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
+    metrics = evaluate(model, dataset, batch_size=batch_size, device=device)
     out.print(f"[bold]{data}[/bold] (n = {metrics['n']}): accuracy {100 * metrics['accuracy']:.1f}%, "
               f"macro-F1 {100 * metrics['macro_f1']:.1f}%, ECE {metrics['ece']:.3f}")
     table = Table("class", "precision", "recall", "F1", "support")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import log, out
+from ._common import data_options, log, out
 
 
 @click.command("gap", epilog="""\b
@@ -22,12 +22,18 @@ Writes gap.json, gap.md and gap.png (a t-SNE of both sets) to --out.
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: a GPU when there is one).")
 @click.option("--cache-dir", default=None, help="Feature cache folder.")
+@data_options
 def command(source: str, target: str, backbone: str | None, out_dir: str | None, permutations: int, seed: int,
-            device: str | None, cache_dir: str | None) -> None:
+            device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None,
+            encoding: str | None) -> None:
     """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift."""
+    from ..data import load_data
     from ..domain.api import gap
 
-    result = gap(source, target, backbone=backbone, out=out_dir, permutations=permutations, seed=seed,
+    # Labels are optional on both sides (they add the per-class shift); the flags apply to both tables.
+    source_data, target_data = (load_data(d, text_column=text_column, label_column=label_column, encoding=encoding,
+                                          labelled=None) for d in (source, target))
+    result = gap(source_data, target_data, backbone=backbone, out=out_dir, permutations=permutations, seed=seed,
                  device=device, cache_dir=cache_dir, log=log)
     m, pad = result["mmd"], result["proxy_a_distance"]
     out.print(f"[bold]MMD²[/bold] {m['mmd2']:.4f} (permutation p = {m['p_value']:.3f}, {m['permutations']} permutations)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import log, out
+from ._common import data_options, log, out
 
 
 @click.command("ladder", epilog="""\b
@@ -21,15 +21,18 @@ Writes ladder.json, ladder.md and ladder.png to --out.
 @click.option("--finetune", is_flag=True, help="Also run the fine-tuning rungs (setfit for text, lp-ft).")
 @click.option("--margin", default=2.0, show_default=True, help="Recommend the cheapest rung within this many points of the best.")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder for the table and the plot.")
+@data_options
 def command(data: str, budgets: str, seeds: int, backbone: str | None, finetune: bool, margin: float,
-            out_dir: str | None) -> None:
+            out_dir: str | None, text_column: str | None, label_column: str | None, encoding: str | None) -> None:
     """Zero-shot, few-shot, linear probe (and fine-tuning) on one fixed test set, per label budget."""
+    from ..data import load_data
     from ..errors import ConfigError
     from ..fewshot.ladder import parse_budgets, run_ladder
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
-    result = run_ladder(data, budgets=parse_budgets(budgets), seeds=seeds, backbone=backbone, finetune=finetune,
+    dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
+    result = run_ladder(dataset, budgets=parse_budgets(budgets), seeds=seeds, backbone=backbone, finetune=finetune,
                         margin=margin / 100, out=out_dir, log=log)
     out.print(f"[bold]{result['data']}[/bold] with {result['backbone']}: test n = {result['n_test']}, "
               f"chance {100 * result['chance']:.1f}%")

@@ -30,7 +30,8 @@ Examples:
 @click.option("--cache-dir", default=None)
 @data_options
 def command(data: str, backbones: str | None, scores: str, confirm: int, max_examples: int, json_path: str | None,
-            engine: str, device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None) -> None:
+            engine: str, device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None,
+            encoding: str | None) -> None:
     """Score candidate backbones by transferability (LogME and friends) on DATA's own labels."""
     from rich.table import Table
 
@@ -38,7 +39,7 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
     from ..data import load_data
     from ..rank.api import rank_backbones
 
-    dataset = load_data(data, text_column=text_column, label_column=label_column)
+    dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
     result = rank_backbones(dataset, backbones.split(",") if backbones else None, tuple(scores.split(",")),
                             cache_dir=cache_dir, device=device, max_examples=max_examples or None, engine=engine,
                             log=log)
