@@ -18,7 +18,7 @@ import torch
 import headstart
 from conftest import write_csv
 from headstart.adapt import STRATEGIES, make_config
-from headstart.errors import ConfigError
+from headstart.errors import CheckpointError, ConfigError
 from headstart.train.loop import FineTuneConfig, _schedule
 
 # The final epoch's weights (not the best validation epoch's): with tiny random models, which epoch
@@ -96,13 +96,14 @@ def test_resume_after_kill_matches_uninterrupted_run(news, news_csv, tiny_bert_d
     script = textwrap.dedent(f"""
         import os, signal, headstart, headstart.train.loop as loop
         original = loop._save_checkpoint
-        def save_then_die(folder, model, optimizer, scheduler, progress, best):
-            original(folder, model, optimizer, scheduler, progress, best)
+        def save_then_die(folder, model, optimizer, scheduler, progress, best, fingerprint):
+            original(folder, model, optimizer, scheduler, progress, best, fingerprint)
             if progress["epoch"] == 1:   # after the second epoch's checkpoint
                 os.kill(os.getpid(), signal.SIGKILL)
         loop._save_checkpoint = save_then_die
         headstart.fit({str(data_csv)!r}, backbone={args['backbone']!r}, strategy="full",
-                      options={args['options']!r}, progress=False, baseline=False, out={str(out)!r})
+                      options={args['options']!r}, progress=False, baseline=False, out={str(out)!r},
+                      overwrite=True)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -111,7 +112,7 @@ def test_resume_after_kill_matches_uninterrupted_run(news, news_csv, tiny_bert_d
     state = json.loads((Path(str(out) + ".ckpt") / "trainer.json").read_text())
     assert state["epoch"] == 1 and len(state["history"]) == 2
 
-    resumed = headstart.fit(str(data_csv), **args, out=out, resume=True)
+    resumed = headstart.fit(str(data_csv), **args, out=out, resume=True, overwrite=True)
     details = resumed.info["strategy"]["details"]
     assert details["resumed_from_epoch"] == 1 and len(details["history"]) == 3
     assert details["history"] == reference.info["strategy"]["details"]["history"]
@@ -228,3 +229,105 @@ def test_bss_penalises_the_smallest_singular_values_and_enters_the_loss(news, ti
     assert loss[1.0] > loss[0.0]
     with pytest.raises(ConfigError, match="`bss` must be >= 0"):
         headstart.fit(data, backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"bss": -1.0}, progress=False)
+
+
+# -- images: every fine-tuning strategy saves, resumes and reloads ---------------------------------
+# EfficientNet trains in channels_last; its weights must still reach safetensors (which stores only
+# contiguous tensors) in checkpoints and in the artifact.
+IMAGE_FAST = {"epochs": 2, "batch_size": 8, "restore_best": True}
+
+
+@pytest.fixture(scope="module")
+def digits_small(mnist_small):
+    return mnist_small.subset(range(0, 600, 15))  # 40 real digits, 4 per class
+
+
+def _image_backbone(strategy: str, tiny_vit_dir: Path) -> dict:
+    # LoRA needs attention projections: a tiny ViT; the rest run on the real EfficientNet-Lite0.
+    return ({"backbone": f"hf:{tiny_vit_dir}"} if strategy == "lora"
+            else {"backbone": "efficientnet-lite0", "image_size": 32})
+
+
+@pytest.mark.parametrize("strategy", FINE_TUNING)
+def test_every_strategy_saves_and_reloads_on_images(strategy, digits_small, tiny_vit_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    model = headstart.fit(digits_small, strategy=strategy, options=IMAGE_FAST, out=out, progress=False,
+                          baseline=False, **_image_backbone(strategy, tiny_vit_dir))
+    assert (out / "model.safetensors").is_file() and not Path(str(out) + ".ckpt").exists()
+    assert len(model.info["strategy"]["details"]["history"]) == 2
+    reloaded = headstart.load(out)
+    assert np.array_equal(reloaded.predict_proba(digits_small.subset(range(8))),
+                          model.predict_proba(digits_small.subset(range(8))))
+
+
+def _run_until_killed(data_dir: Path, out: Path, options: dict, after_epoch: int) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(f"""
+        import os, signal, headstart, headstart.train.loop as loop
+        original = loop._save_checkpoint
+        def save_then_die(folder, model, optimizer, scheduler, progress, best, fingerprint):
+            original(folder, model, optimizer, scheduler, progress, best, fingerprint)
+            if progress["epoch"] == {after_epoch}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        loop._save_checkpoint = save_then_die
+        headstart.fit({str(data_dir)!r}, backbone="efficientnet-lite0", image_size=32, strategy="full",
+                      options={options!r}, progress=False, baseline=False, out={str(out)!r})
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def digit_folder(digits_small, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("digit-folder")
+    for i in range(len(digits_small)):
+        (root / digits_small.labels[i]).mkdir(exist_ok=True)
+        digits_small.load(i).save(root / digits_small.labels[i] / f"{i:03d}.png")
+    return root
+
+
+def test_image_fine_tune_save_kill_resume_reload(digit_folder, tmp_path) -> None:
+    """kill -9 after epoch 2 of 3 of an image fine-tune; resume; equal to an uninterrupted run; reload."""
+    options = {"epochs": 3, "batch_size": 8}
+    args = dict(backbone="efficientnet-lite0", image_size=32, strategy="full", options=options, progress=False,
+                baseline=False)
+    reference = headstart.fit(str(digit_folder), **args, out=tmp_path / "reference")
+    out = tmp_path / "run"
+    proc = _run_until_killed(digit_folder, out, options, after_epoch=1)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ckpt = Path(str(out) + ".ckpt")
+    assert not out.exists() and json.loads((ckpt / "trainer.json").read_text())["epoch"] == 1
+
+    said: list[str] = []
+    resumed = headstart.fit(str(digit_folder), **args, out=out, resume=True, log=said.append)
+    assert any("Resumed after epoch 2 of 3" in m for m in said)
+    details = resumed.info["strategy"]["details"]
+    assert details["resumed_from_epoch"] == 1
+    assert details["history"] == reference.info["strategy"]["details"]["history"]
+    assert not ckpt.exists()  # removed once the artifact is saved
+    items = [str(p) for p in sorted(digit_folder.rglob("*.png"))[:10]]
+    assert np.allclose(headstart.load(out).predict_proba(items), reference.predict_proba(items), atol=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(digit_folder, tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = _run_until_killed(digit_folder, out, {"epochs": 3, "batch_size": 8}, after_epoch=0)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    args = dict(backbone="efficientnet-lite0", image_size=32, strategy="full", progress=False, baseline=False,
+                out=out, resume=True)
+    with pytest.raises(CheckpointError, match=r"another run: epochs 3 -> 4; lr 5e-05 -> 0\.0001"):
+        headstart.fit(str(digit_folder), options={"epochs": 4, "batch_size": 8, "lr": 1e-4}, **args)
+    other = tmp_path / "other"
+    shutil.copytree(digit_folder, other)
+    next(other.rglob("*.png")).unlink()  # one image fewer: other data
+    with pytest.raises(CheckpointError, match="training or validation data"):
+        headstart.fit(str(other), options={"epochs": 3, "batch_size": 8}, **args)
+    damaged = Path(str(out) + ".ckpt") / "trainer.json"
+    damaged.write_text("{not json")
+    with pytest.raises(CheckpointError, match="damaged"):
+        headstart.fit(str(digit_folder), options={"epochs": 3, "batch_size": 8}, **args)
+
+
+def test_resume_without_a_checkpoint_says_so(news, tiny_bert_dir, tmp_path) -> None:
+    said: list[str] = []
+    headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"epochs": 1, "batch_size": 8},
+                  progress=False, baseline=False, out=tmp_path / "run", resume=True, log=said.append)
+    assert any(m.startswith("Nothing to resume in") and "run.ckpt" in m for m in said)

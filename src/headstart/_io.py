@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
+
 
 def cache_root() -> Path:
     """Where headstart keeps what it can recompute: features, exported engines."""
@@ -72,26 +74,85 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove ``.name.tmp-PID-*`` / ``.name.old-PID-*`` folders that a killed process left beside ``target``.
+
+    The writer's PID is part of each temporary name, so only folders whose writer is gone are removed:
+    a save running at the same time in another process keeps its own.
+    """
+    if not target.parent.is_dir():
+        return
+    for kind in ("tmp", "old"):
+        for p in target.parent.glob(f".{target.name}.{kind}-*"):
+            pid = p.name[len(f".{target.name}.{kind}-"):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def check_replaceable(target: str | Path, marker: str, *, overwrite: bool, what: str) -> None:
+    """Refuse to write ``target`` unless it is absent, an empty folder, or (with ``overwrite``) a
+    folder that headstart wrote itself, recognised by its ``marker`` file.
+
+    A folder that is not ours is never replaced, ``overwrite`` or not: it may hold the user's data.
+    """
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise OutputError(f"'{target}' exists and is not a folder, so it cannot hold {what}.",
+                          fix="choose another --out path.")
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries:
+        return
+    if not (target / marker).is_file():
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputError(f"'{target}' is a folder with other files in it ({shown}) and not {what}; "
+                          "headstart replaces only folders it wrote itself.",
+                          fix="choose a new or empty folder for --out.")
+    if not overwrite:
+        raise OutputError(f"'{target}' already holds {what}.",
+                          fix="pass --overwrite (overwrite=True) to replace it, or choose another --out path.")
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, marker: str, overwrite: bool = True, what: str = "a headstart folder"
+               ) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it replaces ``target`` in one step.
 
-    If the block raises (or the process dies), ``target`` is untouched and the temporary folder is
-    removed (or left as a hidden ``.name.tmp-*`` folder after a kill, never at ``target``).
+    ``marker`` names the file that proves a folder is headstart's own (``headstart.json`` for a
+    model): the block must write it, and an existing ``target`` without it is never replaced (see
+    :func:`check_replaceable`). If the block raises (or the process dies), ``target`` is untouched
+    and the temporary folder is removed (after a kill it stays as a hidden ``.name.tmp-PID-*``
+    folder, which the next write to the same place removes).
     """
     target = Path(target).absolute()
+    check_replaceable(target, marker, overwrite=overwrite, what=what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-{os.getpid()}-"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     try:
         yield tmp
+        if not (tmp / marker).is_file():
+            raise RuntimeError(f"atomic_dir: the block did not write its marker file {marker}")
         _fsync_tree(tmp)
+        check_replaceable(target, marker, overwrite=overwrite, what=what)  # it may have appeared meanwhile
         if not target.exists():
             os.replace(tmp, target)
         elif _exchange(tmp, target):
             shutil.rmtree(tmp)  # tmp now holds the previous version
         else:  # portable fallback: two renames; the old copy stays as .name.old-* until the swap is done
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-{os.getpid()}-"))
             os.rmdir(old)
             os.replace(target, old)
             os.replace(tmp, target)

@@ -17,11 +17,13 @@ import numpy as np
 from .adapt import STRATEGIES, StrategyInputs, make_config
 from .backbones import create_backbone
 from .data import Dataset, Splits, load_data, split, validate
-from .errors import BackboneError, ConfigError, DataError
+from ._io import check_replaceable
+from .errors import BackboneError, ConfigError, DataError, OutputError
 from .evaluate.baselines import baseline_proba
 from .evaluate.metrics import classification_metrics
 from .features import extract_features_many, pick_device
 from .model import TransferModel
+from .train.loop import CHECKPOINT_MARKER
 
 DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
 
@@ -92,7 +94,7 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
         label_column: str | None = None, split_column: str | None = None,
         log: Callable[[str], None] | None = None, command: str | None = None, resume: bool = False,
-        checkpoint_dir: str | Path | None = None, target: Any = None) -> TransferModel:
+        checkpoint_dir: str | Path | None = None, target: Any = None, overwrite: bool = False) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
@@ -100,8 +102,11 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     config (e.g. ``{"head": "mlp"}`` for the linear probe); unknown options are an error.
     ``command`` is recorded in the transfer card as the way to reproduce the run. Fine-tuning
     checkpoints each epoch to ``checkpoint_dir`` (default: ``<out>.ckpt`` beside ``out``); with
-    ``resume=True`` an interrupted run continues from there. The checkpoint is removed once the
-    artifact is saved.
+    ``resume=True`` an interrupted run continues from there, if it is the same run (same data, options
+    and seed). The checkpoint is removed once the artifact is saved.
+
+    ``out`` must be new, an empty folder, or (with ``overwrite=True``) a model folder; a folder with
+    anything else in it, or one inside ``data``, is refused before any work starts.
 
     Domain adaptation: ``target`` is data from where the model will be used (a folder or table,
     labels optional and used only for evaluation) and ``strategy="domain-adapt"`` with
@@ -109,6 +114,11 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else (Path(out).with_name(Path(out).name + ".ckpt") if out else None)
+    if out is not None:
+        check_output(out, data, overwrite=overwrite)
+    if ckpt is not None:
+        check_replaceable(ckpt, CHECKPOINT_MARKER, overwrite=True, what="a headstart checkpoint")
     t0 = time.perf_counter()
     dataset = load_data(data, labels=labels, text_column=text_column, label_column=label_column,
                         split_column=split_column)
@@ -148,7 +158,6 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     dev = pick_device(device)
     say(f"Backbone: {bb.card.name} ({bb.card.num_params / 1e6:.1f} M parameters) on {dev}")
     t1 = time.perf_counter()
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else (Path(out).with_name(Path(out).name + ".ckpt") if out else None)
     model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
                                                 use_cache=use_cache, batch_size=batch_size, device=dev,
                                                 progress=progress, seed=seed, checkpoint_dir=ckpt, resume=resume,
@@ -191,11 +200,24 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                       "evaluate_and_baseline": round(t4 - t3, 3)},
     }
     if out is not None:
-        model.save(out)
+        model.save(out, overwrite=overwrite)
         say(f"Saved the model to {out}")
-        if ckpt is not None and ckpt.exists() and not checkpoint_dir:
+        if ckpt is not None and (ckpt / CHECKPOINT_MARKER).is_file() and not checkpoint_dir:
             shutil.rmtree(ckpt, ignore_errors=True)
     return model
+
+
+def check_output(out: str | Path, data: Any, *, overwrite: bool) -> None:
+    """Refuse an ``out`` that would destroy something: a folder that is not a model, an existing model
+    without ``overwrite``, or a place inside (or equal to) the training data."""
+    from .export.artifact import META
+
+    if isinstance(data, (str, Path)) and not str(data).startswith("builtin:"):
+        src, dst = Path(data).resolve(), Path(out).resolve()
+        if dst == src or (src.is_dir() and dst.is_relative_to(src)) or (dst.is_dir() and src.is_relative_to(dst)):
+            raise OutputError(f"--out '{out}' would overlap the data '{data}'; saving there would mix the model "
+                              "with the data or replace it.", fix="choose an --out folder outside the data, e.g. runs/NAME.")
+    check_replaceable(out, META, overwrite=overwrite, what="a headstart model")
 
 
 def load(path: str | Path) -> TransferModel:

@@ -35,6 +35,14 @@ class ArtifactError(HeadstartError, OSError):
     """A saved model folder is missing, incomplete or from an incompatible version."""
 
 
+class CheckpointError(HeadstartError, ValueError):
+    """A checkpoint cannot be resumed: it is damaged or was made by another run."""
+
+
+class OutputError(HeadstartError, OSError):
+    """An output path cannot be written without destroying something that is not headstart's."""
+
+
 class MissingDependencyError(HeadstartError, ImportError):
     """An optional package is needed for this feature and is not installed."""
 

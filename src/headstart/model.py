@@ -74,10 +74,12 @@ class TransferModel:
     def predict(self, inputs: Any, **kwargs: Any) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(inputs, **kwargs).argmax(1)]
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save to the folder ``path`` (atomically). An existing model there is replaced only with
+        ``overwrite=True``; a folder that is not a headstart model is never replaced."""
         from .export.artifact import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (f"TransferModel(backbone={self.backbone.card.name!r}, "

@@ -49,7 +49,7 @@ def command(task: str, out_dir: str, cache_dir: str | None) -> None:
     for f in report.findings:
         out.print(escape(f"   [{f.level}] {f.line(limit=2)}"))
     out.print("[bold]2-4. Extract features, fit a linear probe, evaluate against a baseline[/bold]")
-    model = fit(data, backbone=demo["backbone"], out=out_dir, cache_dir=cache_dir, log=log,
+    model = fit(data, backbone=demo["backbone"], out=out_dir, overwrite=True, cache_dir=cache_dir, log=log,
                 max_length=128 if task == "text" else None)
     print_summary(model, out_dir)
     out.print("[bold]5. Reload the saved model and predict[/bold]")

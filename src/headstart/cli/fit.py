@@ -21,7 +21,7 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
         b = m["baseline"]
         out.print(f"[bold]Baseline[/bold] ({b['name']}) {100 * b['test']['accuracy']:.1f}%")
         gain = m["transfer_gain"]["accuracy"]
-        out.print(f"[{'red' if gain < 0 else 'green'}]{gain_sentence(gain, 'baseline')}[/]")
+        out.print(f"[{'red' if gain < 0 else 'green'}]{gain_sentence(gain, b['name'])}[/]")
     if "target" in m:
         out.print(f"[bold]Target-domain accuracy[/bold] {100 * m['target']['accuracy']:.1f}% "
                   f"(n = {m['target']['n']}; target labels used only for this number)")
@@ -31,6 +31,17 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
             out.print(f"- {r}")
     if out_dir:
         out.print(f"Model and transfer card: {out_dir}/ (headstart.json, model.safetensors, transfer_card.md)")
+
+
+def default_out_dir(data: str, strategy: str) -> str:
+    """``runs/<data>-<strategy>-<time>``: a new folder per run, named so that a listing reads well."""
+    import re
+    import time
+    from pathlib import Path
+
+    stem = Path(data.rstrip("/")).stem if not data.startswith("builtin:") else data.split(":")[1]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "data"
+    return f"runs/{stem}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def parse_options(strategy: str, pairs: tuple[str, ...]) -> dict[str, object]:
@@ -88,8 +99,11 @@ Examples:
 @click.option("--adapt", default=None, type=click.Choice(["auto", "source-only", "dann", "cdan", "coral", "mmd", "mcc"]),
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt).")
-@click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in (replaced atomically).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt); "
+              "refused if the checkpoint was made from other data or options.")
+@click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in: new, empty, or a model folder "
+              "with --overwrite (default: runs/<data>-<strategy>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the model already in --out (never a folder that is not a model).")
 @click.option("--val", default=0.15, show_default=True, help="Validation fraction (for choosing hyper-parameters).")
 @click.option("--test", default=0.2, show_default=True, help="Test fraction (for the reported scores).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
@@ -103,7 +117,8 @@ Examples:
 @click.option("--no-baseline", is_flag=True, help="Skip the no-transfer baseline.")
 @data_options
 def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
-            extra: tuple[str, ...], target: str | None, adapt: str | None, budget: str | None, resume: bool, out_dir: str | None, val: float, test: float,
+            extra: tuple[str, ...], target: str | None, adapt: str | None, budget: str | None, resume: bool,
+            out_dir: str | None, overwrite: bool, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
             label_column: str | None) -> None:
@@ -128,9 +143,11 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
     for key, value in (("head", head), ("epochs", epochs), ("lr", lr)):
         if value is not None:
             options[key] = value
+    if out_dir is None:
+        out_dir = default_out_dir(data, strategy)  # fit says where it saved
     model = fit(data, backbone=backbone, strategy=strategy, out=out_dir, val=val, test=test, seed=seed,
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
                 text_column=text_column, label_column=label_column, split_column=split_column, log=log,
-                command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target)
+                command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target, overwrite=overwrite)
     print_summary(model, out_dir)

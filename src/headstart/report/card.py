@@ -13,6 +13,11 @@ def _floats(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+# How the strategies' choices read in the card.
+_CHOSEN = {"chosen_strategy": "strategy", "C": "regularisation C", "best_epoch": "epoch (best on validation)",
+           "trainable_params": "number of trained parameters", "adapter_params": "number of adapter parameters"}
+
+
 def gain_sentence(gain: float, baseline_name: str) -> str:
     points = 100 * gain
     if gain < 0:
@@ -89,7 +94,7 @@ def render_card(meta: dict[str, Any]) -> str:
             lines.append(f"  {i}. {name}: {value:.4g}")
     lines += ["", "## How", f"- Strategy: **{strategy.get('type', '?')}**"]
     for key, value in strategy.get("chosen", {}).items():
-        lines.append(f"- Chosen {key}: {value}")
+        lines.append(f"- Chosen {_CHOSEN.get(key, key)}: {value}")
     if strategy.get("reasons"):
         lines += [f"- Why: {r}" for r in strategy["reasons"]]
     lines += _domain_section(strategy.get("details", {}), data.get("target"))

@@ -12,6 +12,7 @@ Checkpoints are safetensors (weights) + JSON (progress) + the optimizer state lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -29,7 +30,7 @@ from .._io import atomic_dir
 from .._malloc import tune_malloc
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
 from .augment import augment_image, length_bucketed_batches, mix_batch
 
@@ -160,16 +161,68 @@ def _seed(seed: int, epoch: int) -> int:
     return s
 
 
+CHECKPOINT_MARKER = "headstart-checkpoint.json"  # proves a folder is a checkpoint headstart wrote
+
+
+def run_fingerprint(backbone: Backbone, train_data: Dataset, val_data: Dataset, y_train: np.ndarray,
+                    y_val: np.ndarray, config: FineTuneConfig, seed: int, target_data: Dataset | None = None,
+                    trade_off: float = 1.0) -> dict[str, Any]:
+    """What a checkpoint was made from: a resumed run must continue the same run, not another one."""
+    def digest(*parts: Any) -> str:
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(json.dumps(part, default=str).encode())
+        return h.hexdigest()[:32]
+
+    return {"backbone": backbone.card.name, "seed": seed, "config": config.to_dict(),
+            "data": digest(train_data.content_hashes(), y_train.tolist(), val_data.content_hashes(), y_val.tolist()),
+            "target": digest(target_data.content_hashes(), trade_off) if target_data is not None else None}
+
+
+def _fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    what = {"data": "the training or validation data (items or labels) differ",
+            "target": "the target-domain data differ", "backbone": "the backbone differs", "seed": "the seed differs"}
+    out = []
+    for key in ("backbone", "data", "target", "seed"):
+        if saved.get(key) != current.get(key):
+            out.append(what[key] + (f" ({saved.get(key)} -> {current.get(key)})" if key in ("backbone", "seed") else ""))
+    old, new = saved.get("config", {}), current.get("config", {})
+    out += [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return out
+
+
 def _save_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any],
-                     best_state: dict[str, torch.Tensor] | None) -> None:
+                     best_state: dict[str, torch.Tensor] | None, fingerprint: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, marker=CHECKPOINT_MARKER, what="a headstart checkpoint") as tmp:
+        # Images train in channels_last; safetensors stores only contiguous (NCHW) tensors.
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         if best_state is not None:
             save_file(best_state, str(tmp / "best.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "trainer.json").write_text(json.dumps({**progress, "scheduler": scheduler.state_dict()}, default=float))
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"format": 1, "fingerprint": fingerprint}, default=str))
+
+
+def _read_checkpoint(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's trainer state, or None when there is nothing to resume; a checkpoint of
+    another run, or a damaged one, is an error (never silently a fresh start)."""
+    if not (folder / CHECKPOINT_MARKER).is_file():
+        return None
+    try:
+        marker = json.loads((folder / CHECKPOINT_MARKER).read_text())
+        state = json.loads((folder / "trainer.json").read_text())
+        int(state["epoch"]), state["scheduler"], state["history"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"The checkpoint in '{folder}' is damaged ({type(exc).__name__}: {exc}).",
+                              fix=f"delete '{folder}' and train again without --resume.") from None
+    diff = _fingerprint_mismatch(marker.get("fingerprint", {}), fingerprint)
+    if diff:
+        raise CheckpointError(f"The checkpoint in '{folder}' was made by another run: " + "; ".join(diff[:6]) + ".",
+                              fix="resume with the same data and options, or drop --resume to start again "
+                                  f"(that replaces '{folder}').")
+    return state
 
 
 def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Dataset, y_train: np.ndarray,
@@ -256,8 +309,15 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, start_epoch = 0, 0
     folder = Path(checkpoint_dir) if checkpoint_dir else None
-    if resume and folder is not None and (folder / "trainer.json").is_file():
-        state = json.loads((folder / "trainer.json").read_text())
+    fingerprint = (run_fingerprint(backbone, train_data, val_data, y_train, y_val, config, seed, target_data, trade_off)
+                   if folder is not None else {})
+    state = _read_checkpoint(folder, fingerprint) if resume and folder is not None else None
+    if resume and state is None:
+        log(f"Nothing to resume in {folder}: no checkpoint there; training from the start"
+            if folder is not None else "Nothing to resume: no checkpoint folder; training from the start")
+    elif folder is not None and not resume and (folder / CHECKPOINT_MARKER).is_file():
+        log(f"A checkpoint from an earlier run is in {folder}; starting again (pass --resume to continue it)")
+    if state is not None:
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
         scheduler.load_state_dict(state["scheduler"])
@@ -266,7 +326,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
         best_key, result.history = tuple(state["best_key"]), state["history"]  # type: ignore[assignment]
         result.best_epoch, result.resumed_from_epoch = state["best_epoch"], state["epoch"]
-        log(f"Resumed after epoch {state['epoch'] + 1} from {folder}")
+        log(f"Resumed after epoch {state['epoch'] + 1} of {config.epochs} from {folder}")
     model, optimizer = acc.prepare(model, optimizer)
 
     lengths = [len(str(x)) for x in train_data.items] if text else None
@@ -355,14 +415,15 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         key = (row["target_score"], val_acc) if val_score is not None else (val_acc, -val_loss)
         if key > best_key:
             best_key, bad_epochs, result.best_epoch = key, 0, epoch + 1
-            best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
+            best_state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                          for k, v in acc.unwrap_model(model).state_dict().items()}
         else:
             bad_epochs += 1
         if folder is not None and acc.is_main_process:
             _save_checkpoint(folder, acc.unwrap_model(model), optimizer, scheduler,
                              {"epoch": epoch, "bad_epochs": bad_epochs, "best_key": list(best_key),
                               "best_epoch": result.best_epoch, "history": result.history, "config": config.to_dict()},
-                             best_state)
+                             best_state, fingerprint)
         acc.wait_for_everyone()
         if bad_epochs >= config.patience:
             result.stopped_early = True
