@@ -268,8 +268,19 @@ from test_serve_hostile import Stub, meta
 from headstart.serve.app import build_app
 from headstart.serve.server import run
 app = build_app(Stub("text"), meta("text"), max_wait_ms=1000)
-run(app, "127.0.0.1", {port}, max_connections=16, header_timeout_s=1.5, on_started=lambda cap: print("up", cap, flush=True))
+run(app, "127.0.0.1", {port}, max_connections=16, header_timeout_s=1.0, on_started=lambda cap: print("up", cap, flush=True))
 """
+
+
+def health_over(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while not data.endswith(b'"ok"}'):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def test_real_server_caps_connections_times_out_silence_and_exits_0_on_sigterm() -> None:
@@ -286,11 +297,17 @@ def test_real_server_caps_connections_times_out_silence_and_exits_0_on_sigterm()
         silent.settimeout(10)
         assert silent.recv(1) == b""  # closed by the server after the header timeout
         silent.close()
+        kept = socket.create_connection(("127.0.0.1", port))  # a keep-alive client between two requests
+        kept.settimeout(10)
+        assert health_over(kept).startswith(b"HTTP/1.1 200")
         for _ in range(40):  # 2.5x the cap, all idle: the oldest are closed to make room
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
             idle.append(sock)
         assert httpx.get(url + "/health", timeout=5).status_code == 200
+        # Silent and half-sent connections were closed first, not this one.
+        assert health_over(kept).startswith(b"HTTP/1.1 200")
+        idle.append(kept)
         # A request waiting for its batch (max-wait 1 s) while SIGTERM arrives: clean exit, code 0.
         waiting = threading.Thread(target=lambda: httpx.post(url + "/predict", json={"texts": ["x"]}, timeout=10))
         waiting.start()

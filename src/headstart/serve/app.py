@@ -209,7 +209,8 @@ def shrink(img: Any, spec: Any) -> Any:
 
     size = int(spec.image_size)
     resize_to = int(round(size / spec.crop_pct))
-    img = img.convert("RGB")
+    if img.mode != "RGB":  # convert() of an RGB image would copy it: 75 MB more for 5000 x 5000
+        img = img.convert("RGB")
     w, h = img.size
     scale = resize_to / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -256,18 +257,14 @@ def decode_image(data: bytes, where: str, limits: Limits, spec: Any = None) -> A
         raise BadInput(422, "bad_image", f"{where} cannot be decoded: {type(exc).__name__}.") from None
 
 
-def decode_base64_images(values: list[Any], limits: Limits, spec: Any) -> list[Any]:
-    images = []
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise BadInput(422, "bad_base64", f"images[{i}] must be a base64 string.")
-        try:
-            data = base64.b64decode(v.split(",", 1)[-1] if v.startswith("data:") else v, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadInput(422, "bad_base64", f"images[{i}] is not valid base64.") from None
-        images.append(decode_image(data, f"images[{i}]", limits, spec))
-        values[i] = None  # the base64 text is no longer needed
-    return images
+def decode_base64_image(value: Any, where: str, limits: Limits, spec: Any) -> Any:
+    if not isinstance(value, str):
+        raise BadInput(422, "bad_base64", f"{where} must be a base64 string.")
+    try:
+        data = base64.b64decode(value.split(",", 1)[-1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(422, "bad_base64", f"{where} is not valid base64.") from None
+    return decode_image(data, where, limits, spec)
 
 
 def check_texts(values: list[Any], limits: Limits) -> list[str]:
@@ -477,7 +474,11 @@ def build_app(predictor: Any, meta: dict[str, Any], *, name: str = "model", max_
                 raise BadInput(422, "wrong_modality", f"This model takes {predictor.modality}s; send `{wanted}`, not `{key}`.")
             if key == "texts":
                 return check_texts(values, limits)
-            return await off_loop(decode_base64_images, values, limits, spec)
+            images = []
+            for i in range(len(values)):  # one pool task per image: a large request does not hold a thread
+                images.append(await off_loop(decode_base64_image, values[i], f"images[{i}]", limits, spec))
+                values[i] = None  # its base64 text is no longer needed
+            return images
         if ctype == "multipart/form-data":
             if predictor.modality != "image":
                 raise BadInput(422, "wrong_modality", 'This model takes texts: send JSON {"texts": [...]}.')

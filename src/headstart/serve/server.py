@@ -1,8 +1,9 @@
 """Running the app under uvicorn so that idle or slow clients cannot use up the server.
 
 * Connections are capped (``max_connections``, at most the file-descriptor limit less a reserve);
-  when a new client arrives at the cap, the longest-idle connection (no request in progress:
-  silent, between keep-alive requests, or still dribbling its headers) is closed to make room.
+  when a new client arrives at the cap, an idle connection (no request in progress) is closed to
+  make room: the oldest of those that never completed a request (silent, or still dribbling their
+  headers) first, then the oldest keep-alive connection between requests.
   Busy connections beyond the cap get 503 (uvicorn's ``limit_concurrency``).
 * A connection must send complete request headers within ``header_timeout_s`` of connecting or
   of its previous response, else it is closed (uvicorn itself never times out a silent client).
@@ -43,16 +44,19 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type:
     """uvicorn's h11 protocol with a connection cap that evicts idle connections, and a header timeout."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    idle: OrderedDict[Any, None] = OrderedDict()  # idle connections of this server, oldest first
+    # Idle connections of this server, oldest first: those that never completed a request, and
+    # keep-alive connections between requests (evicted only when there are none of the first kind).
+    fresh: OrderedDict[Any, None] = OrderedDict()
+    kept: OrderedDict[Any, None] = OrderedDict()
 
     class GuardedH11Protocol(H11Protocol):  # type: ignore[misc]
         _idle_timer: Any = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._mark_idle()
+            self._mark_idle(fresh)
             if len(self.connections) > max_connections:
-                victim = next((c for c in idle if c is not self), None)
+                victim = next((c for c in fresh if c is not self), None) or next(iter(kept), None)
                 if victim is not None:
                     victim._close_idle()
                 elif len(self.connections) > max_connections + OVERFLOW:
@@ -66,20 +70,21 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-                self._mark_idle()
+                self._mark_idle(kept)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._unmark_idle()
             super().connection_lost(exc)
 
-        def _mark_idle(self) -> None:
+        def _mark_idle(self, idle: OrderedDict[Any, None]) -> None:
             self._unmark_idle()
             idle[self] = None
             cycle = self.cycle
             self._idle_timer = self.loop.call_later(header_timeout_s, self._header_timeout, cycle)
 
         def _unmark_idle(self) -> None:
-            idle.pop(self, None)
+            fresh.pop(self, None)
+            kept.pop(self, None)
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
                 self._idle_timer = None
