@@ -127,6 +127,10 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         if finding.level != "info":
             say(f"[{finding.level}] {finding.line(limit=3)}")
     report.raise_for_errors()
+    if not dataset.splits and (test <= 0 or val <= 0):
+        raise ConfigError(f"`val` and `test` must be > 0, got val={val}, test={test}: the validation split chooses "
+                          "hyper-parameters and the test split gives the reported scores.",
+                          fix="use e.g. --val 0.15 --test 0.2, or give the data its own splits (--split-column).")
     parts = split(dataset, val=val, test=test, seed=seed)
     label_names = dataset.label_names
     target_data = None

@@ -90,8 +90,8 @@ Examples:
               "available ones by LogME on the training split and takes the best.")
 @click.option("--strategy", "-s", default="linear-probe", show_default=True, help="Adaptation strategy.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default=None, help="Linear-probe head (default linear).")
-@click.option("--epochs", type=int, default=None, help="Fine-tuning epochs.")
-@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate of the backbone.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Fine-tuning learning rate of the backbone.")
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
 @click.option("--target", default=None, help="Data from where the model will be used (folder or table; labels optional, "
@@ -104,13 +104,13 @@ Examples:
 @click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in: new, empty, or a model folder "
               "with --overwrite (default: runs/<data>-<strategy>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the model already in --out (never a folder that is not a model).")
-@click.option("--val", default=0.15, show_default=True, help="Validation fraction (for choosing hyper-parameters).")
-@click.option("--test", default=0.2, show_default=True, help="Test fraction (for the reported scores).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the split and of training.")
+@click.option("--val", type=click.FloatRange(0, 1, max_open=True), default=0.15, show_default=True, help="Validation fraction (for choosing hyper-parameters).")
+@click.option("--test", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True, help="Test fraction (for the reported scores).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the split and of training.")
 @click.option("--image-size", type=int, default=None, help="Override the backbone's input size (pixels).")
 @click.option("--max-length", type=int, default=None, help="Override the backbone's maximum tokens per text.")
 @click.option("--split-column", default=None, help="Column naming train / val / test per row.")
-@click.option("--batch-size", default=64, show_default=True, help="Batch size for feature extraction.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size for feature extraction.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU when there is one).")
 @click.option("--cache-dir", default=None, help="Feature cache folder (default: ~/.cache/headstart, or $HEADSTART_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")

@@ -61,6 +61,33 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; nothing was overwritten.", err=True)
         sys.exit(130)
+    except OSError as exc:  # the system refused: permissions, a full disk, a vanished file
+        if debug:
+            raise
+        click.secho(f"Error: {os_error_message(exc)}", fg="red", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        click.secho(f"Error: unexpected {type(exc).__name__}: {exc}. This is a bug in headstart; rerun with "
+                    "--debug for the traceback and report it.", fg="red", err=True)
+        sys.exit(3)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the path and the cause, with the fix for the usual ones."""
+    import errno
+
+    where = f" '{exc.filename}'" if exc.filename else ""
+    fixes = {errno.ENOSPC: "the disk is full: free space (or point --out / $HEADSTART_CACHE elsewhere) and rerun; "
+                           "earlier models were not touched.",
+             errno.EACCES: "headstart has no permission for it: fix its permissions or use another path.",
+             errno.EPERM: "headstart has no permission for it: fix its permissions or use another path.",
+             errno.EROFS: "the file system is read-only: use a writable path.",
+             errno.ENOENT: "check the path.", errno.EISDIR: "pass a file, not a folder.",
+             errno.ENOTDIR: "a part of the path is a file, not a folder."}
+    fix = fixes.get(exc.errno or -1, "check the path and rerun.")
+    return f"{exc.strerror or exc}{where}. Fix: {fix}"
 
 
 if __name__ == "__main__":
