@@ -20,6 +20,7 @@ from .data import Dataset, Splits, load_data, split, validate
 from ._io import check_replaceable
 from .errors import BackboneError, ConfigError, DataError, OutputError
 from .evaluate.baselines import baseline_proba
+from .evaluate.intervals import bootstrap_metrics, interval_words
 from .evaluate.metrics import classification_metrics
 from .features import extract_features_many, pick_device
 from .model import TransferModel
@@ -168,6 +169,11 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                                                 log=say, target=target_data)
     t3 = time.perf_counter()
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
+    test_metrics["ci95"] = bootstrap_metrics(ys["test"], test_proba, seed=seed)
+    if test_metrics["ci95"]:
+        small = interval_words(test_metrics["n"], test_metrics["ci95"]["accuracy"])
+        if small:
+            say(f"[warning] {small}")
     metrics: dict[str, Any] = {"test": test_metrics}
     if target_data is not None and target_data.labels is not None:
         tproba = model.predict_proba(target_data, batch_size=batch_size, device=device, progress=progress)
@@ -180,6 +186,10 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         btest = classification_metrics(ys["test"], bproba, label_names)
         metrics["baseline"] = {**binfo, "test": btest}
         metrics["transfer_gain"] = {k: test_metrics[k] - btest[k] for k in ("accuracy", "macro_f1")}
+        if len(ys["test"]):
+            paired = bootstrap_metrics(ys["test"], test_proba, reference=bproba, seed=seed)["gain"]
+            metrics["transfer_gain"]["ci95"] = {k: paired[k] for k in ("accuracy", "macro_f1")}
+            metrics["transfer_gain"]["p_not_better"] = paired["p_not_better"]
     t4 = time.perf_counter()
     model.info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

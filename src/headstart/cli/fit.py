@@ -11,17 +11,25 @@ from ._common import data_options, log, out
 
 
 def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untyped-def]
+    from ..evaluate.intervals import gain_words, interval_words
     from ..report.card import gain_sentence
 
     m = model.info["metrics"]
     test = m["test"]
-    out.print(f"\n[bold]Test accuracy[/bold] {100 * test['accuracy']:.1f}%   macro-F1 {100 * test['macro_f1']:.1f}%   "
-              f"ECE {test['ece']:.3f}   (n = {test['n']})")
+    ci = test.get("ci95", {}).get("accuracy")
+    out.print(f"\n[bold]Test accuracy[/bold] {100 * test['accuracy']:.1f}%"
+              + (f" (95% interval {100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
+              + f"   macro-F1 {100 * test['macro_f1']:.1f}%   ECE {test['ece']:.3f}   (n = {test['n']})")
+    small = interval_words(test["n"], ci) if ci else None
+    if small:
+        out.print(f"[yellow]{small}[/]")
     if "baseline" in m:
         b = m["baseline"]
         out.print(f"[bold]Baseline[/bold] ({b['name']}) {100 * b['test']['accuracy']:.1f}%")
         gain = m["transfer_gain"]["accuracy"]
         out.print(f"[{'red' if gain < 0 else 'green'}]{gain_sentence(gain, b['name'])}[/]")
+        if "ci95" in m["transfer_gain"]:
+            out.print(f"  {gain_words(gain, m['transfer_gain']['ci95']['accuracy'])}")
     if "target" in m:
         out.print(f"[bold]Target-domain accuracy[/bold] {100 * m['target']['accuracy']:.1f}% "
                   f"(n = {m['target']['n']}; target labels used only for this number)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluate.intervals import gain_words, interval_words
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -16,6 +18,10 @@ def _floats(values: list[float]) -> str:
 # How the strategies' choices read in the card.
 _CHOSEN = {"chosen_strategy": "strategy", "C": "regularisation C", "best_epoch": "epoch (best on validation)",
            "trainable_params": "number of trained parameters", "adapter_params": "number of adapter parameters"}
+
+
+def _ci(interval: list[float] | None) -> str:
+    return f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else ""
 
 
 def gain_sentence(gain: float, baseline_name: str) -> str:
@@ -98,13 +104,20 @@ def render_card(meta: dict[str, Any]) -> str:
     if strategy.get("reasons"):
         lines += [f"- Why: {r}" for r in strategy["reasons"]]
     lines += _domain_section(strategy.get("details", {}), data.get("target"))
+    ci = test.get("ci95", {})
     lines += ["", "## What it bought (held-out test split)", "",
               "| | accuracy | macro-F1 | ECE |", "|---|---|---|---|",
-              f"| this model | {_pct(test.get('accuracy'))} | {_pct(test.get('macro_f1'))} | {test.get('ece', float('nan')):.3f} |"]
+              f"| this model | {_pct(test.get('accuracy'))}{_ci(ci.get('accuracy'))} | "
+              f"{_pct(test.get('macro_f1'))}{_ci(ci.get('macro_f1'))} | {test.get('ece', float('nan')):.3f} |"]
     if base_test:
         lines.append(f"| baseline: {base.get('name')} | {_pct(base_test.get('accuracy'))} | "
                      f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
-        lines += ["", gain_sentence(metrics["transfer_gain"]["accuracy"], base.get("name", "baseline"))]
+        gain = metrics["transfer_gain"]
+        lines += ["", gain_sentence(gain["accuracy"], base.get("name", "baseline"))
+                  + (" " + gain_words(gain["accuracy"], gain["ci95"]["accuracy"]) if "ci95" in gain else "")]
+    if ci.get("accuracy"):
+        small = interval_words(int(test.get("n", 0)), ci["accuracy"])
+        lines += ["", "Intervals are bootstrap 95% intervals over the test items."] + ([f"**{small}**"] if small else [])
     target = metrics.get("target")
     if target:
         lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
