@@ -175,3 +175,23 @@ def test_ladder_finetune_rungs_and_cheapest_recommendation(bbc_small, tiny_bert_
     classes = len(news.label_names)
     assert {r["labels_used"] for r in result["rows"]} == {(4 + 2) * classes}  # 4 train + 2 val per class
     assert result["recommended"]["strategy"] == "prototypes"
+
+
+def test_ladder_recommendation_accounts_for_the_spread_over_seeds() -> None:
+    from headstart.fewshot.ladder import summarise
+
+    def rows(budget, strategy, accs):
+        return [{"budget": budget, "strategy": strategy, "seed": i, "accuracy": a, "seconds": 1.0}
+                for i, a in enumerate(accs)]
+
+    # 8 per class is 3 points behind 32 per class on average, but the seeds spread by 5 points:
+    # a 2-point margin alone would say "32", the noise says they cannot be told apart.
+    noisy = rows(8, "linear-probe", [0.80, 0.85, 0.90]) + rows(32, "linear-probe", [0.87, 0.88, 0.89])
+    result = summarise(noisy, margin=0.02, n_test=400)
+    assert result["recommended"]["budget"] == "8" and result["tolerance"] > 0.05
+    assert "spread over seeds" in result["recommendation"] and result["warnings"] == []
+    # The same means with no spread: the 32-per-class rung is needed.
+    steady = rows(8, "linear-probe", [0.85] * 3) + rows(32, "linear-probe", [0.88] * 3)
+    assert summarise(steady, margin=0.02, n_test=400)["recommended"]["budget"] == "32"
+    # A 12-item test split is said in words.
+    assert "only 12 items" in summarise(steady, margin=0.02, n_test=12)["warnings"][0]

@@ -75,7 +75,7 @@ def run_ladder(data: Any, *, budgets: Sequence[int | str] = (0, 8, 32, "all"), s
                        "seconds": time.perf_counter() - t}
                 rows.append(row)
                 log(f"{budget} per class, {strategy}, seed {seed}: accuracy {acc:.3f} ({row['seconds']:.1f} s)")
-    result = summarise(rows, margin)
+    result = summarise(rows, margin, n_test=len(fixed.test))
     result.update({"data": dataset.source, "backbone": bb_name, "n_test": len(fixed.test), "classes": len(names),
                    "chance": 1.0 / len(names), "rows": rows})
     if out is not None:
@@ -83,7 +83,13 @@ def run_ladder(data: Any, *, budgets: Sequence[int | str] = (0, 8, 32, "all"), s
     return result
 
 
-def summarise(rows: list[dict[str, Any]], margin: float) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], margin: float, n_test: int | None = None) -> dict[str, Any]:
+    """Mean and spread per (budget, rung), and the cheapest rung that cannot be told apart from the best.
+
+    "Cannot be told apart" is the larger of ``margin`` and the noise of the comparison: 1.96 standard
+    errors of the difference of two means over seeds. With a small test split, the sampling error of
+    the test items themselves (binomial, sqrt(p(1-p)/n)) is said in words as well.
+    """
     table: dict[tuple[str, str], list[float]] = {}
     secs: dict[tuple[str, str], list[float]] = {}
     for r in rows:
@@ -98,13 +104,26 @@ def summarise(rows: list[dict[str, Any]], margin: float) -> dict[str, Any]:
         labels = 0.0 if r["budget"] == "0" else (float("inf") if r["budget"] == "all" else float(r["budget"]))
         return labels, COST_ORDER.index(r["strategy"]) if r["strategy"] in COST_ORDER else len(COST_ORDER)
 
-    within = [r for r in summary if r["mean"] >= best["mean"] - margin]
+    def tolerance(r: dict[str, Any]) -> float:
+        noise = 1.96 * float(np.sqrt(best["std"] ** 2 / best["runs"] + r["std"] ** 2 / r["runs"]))
+        return max(margin, noise)
+
+    within = [r for r in summary if r["mean"] >= best["mean"] - tolerance(r)]
     pick = min(within, key=cost)
+    tol = tolerance(pick)
+    why = f"{100 * margin:.0f} points" if tol == margin else f"{100 * tol:.1f} points (the spread over seeds)"
     rec = (f"{pick['strategy']} at {pick['budget']} labels per class reaches {100 * pick['mean']:.1f}%, within "
-           f"{100 * margin:.0f} points of the best ({best['strategy']} at {best['budget']}: {100 * best['mean']:.1f}%)")
+           f"{why} of the best ({best['strategy']} at {best['budget']}: {100 * best['mean']:.1f}%)")
     if pick is best:
         rec = f"the best rung is {best['strategy']} at {best['budget']} labels per class ({100 * best['mean']:.1f}%)"
-    return {"summary": summary, "best": best, "recommended": pick, "recommendation": rec, "margin": margin}
+    warnings = []
+    if n_test is not None and n_test < 50:
+        p = best["mean"]
+        half = 100 * 1.96 * float(np.sqrt(max(p * (1 - p), 0.01) / max(n_test, 1)))
+        warnings.append(f"The test split has only {n_test} items: each accuracy is known to within about "
+                        f"+-{half:.0f} points, so rungs closer than that may swap with other test items.")
+    return {"summary": summary, "best": best, "recommended": pick, "recommendation": rec, "margin": margin,
+            "tolerance": tol, "warnings": warnings}
 
 
 def save(result: dict[str, Any], folder: Path) -> None:
@@ -118,7 +137,8 @@ def save(result: dict[str, Any], folder: Path) -> None:
     for r in result["summary"]:
         lines.append(f"| {r['budget']} | {r['strategy']} | {100 * r['mean']:.1f} +- {100 * r['std']:.1f} | {r['runs']} "
                      f"| {r['seconds']:.1f} |")
-    lines += ["", f"Recommendation: {result['recommendation']}.", "", "![ladder](ladder.png)", ""]
+    lines += ["", f"Recommendation: {result['recommendation']}."] + [f"Warning: {w}" for w in result.get("warnings", [])]
+    lines += ["", "![ladder](ladder.png)", ""]
     write_text_atomic(folder / "ladder.md", "\n".join(lines))
 
     import matplotlib
