@@ -67,7 +67,7 @@ def test_save_killed_midway_leaves_the_old_artifact(text_model, bbc_small) -> No
             print("WRITING", flush=True)
             time.sleep(120)
         art.write_json_atomic = stall
-        model.save({str(out)!r})
+        model.save({str(out)!r}, overwrite=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -93,7 +93,7 @@ def test_interrupted_save_cleans_up_and_keeps_old(text_model, bbc_small, monkeyp
 
     monkeypatch.setattr(art, "write_json_atomic", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        model.save(out)
+        model.save(out, overwrite=True)
     monkeypatch.undo()
     assert np.array_equal(_old_probs(out, texts), before)
 
@@ -105,7 +105,7 @@ def test_successful_save_replaces_atomically(text_model, tmp_path, bbc_small) ->
     loaded = headstart.load(target)
     loaded.head.bias.data += 3.0
     loaded.info["note"] = "second"
-    loaded.save(target)
+    loaded.save(target, overwrite=True)
     again = headstart.load(target)
     assert again.info["note"] == "second"
     assert np.array_equal(again.head.bias.detach().numpy(), loaded.head.bias.detach().numpy())

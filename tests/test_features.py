@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import numpy as np
+import pytest
 import torch
 
 from headstart.backbones import create_backbone
@@ -61,7 +65,8 @@ def test_damaged_cache_shard_is_only_a_miss(tmp_path) -> None:
     f1 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
     for shard in tmp_path.rglob("shard-*.safetensors"):
         shard.write_bytes(b"garbage")
-    f2 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="is damaged"):
+        f2 = extract_features(bb, data, cache_dir=tmp_path, progress=False)
     assert np.allclose(f1, f2, atol=1e-5)
 
 
@@ -109,3 +114,79 @@ def test_source_probabilities_come_from_one_pass_and_match_the_head(lite0, mnist
     assert feats.shape == (6, 1280) and probs.shape == (6, 1000)
     np.testing.assert_allclose(probs, direct, atol=1e-5)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def _pixels(n: int):  # type: ignore[no-untyped-def]
+    import headstart
+
+    rng = np.random.default_rng(1)
+    return headstart.load_data([rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(n)], modality="image")
+
+
+def _scramble_features(shard) -> None:  # type: ignore[no-untyped-def]
+    """Flip bytes inside the features tensor, leaving a well-formed safetensors file."""
+    import struct
+
+    raw = bytearray(shard.read_bytes())
+    header_len = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + header_len])
+    start, end = header["features"]["data_offsets"]
+    base = 8 + header_len
+    for i in range(base + start, base + end, 97):
+        raw[i] ^= 0x5A
+    shard.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["scrambled", "no checksum", "truncated"])
+def test_damaged_shard_is_detected_removed_and_reextracted(tmp_path, damage) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    bb = create_backbone("raw-pixels")
+    counter = CountingBackbone(bb)
+    data = _pixels(6)
+    first = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    (shard,) = tmp_path.rglob("shard-*.safetensors")
+    if damage == "scrambled":
+        _scramble_features(shard)
+        assert np.abs(load_file(str(shard))["features"] - first).max() > 0.1  # still loads, silently wrong
+    elif damage == "no checksum":
+        save_file(load_file(str(shard)), str(shard))
+    else:
+        shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.warns(UserWarning, match="Feature cache shard .* is damaged"):
+        again = extract_features(bb, data, cache_dir=tmp_path, progress=False)
+    assert counter.count == 12  # all six items ran again
+    np.testing.assert_array_equal(again, first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the re-written shard is intact: no warning, no extraction
+        np.testing.assert_array_equal(extract_features(bb, data, cache_dir=tmp_path, progress=False), first)
+    assert counter.count == 12
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
+def test_failed_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch, error) -> None:
+    import safetensors.numpy
+
+    def write_half_then_fail(tensors, filename, metadata=None):  # type: ignore[no-untyped-def]
+        with open(filename, "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise error
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", write_half_then_fail)
+    bb = create_backbone("raw-pixels")
+    with pytest.warns(UserWarning, match="Could not write to the feature cache"):
+        feats = extract_features(bb, _pixels(3), cache_dir=tmp_path, progress=False)
+    assert feats.shape == (3, 3072)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_unknown_device_is_a_config_error_listing_valid_ones() -> None:
+    from headstart.errors import ConfigError
+    from headstart.features import pick_device
+
+    with pytest.raises(ConfigError, match=r"--device 'tpu' is not a device; valid devices here: auto, cpu"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"'cuda:0' is not available on this machine.*valid devices here"):
+            pick_device("cuda:0")
+    assert pick_device("cpu") == torch.device("cpu")

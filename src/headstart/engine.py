@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_file, cache_root, write_json_atomic
+from .backbones._ort import import_onnxruntime
 from .backbones.base import Backbone
 from .errors import ConfigError
 
@@ -101,8 +102,8 @@ class _Features(torch.nn.Module):
 
 
 def cpu_session(path: Path) -> Any:
-    """An ONNX Runtime CPU session on the cores torch would use."""
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session on the cores torch would use (telemetry off: see ``backbones._ort``)."""
+    ort = import_onnxruntime("ONNX Runtime extraction")
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -115,7 +116,7 @@ class OnnxFeatures:
 
     def __init__(self, net: Callable[[], torch.nn.Module], key: str, example: torch.Tensor) -> None:
         """``net()`` gives the PyTorch network; it is only called to export and check a new graph."""
-        import onnxruntime as ort
+        ort = import_onnxruntime("ONNX Runtime extraction")
 
         self.path = onnx_path(key)
         export = not self.path.is_file()

@@ -3,15 +3,16 @@
 The cache key has three parts: the backbone's weights (a fingerprint of its tensors), its
 preprocessing (the card's input spec), and each item's content hash. Features are stored per item,
 so a new split, a subset or a superset of data seen before only runs the backbone on new items.
+Each shard carries a SHA-256 of its bytes: a damaged shard is a cache miss (with a warning), never
+a source of silently wrong features.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
-import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import cache_root
+from ._io import atomic_file, cache_root
 from ._malloc import tune_malloc
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .engine import OnnxFeatures, choose_engine, onnx_runner
-from .errors import BackboneError
+from .errors import BackboneError, ConfigError
 from .progress import progress_bar
 
 
@@ -32,15 +33,43 @@ def default_cache_dir() -> Path:
     return cache_root() / "features"
 
 
+def available_devices() -> list[str]:
+    """The ``--device`` values this machine can run: ``auto``, ``cpu``, each CUDA GPU, ``mps``."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` checked against what this machine has; ``None`` / ``"auto"``: a GPU when there is one."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    usable = dev is not None and (
+        dev.type == "cpu"
+        or (dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count())
+        or (dev.type == "mps" and "mps" in valid))
+    if not usable:
+        known = dev is not None and dev.type in ("cuda", "mps")
+        raise ConfigError(f"--device {str(device)!r} {'is not available on this machine' if known else 'is not a device'}"
+                          f"; valid devices here: {', '.join(valid)}.",
+                          fix="pass one of those, or leave --device out to use a GPU when there is one.")
+    return dev  # type: ignore[return-value]
 
 
-def weights_fingerprint(backbone: Backbone) -> str:
-    """SHA-256 over every parameter and buffer (names, shapes, bytes), or the card for ONNX models."""
-    h = hashlib.sha256(backbone.card.name.encode())
+def weights_fingerprint(backbone: Backbone, *, name: str | None = None) -> str:
+    """SHA-256 over every parameter and buffer (names, shapes, bytes), or the card for ONNX models.
+
+    ``name`` replaces the card's name in the digest (a saved model renames a copied backbone folder).
+    """
+    h = hashlib.sha256((name or backbone.card.name).encode())
     tensors = dict(backbone.state_dict())
     if not tensors:
         h.update(backbone.card.source.encode())
@@ -58,37 +87,78 @@ def cache_key(backbone: Backbone) -> str:
 
 
 class FeatureCache:
-    """Append-only shards of (content hash, feature row) per backbone key, as safetensors."""
+    """Append-only shards of (content hash, feature row) per backbone key, as safetensors.
 
-    def __init__(self, root: str | Path, key: str) -> None:
+    Each shard's metadata holds the SHA-256 of its ``hashes`` and ``features`` bytes; a shard that
+    fails the check (or cannot be read) is a cache miss, reported through ``warn``, and a damaged
+    one is deleted so that its items are extracted and cached again.
+    """
+
+    def __init__(self, root: str | Path, key: str, *, warn=None) -> None:  # type: ignore[no-untyped-def]
         self.folder = Path(root) / key
+        self.warn = warn or (lambda msg: warnings.warn(msg, stacklevel=4))
 
-    def load(self) -> dict[str, np.ndarray]:
-        from safetensors.numpy import load_file
+    @staticmethod
+    def digest(hashes: np.ndarray, features: np.ndarray) -> str:
+        h = hashlib.sha256(memoryview(np.ascontiguousarray(hashes)).cast("B"))
+        h.update(memoryview(np.ascontiguousarray(features)).cast("B"))
+        return h.hexdigest()
 
+    def _read(self, shard: Path, width: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The shard's arrays once its checksum and shapes hold; ValueError says what is wrong."""
+        from safetensors import safe_open
+
+        with safe_open(str(shard), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            if set(fh.keys()) != {"hashes", "features"}:
+                raise ValueError(f"unexpected tensors {sorted(fh.keys())}")
+            hashes, feats = fh.get_tensor("hashes"), fh.get_tensor("features")
+        if "sha256" not in meta:
+            raise ValueError("no checksum (written by an older headstart)")
+        if hashes.dtype != np.uint8 or hashes.ndim != 2 or hashes.shape[1] != 32:
+            raise ValueError(f"hashes of shape {hashes.shape} and type {hashes.dtype}")
+        if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(hashes) or (
+                width is not None and feats.shape[1] != width):
+            raise ValueError(f"features of shape {feats.shape} and type {feats.dtype}")
+        if self.digest(hashes, feats) != meta["sha256"]:
+            raise ValueError("its checksum does not match its bytes")
+        return hashes, feats
+
+    def load(self, width: int | None = None) -> dict[str, np.ndarray]:
+        """Content hash -> feature row from every intact shard; ``width``: the expected feature size."""
         table: dict[str, np.ndarray] = {}
         if not self.folder.is_dir():
             return table
         for shard in sorted(self.folder.glob("shard-*.safetensors")):
             try:
-                data = load_file(str(shard))
-            except Exception:  # a damaged shard is only a cache miss
+                hashes, feats = self._read(shard, width)
+            except OSError as exc:  # unreadable (permissions, I/O error): a miss, the file is left alone
+                self.warn(f"Feature cache shard {shard} cannot be read ({exc}); its items will be extracted again.")
                 continue
-            for h, row in zip(data["hashes"], data["features"]):
+            except Exception as exc:  # damaged: truncated, scrambled, not safetensors, wrong shapes
+                self.warn(f"Feature cache shard {shard} is damaged ({exc}); it is removed and its items will be "
+                          "extracted again.")
+                shard.unlink(missing_ok=True)
+                continue
+            for h, row in zip(hashes, feats):
                 table[bytes(h).hex()] = row
         return table
 
     def add(self, hashes: Sequence[str], features: np.ndarray) -> None:
+        """Write one shard atomically. A failed write (full disk, no permission) leaves no file behind
+        and only costs the cache: the features in hand are still used."""
         from safetensors.numpy import save_file
 
         if not len(hashes):
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         arr = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=np.uint8).reshape(len(hashes), 32)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".tmp")
-        os.close(fd)
-        save_file({"hashes": arr, "features": np.ascontiguousarray(features, dtype=np.float32)}, tmp)
-        os.replace(tmp, self.folder / f"shard-{hashes[0][:16]}-{len(hashes)}.safetensors")
+        feats = np.ascontiguousarray(features, dtype=np.float32)
+        try:
+            with atomic_file(self.folder / f"shard-{hashes[0][:16]}-{len(hashes)}.safetensors") as tmp:
+                save_file({"hashes": arr, "features": feats}, str(tmp), metadata={"sha256": self.digest(arr, feats)})
+        except Exception as exc:  # OSError, or safetensors' own error for a failed write
+            self.warn(f"Could not write to the feature cache {self.folder} ({type(exc).__name__}: {exc}); "
+                      "these features were not cached.")
 
 
 def _batches(data: Dataset, order: Sequence[int], backbone: Backbone, batch_size: int) -> Iterator[tuple[list[int], dict]]:
@@ -207,7 +277,7 @@ def extract_features_many(backbone: Backbone, datasets: Sequence[Dataset], *, ca
                 for data in datasets]
     key = cache_key(backbone)
     cache = FeatureCache(cache_dir or default_cache_dir(), key + ("-source" if source else ""))
-    known = cache.load()
+    known = cache.load(width)
     missing: dict[str, tuple[Dataset, int]] = {}  # content hash -> one place it occurs
     for data in datasets:
         for i, h in enumerate(data.content_hashes()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from ..errors import BackboneError
 from ..registry import Registry
 from .base import Backbone, BackboneCard, InputSpec, Modality
 
-__all__ = ["Backbone", "BackboneCard", "InputSpec", "ZooEntry", "ZOO", "create_backbone", "list_backbones"]
+__all__ = ["Backbone", "BackboneCard", "InputSpec", "ZooEntry", "ZOO", "create_backbone", "list_backbones",
+           "override_input"]
 
 
 @dataclass(frozen=True)
@@ -160,14 +162,39 @@ def create_backbone(name: str, *, image_size: int | None = None, max_length: int
         backbone = TimmBackbone(name[5:])
     else:
         backbone = ZOO.get(name).build()
+    return override_input(backbone, image_size=image_size, max_length=max_length)
+
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as an int when it is an integer (NumPy ones included, booleans not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def override_input(backbone: Backbone, *, image_size: int | None = None, max_length: int | None = None) -> Backbone:
+    """``backbone`` with its card's image size / token limit replaced (``None`` keeps the card's)."""
+    name = backbone.card.name
     spec = backbone.card.input
     if image_size is not None:
         if backbone.card.modality != "image":
             raise BackboneError(f"--image-size applies to image backbones; '{name}' is a text backbone.",
                                 fix="drop --image-size or use --max-length.")
-        spec = dataclasses.replace(spec, image_size=int(image_size))
+        if _as_int(image_size) is None or not MIN_IMAGE_SIZE <= _as_int(image_size) <= MAX_IMAGE_SIZE:  # type: ignore[operator]
+            raise BackboneError(f"--image-size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, "
+                                f"got {image_size!r}.", fix=f"use e.g. --image-size {spec.image_size or 224}.")
+        spec = dataclasses.replace(spec, image_size=_as_int(image_size))
     if max_length is not None and backbone.card.modality == "text":
-        spec = dataclasses.replace(spec, max_length=int(max_length))
+        if _as_int(max_length) is None or _as_int(max_length) < 2:  # type: ignore[operator]
+            raise BackboneError(f"--max-length must be an integer >= 2 tokens, got {max_length!r}.",
+                                fix=f"use e.g. --max-length {spec.max_length or 128}.")
+        spec = dataclasses.replace(spec, max_length=_as_int(max_length))
     if spec != backbone.card.input:
         backbone.card = dataclasses.replace(backbone.card, input=spec)
     return backbone

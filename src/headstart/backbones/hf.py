@@ -22,7 +22,12 @@ from ._groups import layerwise_groups
 from .base import Backbone, BackboneCard, InputSpec, preprocess_images
 
 def _read_json(folder: str, *parts: str) -> dict[str, Any] | list[Any] | None:
-    path = os.path.join(folder, *parts)
+    """A JSON file inside ``folder``; paths taken from the folder's own files cannot leave it (checked on
+    the names: a hub cache snapshot is made of symlinks into its blob store)."""
+    base = os.path.abspath(folder)
+    path = os.path.normpath(os.path.join(base, *parts))
+    if os.path.commonpath([path, base]) != base:
+        return None
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -41,24 +46,79 @@ def _local_folder(model_id: str) -> str | None:
         return None
 
 
+# JSON files in which transformers looks for ``auto_map`` (classes to import from the folder's code).
+_CODE_MAPS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+              "feature_extractor_config.json", "image_processor_config.json")
+
+
+def custom_code_in(folder: str | os.PathLike[str]) -> list[str]:
+    """What in ``folder`` would make transformers import code from it: ``*.py`` files and
+    ``auto_map`` entries. Empty for a folder of pure data."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        found += [os.path.relpath(os.path.join(root, f), folder) for f in files if f.endswith((".py", ".pyc", ".so"))]
+    for name in _CODE_MAPS:
+        try:
+            data = _read_json(str(folder), name)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            found.append(f"{name} (auto_map)")
+    return sorted(found)
+
+
+def refuse_custom_code(folder: str | os.PathLike[str], label: str) -> None:
+    code = custom_code_in(folder)
+    if code:
+        raise BackboneError(
+            f"The Hugging Face model {label} ships its own Python code ({', '.join(code[:5])}); headstart never "
+            "runs code that comes with a model.",
+            fix="use a model whose architecture is built into transformers (config.json without auto_map, "
+                "no *.py files), or a zoo backbone (`headstart backbones`).")
+
+
 class HFBackbone(Backbone):
-    """A transformers ``AutoModel`` behind the backbone contract."""
+    """A transformers ``AutoModel`` behind the backbone contract.
+
+    Never runs code shipped with a model: every transformers call passes ``trust_remote_code=False``
+    and folders with ``*.py`` files or an ``auto_map`` are refused. ``local_files_only``: never reach
+    the network (hub ids must already be in the local cache); ``safetensors_only``: refuse
+    pickle-format weights. Loading a saved model sets both.
+    """
 
     def __init__(self, model_id: str, *, name: str | None = None, max_length: int | None = None,
-                 license: str = "see model card", source: str | None = None) -> None:
+                 license: str = "see model card", source: str | None = None, local_files_only: bool = False,
+                 safetensors_only: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        label = f"'{name or 'hf:' + model_id}'"
+        if os.path.isdir(model_id):  # checked before transformers reads anything from it
+            refuse_custom_code(model_id, label)
         try:
-            config = AutoConfig.from_pretrained(model_id)
-        except OSError as exc:
+            config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, local_files_only=local_files_only)
+            if getattr(config, "auto_map", None):
+                refuse_custom_code(_local_folder(model_id) or model_id, label)
+                raise BackboneError(f"The Hugging Face model {label} maps its classes to its own code (auto_map); "
+                                    "headstart never runs code that comes with a model.",
+                                    fix="use a model whose architecture is built into transformers.")
+            folder = _local_folder(model_id)
+            if folder is not None and folder != model_id:  # a hub snapshot: the same rule as a folder
+                refuse_custom_code(folder, label)
+            self.model = AutoModel.from_pretrained(model_id, trust_remote_code=False, local_files_only=local_files_only,
+                                                   use_safetensors=True if safetensors_only else None).eval()
+        except (OSError, ValueError) as exc:  # missing files, or transformers refusing remote code
             raise BackboneError(
                 f"Cannot load the Hugging Face model '{model_id}': {exc}".split("\n")[0],
-                fix="check the hub id or folder path; offline, pass a local folder (hf:/path/to/model).",
+                fix="check the hub id or folder path; offline, pass a local folder (hf:/path/to/model)."
+                if not local_files_only else
+                f"make it available offline: `hf download {model_id}` on a connected machine (same HF_HOME).",
             ) from None
         self.model_id = model_id
-        self.model = AutoModel.from_pretrained(model_id).eval()
-        folder = _local_folder(model_id)
+        # The hub id when the files came from the hub (or its cache), so that a saved model names the
+        # id rather than a cache path; None for a local folder.
+        self.hub_id: str | None = None if os.path.isdir(model_id) else model_id
         # Vision configs carry image/channel sizes and no vocabulary; text configs the opposite.
         vision = not hasattr(config, "vocab_size") and (
             hasattr(config, "num_channels") or hasattr(config, "image_size"))
@@ -66,7 +126,7 @@ class HFBackbone(Backbone):
         n_params = sum(p.numel() for p in self.model.parameters())
         if vision:
             self.modality = "image"
-            spec = self._vision_spec(model_id, config)
+            spec = self._vision_spec(model_id, config, local_files_only)
             dim = self._vision_dim(config)
             self.tokenizer = None
             self.pooling, self.normalize = "pooler", False
@@ -74,7 +134,12 @@ class HFBackbone(Backbone):
             from transformers import AutoTokenizer
 
             self.modality = "text"
-            self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False,
+                                                               local_files_only=local_files_only)
+            except (OSError, ValueError) as exc:
+                raise BackboneError(f"Cannot load the tokenizer of the Hugging Face model {label}: {exc}".split("\n")[0],
+                                    fix="the folder needs its tokenizer files (tokenizer.json or vocab.txt).") from None
             self.pooling, self.normalize, st_len = self._sentence_transformers_pooling(folder)
             limit = min(x for x in (max_length, st_len, getattr(self.tokenizer, "model_max_length", None),
                                     getattr(config, "max_position_embeddings", None)) if x)
@@ -93,23 +158,27 @@ class HFBackbone(Backbone):
         if folder is None:
             return "mean", False, None
         modules = _read_json(folder, "modules.json") or []
+        modules = [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)  # type: ignore[union-attr]
         pooling = "mean"
         for m in modules:  # type: ignore[union-attr]
             if m.get("type", "").endswith("Pooling"):
-                cfg = _read_json(folder, m.get("path", ""), "config.json") or {}
+                cfg = _read_json(folder, str(m.get("path", "")), "config.json") or {}
+                cfg = cfg if isinstance(cfg, dict) else {}
                 if cfg.get("pooling_mode_cls_token"):  # type: ignore[union-attr]
                     pooling = "cls"
                 elif cfg.get("pooling_mode_max_tokens"):  # type: ignore[union-attr]
                     pooling = "max"
         st = _read_json(folder, "sentence_bert_config.json") or {}
-        return pooling, normalize, st.get("max_seq_length")  # type: ignore[union-attr]
+        limit = st.get("max_seq_length") if isinstance(st, dict) else None
+        return pooling, normalize, limit if isinstance(limit, int) and limit > 0 else None  # type: ignore[union-attr]
 
     @staticmethod
-    def _vision_spec(model_id: str, config: Any) -> InputSpec:
+    def _vision_spec(model_id: str, config: Any, local_files_only: bool) -> InputSpec:
         from transformers.utils import cached_file
 
-        path = cached_file(model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        path = cached_file(model_id, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                           local_files_only=local_files_only)
         proc: dict[str, Any] = {}
         if path:  # without one, fall back to the model config and [-1, 1] scaling
             with open(path, encoding="utf-8") as fh:

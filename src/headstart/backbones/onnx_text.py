@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import MissingDependencyError
 from .base import Backbone, BackboneCard, InputSpec
 from .hf import pool_tokens
 
@@ -22,11 +21,13 @@ class OnnxTextBackbone(Backbone):
     def __init__(self, onnx_path: str, tokenizer_dir: str, *, name: str, max_length: int = 128,
                  license: str = "Apache-2.0", source: str = "", num_params: int = 0) -> None:
         super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependencyError("onnxruntime", f"The backbone '{name}'", extra="onnx") from None
         from transformers import AutoTokenizer
+
+        from ._ort import import_onnxruntime
+        from .hf import refuse_custom_code
+
+        ort = import_onnxruntime(f"The backbone '{name}'")
+        refuse_custom_code(tokenizer_dir, f"'{name}' (tokenizer)")
 
         self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -34,7 +35,7 @@ class OnnxTextBackbone(Backbone):
         token_outputs = [o for o in self.session.get_outputs() if o.type == "tensor(float)" and len(o.shape) == 3]
         self.output_name = token_outputs[0].name
         dim = int(token_outputs[0].shape[-1])
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False, local_files_only=True)
         self.card = BackboneCard(
             name=name, modality="text", feature_dim=dim, source=source or onnx_path, license=license,
             input=InputSpec(max_length=max_length), num_params=num_params,

@@ -21,8 +21,10 @@ import torch
 from torch import nn
 
 from .._io import atomic_dir
+from ..backbones._ort import import_onnxruntime
 from ..backbones.base import normalise, resize_crop
-from ..errors import ArtifactError, ConfigError, MissingDependencyError
+from ..errors import ArtifactError, ConfigError
+from .artifact import confined
 
 ONNX_DIR = "onnx"
 
@@ -57,11 +59,33 @@ class TextPredictor(nn.Module):
 
 
 def _ort():
+    return import_onnxruntime("ONNX export")
+
+
+def read_export_info(folder: Path) -> dict[str, Any]:
+    """``export.json`` with every field that :class:`OnnxPredictor` uses checked; file names stay in ``folder``."""
+    from .artifact import _Fields, _show, validate_input_spec
+
+    file = folder / "export.json"
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "ONNX export", extra="onnx") from None
-    return ort
+        info = json.loads(confined(folder, "export.json", "export.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{file} cannot be read as JSON ({exc}).",
+                            fix=f"run `headstart export {folder.parent}` again.") from None
+    if not isinstance(info, dict):
+        raise ArtifactError(f"{file} must hold a JSON object, got {_show(info)}.",
+                            fix=f"run `headstart export {folder.parent}` again.")
+    f = _Fields(file)
+    modality = f.choice(info, "modality", ("image", "text"))
+    labels = info.get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise f.bad("labels", "a non-empty list of strings", labels)
+    files = f.obj(info, "files")
+    for variant, name in files.items():
+        confined(folder, name, f"files.{variant}")
+    card = f.obj(info, "card")
+    validate_input_spec(card.get("input"), modality, file, "card.input.")
+    return info
 
 
 class OnnxPredictor:
@@ -75,24 +99,37 @@ class OnnxPredictor:
 
         ort = _ort()
         folder = Path(folder)
-        self.info = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        self.info = read_export_info(folder)
         if variant not in self.info["files"]:
             raise ArtifactError(f"{folder.parent} has no {variant} ONNX export.",
                                 fix=f"run `headstart export {folder.parent} --quantize int8`.")
+        try:
+            self.card = BackboneCard.from_dict(self.info["card"])
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{folder / 'export.json'}: `card` is not a backbone card ({exc}).",
+                                fix=f"run `headstart export {folder.parent}` again.") from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / self.info["files"][variant]), options,
-                                            providers=["CPUExecutionProvider"])
+        graph = confined(folder, self.info["files"][variant], f"files.{variant}")
+        try:
+            self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime's own errors: a damaged or foreign graph
+            raise ArtifactError(f"{graph} is not an ONNX graph that ONNX Runtime can run "
+                                f"({str(exc).splitlines()[0][:200]}).",
+                                fix=f"run `headstart export {folder.parent}` again.") from None
         self.variant = variant
         self.modality = self.info["modality"]
         self.label_names: list[str] = self.info["labels"]
-        self.card = BackboneCard.from_dict(self.info["card"])
         self.tokenizer = None
         if self.modality == "text":
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+            from .artifact import check_data_folder
+
+            tokenizer = confined(folder, "tokenizer", "tokenizer")
+            check_data_folder(tokenizer, folder, "tokenizer")  # data files only, none outside, no code
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False, local_files_only=True)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, variant: str = "fp32", threads: int | None = None) -> OnnxPredictor:
@@ -209,7 +246,7 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
                               "card": model.backbone.card.to_dict(), "files": {v: files[v] for v in variants},
                               "inputs": ["pixels"] if model.modality == "image" else ["input_ids", "attention_mask"],
                               "tolerances": {v: asdict(TOLERANCES[v]) for v in variants}, "parity": {}, "speed": {}}
-    with atomic_dir(run_dir / ONNX_DIR) as tmp:
+    with atomic_dir(run_dir / ONNX_DIR, marker="export.json", what="an ONNX export") as tmp:
         log("Exporting to ONNX (torch.onnx dynamo exporter)")
         _export(model, tmp / files["fp32"])
         if model.modality == "text":
