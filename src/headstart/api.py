@@ -15,11 +15,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .adapt import STRATEGIES, StrategyInputs, make_config
+from .adapt.heads import TemperatureScaled
 from .backbones import create_backbone
 from .data import Dataset, Splits, load_data, split, validate
 from ._io import check_replaceable
 from .errors import BackboneError, ConfigError, DataError, OutputError
 from .evaluate.baselines import baseline_proba
+from .evaluate.calibration import apply_temperature, fit_temperature, reliability_bins
 from .evaluate.intervals import bootstrap_metrics, interval_words
 from .evaluate.metrics import classification_metrics
 from .features import extract_features_many, pick_device
@@ -43,14 +45,16 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
                 cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
                 device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None
-                ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+                resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None,
+                calibrate: bool = True) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
     Frozen-backbone features (through the cache) are extracted only for strategies that use them.
     Returns the model, its test-split probabilities, the integer labels per split, and what the
     strategy chose. A trained backbone is evaluated on fresh features, never on cached ones.
     ``target``: the unlabelled target-domain data of a domain-adaptation strategy.
+    ``calibrate``: fit a temperature on the validation split (kept only if it lowers the validation
+    negative log-likelihood); the returned model and test probabilities include it.
     """
     dev = pick_device(device)
     entry = STRATEGIES.get(strategy)
@@ -80,12 +84,23 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
                             target_labels=target_labels)
     head, chosen, trained = entry.run(bb, inputs, config)
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
-    if trained or "test" not in feats:
-        test_proba = model.predict_proba(parts.test, batch_size=batch_size, device=device, progress=progress) \
-            if len(parts.test) else np.empty((0, len(label_names)))
-    else:
-        test_proba = model.proba_from_features(feats["test"])
-    return model, test_proba, ys, chosen
+
+    def proba(split_name: str) -> np.ndarray:
+        data = getattr(parts, split_name)
+        if not len(data):
+            return np.empty((0, len(label_names)))
+        if trained or split_name not in feats:
+            return model.predict_proba(data, batch_size=batch_size, device=device, progress=progress)
+        return model.proba_from_features(feats[split_name])
+
+    if calibrate and len(parts.val):
+        calibration = fit_temperature(proba("val"), ys["val"])
+        if calibration["kept"]:
+            model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
+            log(f"Calibration: temperature {calibration['temperature']:.3g} lowers the validation NLL "
+                f"{calibration['val_nll_before']:.3f} -> {calibration['val_nll_after']:.3f}")
+        chosen = {**chosen, "calibration": calibration}
+    return model, proba("test"), ys, chosen
 
 
 def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
@@ -169,6 +184,13 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                                                 log=say, target=target_data)
     t3 = time.perf_counter()
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
+    calibration = chosen.get("calibration")
+    if calibration is not None and len(ys["test"]):
+        raw = apply_temperature(test_proba, 1.0 / calibration["temperature"])  # undo the scaling
+        calibration.update({"test_ece_before": classification_metrics(ys["test"], raw, label_names)["ece"],
+                            "test_ece_after": test_metrics["ece"],
+                            "reliability_before": reliability_bins(raw, ys["test"]),
+                            "reliability_after": reliability_bins(test_proba, ys["test"])})
     test_metrics["ci95"] = bootstrap_metrics(ys["test"], test_proba, seed=seed)
     if test_metrics["ci95"]:
         small = interval_words(test_metrics["n"], test_metrics["ci95"]["accuracy"])
@@ -199,7 +221,8 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         "strategy": {"type": strategy, "config": config.to_dict(),
                      "chosen": {k: v for k, v in chosen.items()
                                 if k in ("chosen_strategy", "C", "best_epoch", "trainable_params", "adapter_params")},
-                     "reasons": chosen.get("reasons", []), "details": chosen},
+                     "reasons": chosen.get("reasons", []),
+                     "details": {k: v for k, v in chosen.items() if k != "calibration"}},
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
                  "class_counts": report.class_counts, "splits": parts.sizes(),
                  "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
@@ -207,6 +230,7 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
                  **({"target": {"source": target_data.source, "n": len(target_data),
                                 "labelled": target_data.labels is not None}} if target_data is not None else {})},
         "metrics": metrics,
+        **({"calibration": calibration} if calibration is not None else {}),
         **({"backbone_selection": {"primary": selection["primary"], "order": selection["order"],
                                    "scores": {r["backbone"]: r["scores"] for r in selection["rows"]},
                                    "recommendation": selection["recommendation"]}} if selection else {}),

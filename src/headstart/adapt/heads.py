@@ -90,8 +90,30 @@ class CosineHead(nn.Module):
         return {"type": "cosine", "in_features": d, "num_classes": k}
 
 
+class TemperatureScaled(nn.Module):
+    """A trained head whose logits are divided by a temperature fitted on validation data.
+
+    The temperature is a buffer, so it travels in the safetensors file and inside an ONNX graph.
+    """
+
+    def __init__(self, head: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.inner = head
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) / self.temperature
+
+    def spec(self) -> dict[str, Any]:
+        inner = self.inner.spec()
+        return {"type": "temperature", "inner": inner, "in_features": inner["in_features"],
+                "num_classes": inner["num_classes"], "temperature": float(self.temperature)}
+
+
 def build_head(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("type")
+    if kind == "temperature":
+        return TemperatureScaled(build_head(spec["inner"]), float(spec["temperature"]))
     if kind == "linear":
         return LinearHead(int(spec["in_features"]), int(spec["num_classes"]))
     if kind == "mlp":

@@ -20,6 +20,25 @@ _CHOSEN = {"chosen_strategy": "strategy", "C": "regularisation C", "best_epoch":
            "trainable_params": "number of trained parameters", "adapter_params": "number of adapter parameters"}
 
 
+def _calibration_section(cal: dict[str, Any] | None) -> list[str]:
+    """ECE before / after temperature scaling and the reliability table (confidence vs accuracy)."""
+    if not cal:
+        return []
+    lines = ["", "### Confidence (calibration)", ""]
+    if cal.get("kept"):
+        lines.append(f"Temperature scaling (T = {cal['temperature']:.3g}, fitted on the validation split) lowered the "
+                     f"validation log-loss {cal['val_nll_before']:.3f} -> {cal['val_nll_after']:.3f}.")
+    else:
+        lines.append(cal.get("reason", "Temperature scaling did not lower the validation log-loss, so it was not applied."))
+    if "test_ece_before" in cal:
+        lines.append(f"Expected calibration error on the test split: {cal['test_ece_before']:.3f} before, "
+                     f"{cal['test_ece_after']:.3f} after (0 = confidences match accuracy).")
+        lines += ["", "| confidence bin | n | mean confidence | accuracy (after) |", "|---|---|---|---|"]
+        lines += [f"| {b['lo']:.1f}-{b['hi']:.1f} | {b['n']} | {b['confidence']:.2f} | {b['accuracy']:.2f} |"
+                  for b in cal.get("reliability_after", [])]
+    return lines
+
+
 def _ci(interval: list[float] | None) -> str:
     return f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else ""
 
@@ -122,6 +141,7 @@ def render_card(meta: dict[str, Any]) -> str:
     if target:
         lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
                      f"{_pct(target.get('macro_f1'))} | {target.get('ece', float('nan')):.3f} |")
+    lines += _calibration_section(meta.get("calibration"))
     if test.get("per_class"):
         lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, s in test["per_class"].items():

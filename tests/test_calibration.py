@@ -1,0 +1,63 @@
+"""Temperature scaling: fitted on validation, kept only when it helps, saved, exported, applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import headstart
+from headstart.adapt.heads import LinearHead, TemperatureScaled, build_head
+from headstart.evaluate.calibration import apply_temperature, fit_temperature
+from headstart.evaluate.metrics import expected_calibration_error
+
+
+def _overconfident(n: int, seed: int, scale: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose true temperature is ``scale``: labels are drawn from softmax(z / scale)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4)) * 3.0
+    true = np.exp(z / scale)
+    true /= true.sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=p) for p in true])
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True), y
+
+
+def test_temperature_recovers_a_known_overconfidence_and_lowers_ece() -> None:
+    val_p, val_y = _overconfident(4000, 0)
+    cal = fit_temperature(val_p, val_y)
+    assert cal["kept"] and 5.0 < cal["temperature"] < 7.0  # the generating temperature is 6
+    test_p, test_y = _overconfident(4000, 1)
+    after = apply_temperature(test_p, cal["temperature"])
+    assert (after.argmax(1) == test_p.argmax(1)).all()  # accuracy unchanged
+    assert expected_calibration_error(after, test_y) < 0.03 < 0.2 < expected_calibration_error(test_p, test_y)
+
+
+def test_a_calibrated_model_keeps_temperature_one() -> None:
+    p, y = _overconfident(3000, 2, scale=1.0)
+    cal = fit_temperature(p, y)
+    assert abs(cal["fitted_temperature"] - 1.0) < 0.1
+    tiny = fit_temperature(p[:1], y[:1])
+    assert not tiny["kept"] and tiny["temperature"] == 1.0
+
+
+def test_temperature_head_round_trips_through_its_spec() -> None:
+    inner = LinearHead(5, 3)
+    head = TemperatureScaled(inner, 2.5)
+    x = torch.randn(4, 5)
+    assert torch.allclose(head(x), inner(x) / 2.5)
+    rebuilt = build_head(head.spec())
+    rebuilt.load_state_dict(head.state_dict())
+    assert torch.equal(rebuilt(x), head(x))
+
+
+def test_fit_calibrates_saves_and_reloads(tmp_path, bbc_small) -> None:
+    model = headstart.fit(bbc_small, backbone="minilm-l6", max_length=64, out=tmp_path / "m", progress=False,
+                          baseline=False)
+    cal = model.info["calibration"]
+    assert {"temperature", "kept", "val_nll_before", "val_nll_after", "test_ece_before", "test_ece_after"} <= set(cal)
+    assert cal["val_nll_after"] <= cal["val_nll_before"]
+    assert isinstance(model.head, TemperatureScaled) == cal["kept"]
+    card = (tmp_path / "m" / "transfer_card.md").read_text()
+    assert "Expected calibration error on the test split" in card
+    again = headstart.load(tmp_path / "m")
+    assert np.array_equal(again.predict_proba(bbc_small.items[:4]), model.predict_proba(bbc_small.items[:4]))
