@@ -194,7 +194,7 @@ def check_data_folder(folder: Path, root: Path, field: str) -> None:
 _MISSING = object()
 _REFIT = "re-create the model with `headstart fit` (or `model.save(...)`) instead of editing it by hand."
 HEAD_FIELDS = {"linear": (), "mlp": ("hidden", "dropout"), "bottleneck": ("hidden", "dropout"), "cosine": (),
-               "conse": ("source_classes", "text_dim", "top_k", "scale")}
+               "conse": ("source_classes", "text_dim", "top_k", "scale"), "temperature": ("temperature", "inner")}
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
@@ -306,22 +306,29 @@ def validate_meta(meta: Any, file: Path) -> None:
     validate_input_spec(card.get("input", _MISSING), modality, file, "backbone.card.input.")
     if "preprocessing" in meta and not isinstance(meta["preprocessing"], dict):
         raise f.bad("preprocessing", "an object", meta["preprocessing"])
-    head = f.obj(meta, "head")
-    fh = _Fields(file, "head.")
+    _validate_head(f.obj(meta, "head"), file, "head.", dim, len(labels))
+
+
+def _validate_head(head: dict[str, Any], file: Path, prefix: str, dim: int, n_labels: int) -> None:
+    fh = _Fields(file, prefix)
     kind = fh.choice(head, "type", tuple(HEAD_FIELDS))
     fh.integer(head, "in_features", 1)
     if head["in_features"] != dim:
         raise fh.bad("in_features", f"the backbone's feature size {dim} (backbone.card.feature_dim)",
                      head["in_features"])
     fh.integer(head, "num_classes", 1)
-    if head["num_classes"] != len(labels):
+    if head["num_classes"] != n_labels:
         raise ArtifactError(f"{file}: the head predicts {head['num_classes']} classes but `labels` names "
-                            f"{len(labels)}; predictions would be given the wrong names.", fix=_REFIT)
+                            f"{n_labels}; predictions would be given the wrong names.", fix=_REFIT)
     for key in HEAD_FIELDS[kind]:
         if key == "dropout":
             fh.number(head, key, 0.0, 1.0, high_open=True)
-        elif key == "scale":
+        elif key in ("scale", "temperature"):
             fh.number(head, key, 0.0, 1e6, low_open=True)
+        elif key == "inner":
+            if not isinstance(head.get("inner"), dict) or head["inner"].get("type") == "temperature":
+                raise fh.bad("inner", "the object of a trained head (not itself temperature-scaled)", head.get("inner"))
+            _validate_head(head["inner"], file, prefix + "inner.", dim, n_labels)
         else:
             fh.integer(head, key, 1)
 
