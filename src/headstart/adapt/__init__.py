@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import parse_options
 from ..registry import Registry
 from ..domain.config import AdaptConfig
 from ..fewshot.contrastive import ContrastiveConfig
@@ -168,16 +169,10 @@ STRATEGIES.register("auto", Strategy("auto", AutoConfig, run_auto,
 
 
 def make_config(strategy: str, **options: Any) -> Any:
-    """The strategy's config from keyword options; unknown names are an error, not ignored."""
+    """The strategy's config from keyword options, each parsed by the config's annotation (text
+    such as ``"0.1,1"`` or ``"true"`` too); unknown names and wrong types are errors, not ignored."""
     entry = STRATEGIES.get(strategy)
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(entry.config_class) if f.init}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"Strategy '{strategy}' has no option(s) {', '.join(unknown)}.",
-                          fix=f"its options are: {', '.join(sorted(known))}.")
-    return entry.config_class(**options)
+    return entry.config_class(**parse_options(entry.config_class, options, strategy=strategy))
 
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyInputs", "LinearProbeConfig", "make_config"]

@@ -53,31 +53,11 @@ def default_out_dir(data: str, strategy: str) -> str:
 
 
 def parse_options(strategy: str, pairs: tuple[str, ...]) -> dict[str, object]:
-    """KEY=VALUE strings -> typed values, by the type of the field's default in the strategy's config."""
-    import dataclasses
-
+    """KEY=VALUE strings -> typed values, by the annotations of the strategy's config."""
     from ..adapt import STRATEGIES
-    from ..errors import ConfigError
+    from ..options import parse_pairs
 
-    defaults = {f.name: f.default for f in dataclasses.fields(STRATEGIES.get(strategy).config_class) if f.init}
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in defaults:
-            raise ConfigError(f"--option {pair!r}: strategy '{strategy}' has no option {key!r}.",
-                              fix=f"its options are: {', '.join(sorted(defaults))}.")
-        kind = type(defaults[key])
-        try:
-            if kind is bool:
-                value: object = raw.lower() in ("1", "true", "yes", "on")
-            elif kind is tuple:
-                value = tuple(x for x in raw.split(",") if x)
-            else:
-                value = kind(raw)
-        except ValueError:
-            raise ConfigError(f"--option {key}: expected a {kind.__name__}, got {raw!r}.") from None
-        out[key] = value
-    return out
+    return parse_pairs(STRATEGIES.get(strategy).config_class, pairs, strategy=strategy)
 
 
 @click.command("fit", epilog="""\b
