@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from headstart.adapt.linear_probe import LinearProbeConfig, linear_probe, standardiser
+from headstart.adapt.linear_probe import LinearProbeConfig, edge_warning, linear_probe, standardiser
 from headstart.api import encode_labels
 from headstart.data import split
 from headstart.evaluate.baselines import baseline_proba
@@ -110,3 +110,78 @@ def test_constant_features_do_not_break_the_probe() -> None:
     head, _ = linear_probe(x[:40], y[:40], x[40:50], y[40:50], 2)
     assert np.isfinite(head.weight.detach().numpy()).all()
     assert _acc(head, x[50:], y[50:]) >= 0.8
+
+
+@pytest.fixture(scope="module")
+def digits_problem():
+    """A small fixed problem: scikit-learn's 8x8 digits (ships with it), 500 train / 300 val / 300 test."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    return (x[:500], y[:500]), (x[500:800], y[500:800]), (x[800:1100], y[800:1100])
+
+
+def test_probe_sweep_agrees_with_scikit_learn(digits_problem) -> None:
+    """The same C grid fitted by scikit-learn (lbfgs, warm-started along the grid, on the same
+    standardised features) gives the same validation accuracies, the same chosen C, and after the
+    refit on train + val the same test accuracy."""
+    (xtr, ytr), (xva, yva), (xte, yte) = digits_problem
+    cs = tuple(float(c) for c in np.logspace(-4, 2, 7))
+    head, info = linear_probe(xtr, ytr, xva, yva, 10, LinearProbeConfig(Cs=cs))
+    mean, std = standardiser(xtr)
+    ref = LogisticRegression(warm_start=True, max_iter=500)
+    ref_acc = []
+    for C in cs:
+        ref.set_params(C=C).fit((xtr - mean) / std, ytr)
+        ref_acc.append(float((ref.predict((xva - mean) / std) == yva).mean()))
+    ours = [r["val_accuracy"] for r in info["sweep"]]
+    assert [r["C"] for r in info["sweep"]] == list(cs)
+    assert np.abs(np.array(ours) - ref_acc).max() <= 1 / len(yva) + 1e-9, (ours, ref_acc)
+    assert 0 < cs.index(info["C"]) < len(cs) - 1  # this problem's best C lies inside the grid
+    assert ref_acc[cs.index(info["C"])] >= max(ref_acc) - 1 / len(yva)
+    x_all, y_all = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+    mean, std = standardiser(x_all)
+    refit = LogisticRegression(C=info["C"], max_iter=500).fit((x_all - mean) / std, y_all)
+    theirs = float((refit.predict((xte - mean) / std) == yte).mean())
+    assert abs(_acc(head, xte, yte) - theirs) <= 2 / len(yte), (_acc(head, xte, yte), theirs)
+    assert _acc(head, xte, yte) >= 0.85
+    assert "warnings" not in info and "reasons" not in info
+    assert head.spec() == {"type": "linear", "in_features": 64, "num_classes": 10}
+
+
+def test_torch_solver_on_cpu_agrees_with_the_cpu_solver(digits_problem) -> None:
+    """The torch L-BFGS path (what a GPU runs) reaches the same minimiser and the same choice."""
+    from headstart.adapt.linear_probe import _fit_cpu, _fit_device
+    from headstart.train.logistic import fit_logistic_numpy, fit_logistic_torch
+
+    (xtr, ytr), (xva, yva), _ = digits_problem
+    mean, std = standardiser(xtr)
+    z = (xtr - mean) / std
+    w_np, b_np, _ = fit_logistic_numpy(z, ytr, 10, 0.1, tol=1e-8)
+    w_t, b_t = fit_logistic_torch(z, ytr, 10, 0.1, tol=1e-8)
+    assert np.abs(w_t.numpy() - w_np).max() < 1e-3 and np.abs(b_t.numpy() - b_np).max() < 1e-3
+    config = LinearProbeConfig(Cs=(1e-3, 1e-2, 1e-1, 1.0))
+    cpu, dev = _fit_cpu(xtr, ytr, xva, yva, 10, config), _fit_device(xtr, ytr, xva, yva, 10, config, torch.device("cpu"))
+    assert cpu[4] == dev[4]  # the chosen C
+    assert [r["val_accuracy"] for r in cpu[5]] == pytest.approx([r["val_accuracy"] for r in dev[5]], abs=2 / len(yva))
+
+
+def test_edge_of_grid_warning() -> None:
+    cs = (0.01, 0.1, 1.0)
+    assert "C=1 is the largest value tried; the best may lie beyond it" in edge_warning(1.0, cs)
+    assert "C=0.01 is the smallest value tried; the best may lie beyond it" in edge_warning(0.01, cs)
+    assert edge_warning(0.1, cs) is None
+    assert edge_warning(5.0, (5.0,)) is None  # a single C was not searched
+
+
+def test_probe_warns_when_the_best_C_is_the_largest_tried() -> None:
+    """Well-separated classes: weaker regularisation keeps lowering the validation loss, so the
+    largest C of a low grid wins, and the user is told the search stopped short."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = (np.eye(3)[y] * 6 + rng.normal(size=(300, 3))).astype(np.float32)
+    head, info = linear_probe(x[:200], y[:200], x[200:], y[200:], 3, LinearProbeConfig(Cs=(1e-4, 1e-3, 1e-2)))
+    assert info["C"] == 1e-2
+    assert info["warnings"] == info["reasons"]
+    assert "C=0.01 is the largest value tried" in info["warnings"][0]

@@ -1,11 +1,12 @@
 """Linear probe on cached features: multinomial logistic regression, L2 strength chosen on val.
 
 This is the CLIP / open_clip linear-probe protocol: sweep the inverse regularisation ``C`` on the
-validation split, then refit on train + val with the chosen ``C``. The solver is full-batch L-BFGS
-in float64 on standardised features, minimising the same objective as scikit-learn's
-``LogisticRegression(C=C)`` (sum of cross-entropies + ||W||^2 / (2C), intercept unpenalised), so the
-two agree; it runs in torch so that it uses a GPU when there is one. The standardisation is folded
-into the weights at the end: the head is a plain ``Linear`` on raw features.
+validation split, then refit on train + val with the chosen ``C``. The objective is scikit-learn's
+``LogisticRegression(C=C)`` (sum of cross-entropies + ||W||^2 / (2C), intercept unpenalised) on
+standardised features, solved by L-BFGS with its tolerance (:mod:`headstart.train.logistic`: SciPy on
+the CPU, torch on a GPU). Each fit of the sweep starts from the previous ``C``'s solution, and the
+refit from the chosen one. The standardisation is folded into the weights at the end: the head is a
+plain ``Linear`` on raw features.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..train.logistic import TOL, fit_logistic, fit_logistic_numpy, solver_threads
 from .heads import LinearHead, MLPHead
+
+__all__ = ["DEFAULT_CS", "LinearProbeConfig", "edge_warning", "fit_logistic", "linear_probe", "standardiser"]
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))
 
@@ -30,6 +34,7 @@ class LinearProbeConfig:
     head: Literal["linear", "mlp"] = "linear"
     Cs: tuple[float, ...] = DEFAULT_CS
     max_iter: int = 500
+    tol: float = TOL  # L-BFGS stops when no gradient entry of the (per-example) objective exceeds it
     refit_on_val: bool = True
     mlp_hidden: int = 512
     mlp_dropout: float = 0.2
@@ -43,35 +48,11 @@ class LinearProbeConfig:
             raise ConfigError(f"`Cs` must be positive numbers, got {self.Cs}.")
         if self.max_iter < 1:
             raise ConfigError(f"`max_iter` must be >= 1, got {self.max_iter}.")
+        if not self.tol > 0:
+            raise ConfigError(f"`tol` must be > 0, got {self.tol}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, max_iter: int = 500,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression by L-BFGS: argmin sum CE + ||W||^2 / (2C). Returns (W, b)."""
-    dev = device or torch.device("cpu")
-    xt = torch.as_tensor(x, dtype=torch.float64, device=dev)
-    yt = torch.as_tensor(y, dtype=torch.long, device=dev)
-    n, d = xt.shape
-    w = torch.zeros(num_classes, d, dtype=torch.float64, device=dev) if init is None else init[0].clone().to(dev)
-    b = torch.zeros(num_classes, dtype=torch.float64, device=dev) if init is None else init[1].clone().to(dev)
-    w.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        # Divided by n: the same minimiser as scikit-learn's objective, better scaled for L-BFGS.
-        loss = F.cross_entropy(xt @ w.T + b, yt, reduction="sum") / n + (w * w).sum() / (2 * C * n)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach()
 
 
 def standardiser(x: np.ndarray, floor: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -96,40 +77,122 @@ def _scores(logits: torch.Tensor, y: np.ndarray) -> tuple[float, float]:
     return acc, float(F.cross_entropy(logits, yt))
 
 
+def edge_warning(C: float, Cs: tuple[float, ...] | list[float]) -> str | None:
+    """A sentence for the user when the chosen ``C`` is the largest or smallest of a grid of several."""
+    if len(set(Cs)) < 2:
+        return None  # one value: the user fixed C, nothing was searched
+    if C >= max(Cs):
+        return (f"C={C:.6g} is the largest value tried; the best may lie beyond it "
+                f"(weaker regularisation): add larger values to `Cs`.")
+    if C <= min(Cs):
+        return (f"C={C:.6g} is the smallest value tried; the best may lie beyond it "
+                f"(stronger regularisation): add smaller values to `Cs`.")
+    return None
+
+
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                  num_classes: int, config: LinearProbeConfig = LinearProbeConfig(), *,
                  device: torch.device | None = None, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Fit the head; returns (head, info) where info records the sweep and the chosen ``C``."""
+    """Fit the head; returns (head, info) where info records the sweep, the chosen ``C`` and any
+    warning for the user (``info["warnings"]``, also in ``info["reasons"]``)."""
     if config.head == "mlp":
         return _mlp_probe(train_x, train_y, val_x, val_y, num_classes, config, device=device, seed=seed)
+    dev = device or torch.device("cpu")
+    with solver_threads(len(train_x) + len(val_x), train_x.shape[1], num_classes):
+        if dev.type == "cpu":
+            w, b, mean, std, C, sweep, best_acc = _fit_cpu(train_x, train_y, val_x, val_y, num_classes, config)
+        else:
+            w, b, mean, std, C, sweep, best_acc = _fit_device(train_x, train_y, val_x, val_y, num_classes, config, dev)
+    head = LinearHead(train_x.shape[1], num_classes)
+    w_raw = w / std  # fold (x - mean) / std into the weights
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(w_raw, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(b - w_raw @ mean, dtype=torch.float32))
+    info: dict[str, Any] = {"C": C, "val_accuracy": best_acc, "sweep": sweep, "refit_on_val": config.refit_on_val}
+    warning = edge_warning(C, config.Cs)
+    if warning:
+        info["warnings"] = [warning]
+        info["reasons"] = [warning]
+    return head, info
+
+
+def _choose(sweep: list[dict[str, float]]) -> dict[str, float]:
+    """Best validation accuracy, ties broken by validation loss, then by the smaller C."""
+    best = sweep[0]
+    for row in sweep[1:]:
+        if (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"]):
+            best = row
+    return best
+
+
+def _rebase(w: np.ndarray, b: np.ndarray, old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The same linear function on features standardised by ``new`` instead of ``old`` (mean, std)."""
+    w_raw = w / old[1]
+    b_raw = b - w_raw @ old[0]
+    return w_raw * new[1], b_raw + w_raw @ new[0]
+
+
+def _fit_cpu(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
+             config: LinearProbeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, list, float]:
+    """The sweep and the refit in NumPy / SciPy, float64 throughout."""
+    train_x = np.asarray(train_x, dtype=np.float64)
+    val_x = np.asarray(val_x, dtype=np.float64)
     mean, std = standardiser(train_x)
     ztr, zva = (train_x - mean) / std, (val_x - mean) / std
-    sweep = []
+    sweep, fits = [], {}
     init = None
-    best: tuple[float, float, float] | None = None  # (acc, -loss, C)
     for C in sorted(config.Cs):  # increasing C, warm-started: each fit starts near its solution
-        w, b = fit_logistic(ztr, train_y, num_classes, C, max_iter=config.max_iter, init=init, device=device)
-        init = (w, b)
-        acc, loss = _scores(torch.as_tensor(zva, dtype=torch.float64, device=w.device) @ w.T + b, val_y)
-        sweep.append({"C": C, "val_accuracy": acc, "val_loss": loss})
-        if best is None or (acc, -loss) > best[:2]:
-            best = (acc, -loss, C)
-    assert best is not None
-    C = best[2]
+        w, b, nit = fit_logistic_numpy(ztr, train_y, num_classes, C, max_iter=config.max_iter, tol=config.tol,
+                                       init=init)
+        init = fits[C] = (w, b)
+        acc, loss = _scores(torch.from_numpy(zva @ w.T + b), val_y) if len(val_y) else (float("nan"), float("nan"))
+        sweep.append({"C": C, "val_accuracy": acc, "val_loss": loss, "iterations": nit})
+    best = _choose(sweep) if len(val_y) else sweep[0]
+    C = best["C"]
+    w, b = fits[C]
     if config.refit_on_val and len(val_y):
         x_all = np.concatenate([train_x, val_x])
         y_all = np.concatenate([train_y, val_y])
-        mean, std = standardiser(x_all)
-        w, b = fit_logistic((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter, device=device)
-    else:
-        w, b = fit_logistic(ztr, train_y, num_classes, C, max_iter=config.max_iter, device=device)
-    head = LinearHead(train_x.shape[1], num_classes)
-    std_t = torch.as_tensor(std, dtype=torch.float64, device=w.device)
-    mean_t = torch.as_tensor(mean, dtype=torch.float64, device=w.device)
-    with torch.no_grad():  # fold (x - mean) / std into the weights
-        head.weight.copy_((w / std_t).float().cpu())
-        head.bias.copy_((b - (w / std_t) @ mean_t).float().cpu())
-    return head, {"C": C, "val_accuracy": best[0], "sweep": sweep, "refit_on_val": config.refit_on_val}
+        new = standardiser(x_all)
+        w, b = _rebase(w, b, (mean, std), new)
+        mean, std = new
+        w, b, _ = fit_logistic_numpy((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter,
+                                     tol=config.tol, init=(w, b))
+    return w, b, mean, std, C, sweep, best["val_accuracy"]
+
+
+def _fit_device(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
+                config: LinearProbeConfig, dev: torch.device
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, list, float]:
+    """The same sweep and refit with torch L-BFGS on ``dev`` (a GPU; runs on the CPU too)."""
+    from ..train.logistic import fit_logistic_torch
+
+    mean, std = standardiser(np.asarray(train_x, dtype=np.float64))
+    ztr = torch.as_tensor((train_x - mean) / std, dtype=torch.float64, device=dev)
+    zva = torch.as_tensor((val_x - mean) / std, dtype=torch.float64, device=dev)
+    ytr = torch.as_tensor(train_y, dtype=torch.long, device=dev)
+    sweep, fits = [], {}
+    init = None
+    for C in sorted(config.Cs):
+        w, b = fit_logistic_torch(ztr, ytr, num_classes, C, max_iter=config.max_iter, tol=config.tol, init=init,
+                                  device=dev)
+        init = fits[C] = (w, b)
+        acc, loss = _scores(zva @ w.T + b, val_y) if len(val_y) else (float("nan"), float("nan"))
+        sweep.append({"C": C, "val_accuracy": acc, "val_loss": loss})
+    best = _choose(sweep) if len(val_y) else sweep[0]
+    C = best["C"]
+    w_np, b_np = fits[C][0].cpu().numpy(), fits[C][1].cpu().numpy()
+    if config.refit_on_val and len(val_y):
+        x_all = np.concatenate([train_x, val_x]).astype(np.float64)
+        y_all = np.concatenate([train_y, val_y])
+        new = standardiser(x_all)
+        w_np, b_np = _rebase(w_np, b_np, (mean, std), new)
+        mean, std = new
+        w, b = fit_logistic_torch((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter,
+                                  tol=config.tol, init=(torch.from_numpy(w_np), torch.from_numpy(b_np)), device=dev)
+        w_np, b_np = w.cpu().numpy(), b.cpu().numpy()
+    return w_np, b_np, mean, std, C, sweep, best["val_accuracy"]
 
 
 def _mlp_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
