@@ -61,3 +61,13 @@ def test_fit_calibrates_saves_and_reloads(tmp_path, bbc_small) -> None:
     assert "Expected calibration error on the test split" in card
     again = headstart.load(tmp_path / "m")
     assert np.array_equal(again.predict_proba(bbc_small.items[:4]), model.predict_proba(bbc_small.items[:4]))
+
+
+def test_a_perfect_validation_split_does_not_make_the_model_certain() -> None:
+    # 10 validation items, all right, with confident-ish probabilities: the plain NLL optimum would be
+    # T -> 0 (every confidence 1.0); the Laplace-smoothed target keeps confidence near 1 - 1/(n+2).
+    proba = np.full((10, 4), 0.1)
+    proba[np.arange(10), np.arange(10) % 4] = 0.7
+    cal = fit_temperature(proba, np.arange(10) % 4)
+    after = apply_temperature(proba, cal["temperature"]).max(1)
+    assert cal["temperature"] > 0.1 and 0.85 < after.mean() < 0.97

@@ -15,10 +15,15 @@ import numpy as np
 LOG_T_BOUNDS = (-4.0, 4.0)  # T from 0.018 to 55: beyond that the validation split is too small to say
 
 
-def _nll(logp: np.ndarray, y: np.ndarray, temperature: float) -> float:
+def _nll(logp: np.ndarray, y: np.ndarray, temperature: float, smoothing: float = 0.0) -> float:
+    """Cross-entropy of softmax(logp / T) against targets with ``smoothing`` spread over the other classes."""
     z = logp / temperature
     z = z - z.max(1, keepdims=True)
-    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+    logq = z - np.log(np.exp(z).sum(1, keepdims=True))
+    k = logp.shape[1]
+    own = logq[np.arange(len(y)), y]
+    others = (logq.sum(1) - own) / max(k - 1, 1)
+    return float(np.mean(-(1 - smoothing) * own - smoothing * others))
 
 
 def log_proba(proba: np.ndarray) -> np.ndarray:
@@ -26,7 +31,8 @@ def log_proba(proba: np.ndarray) -> np.ndarray:
 
 
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The NLL-optimal temperature for validation probabilities ``proba`` and labels ``y``.
+    """The NLL-optimal temperature for validation probabilities ``proba`` and labels ``y``
+    (the NLL against targets smoothed by 1 / (n + 2), see below).
 
     ``kept`` is True only when scaling lowers the validation NLL; otherwise T stays 1.
     """
@@ -34,12 +40,16 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
     y = np.asarray(y, dtype=np.int64)
     logp = log_proba(proba)
-    before = _nll(logp, y, 1.0)
+    # A validation split that the model gets entirely right pushes the NLL-optimal T towards 0 (every
+    # confidence 1.0). Laplace's rule of succession keeps it finite: with n items the error rate is
+    # taken as at least 1 / (n + 2), spread over the other classes.
+    smoothing = 1.0 / (len(y) + 2)
+    before = _nll(logp, y, 1.0, smoothing)
     if len(y) < 2 or len(np.unique(y)) < 2:
         return {"temperature": 1.0, "kept": False, "val_nll_before": before, "val_nll_after": before,
                 "reason": "the validation split is too small to fit a temperature"}
-    res = minimize_scalar(lambda s: _nll(logp, y, float(np.exp(s))), bounds=LOG_T_BOUNDS, method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(lambda s: _nll(logp, y, float(np.exp(s)), smoothing), bounds=LOG_T_BOUNDS,
+                          method="bounded", options={"xatol": 1e-4})
     t, after = float(np.exp(res.x)), float(res.fun)
     kept = after < before - 1e-6
     return {"temperature": t if kept else 1.0, "kept": kept, "fitted_temperature": t,
