@@ -365,6 +365,8 @@ def test_unterminated_quote_names_the_line_it_starts(tmp_path: Path) -> None:
         load_data(path)
     path.write_text('text,label\n"a text\nover two lines",a\n"fine ""quoted"" word",b\n', encoding="utf-8")
     assert load_data(path).items == ["a text\nover two lines", 'fine "quoted" word']
+    path.write_text('text,label\nok,a\n"Hi" she said,b\n', encoding="utf-8")  # sloppy, but nothing is swallowed
+    assert load_data(path).items == ["ok", "Hi she said"]
 
 
 def test_extra_cells_are_an_error_not_dropped(tmp_path: Path) -> None:

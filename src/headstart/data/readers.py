@@ -268,7 +268,9 @@ def _check_last_row_closed(path: Path, tail: list[str], delimiter: str, start: i
     try:
         for _ in csv.reader(iter(tail), delimiter=delimiter, strict=True):
             pass
-    except csv.Error:
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return  # strictness about something else (text after a closing quote), which lenient reading accepts
         raise DataError(
             f"{path.name} line {start} opens a quote that is never closed: everything from there to the end of the "
             f"file (line {last}) would be read as one cell.",
