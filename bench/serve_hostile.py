@@ -151,7 +151,7 @@ class Watch:
 
     def row(self, case: str, outcome: str) -> dict:
         h = np.array(self.health) * 1000
-        return {"case": case, "outcome": outcome, "peak_rss_mb": round(max(self.server.peak_mb(), *self.rss), 0),
+        return {"case": case, "outcome": outcome, "load_avg_1min": round(os.getloadavg()[0], 1), "peak_rss_mb": round(max(self.server.peak_mb(), *self.rss), 0),
                 "health_p99_ms": round(float(np.percentile(h, 99)), 1), "health_max_ms": round(float(h.max()), 1),
                 "health_probes": len(h), "health_failed": self.health_failed,
                 "innocent_sent": self.sent, "innocent_failed": self.failed, "innocent_failures": self.failures[:5]}
@@ -181,6 +181,19 @@ def post(url: str, **kwargs: object) -> httpx.Response:
     return httpx.post(url + "/predict", timeout=300, **kwargs)
 
 
+def sustained(url: str, seconds: float = 3.0, most: int = 200, **kwargs: object) -> tuple[httpx.Response, int]:
+    """The same cheap attack again and again for `seconds` (at most `most` times): enough /health probes
+    to make a p99 of. Returns the last answer and how many were sent (all answers must agree)."""
+    end, answers = time.perf_counter() + seconds, set()
+    for n in range(1, most + 1):
+        r = post(url, **kwargs)
+        answers.add(r.status_code)
+        if time.perf_counter() > end:
+            break
+    assert len(answers) == 1, answers
+    return r, n
+
+
 def image_cases(server: Server) -> list[dict]:
     rows = []
     small = {"images": [b64(png(Image.new("RGB", (64, 64), "white")))]}
@@ -192,7 +205,7 @@ def image_cases(server: Server) -> list[dict]:
     bomb = png(Image.new("1", (6_000, 6_000)))
 
     with Watch(server, small) as w:
-        time.sleep(2)
+        time.sleep(3)
     rows.append(w.row("idle (baseline)", "-"))
     with Watch(server, small) as w:
         r = post(server.url, json={"images": [small["images"][0]] * 16})
@@ -204,17 +217,17 @@ def image_cases(server: Server) -> list[dict]:
         rs = list(pool.map(lambda _: post(server.url, json={"images": [b64(big)] * 16}), range(3)))
     rows.append(w.row("3 such requests at once (48 images)", " / ".join(sorted({outcome(r) for r in rs}))))
     with Watch(server, small) as w:
-        r = post(server.url, json={"images": [b64(big)] * 65})
-    rows.append(w.row("65 PNGs of 5000x5000 (over the item limit)", outcome(r)))
+        r, n = sustained(server.url, json={"images": [b64(big)] * 65})
+    rows.append(w.row(f"65 PNGs of 5000x5000 (over the item limit), x{n}", outcome(r)))
     with Watch(server, small) as w:
-        r = post(server.url, files=[("files", ("wide.png", wide, "image/png"))])
-    rows.append(w.row(f"1,000,000x10 PNG ({len(wide) / 1e3:.0f} kB)", outcome(r)))
+        r, n = sustained(server.url, files=[("files", ("wide.png", wide, "image/png"))])
+    rows.append(w.row(f"1,000,000x10 PNG ({len(wide) / 1e3:.0f} kB), x{n}", outcome(r)))
     with Watch(server, small) as w:
-        r = post(server.url, json={"images": [b64(huge)]})
-    rows.append(w.row(f"20000x20000 PNG ({len(huge) / 1e3:.0f} kB)", outcome(r)))
+        r, n = sustained(server.url, json={"images": [b64(huge)]})
+    rows.append(w.row(f"20000x20000 PNG ({len(huge) / 1e3:.0f} kB), x{n}", outcome(r)))
     with Watch(server, small) as w:
-        r = post(server.url, json={"images": [b64(bomb)] * 64})
-    rows.append(w.row(f"64 x 6000x6000 PNG bombs ({len(bomb) * 64 / 1e3:.0f} kB)", outcome(r)))
+        r, n = sustained(server.url, json={"images": [b64(bomb)] * 64})
+    rows.append(w.row(f"64 x 6000x6000 PNG bombs in one request ({len(bomb) * 64 / 1e3:.0f} kB), x{n}", outcome(r)))
     return rows
 
 
@@ -222,7 +235,7 @@ def text_cases(server: Server) -> list[dict]:
     rows = []
     innocent = {"texts": ["the central bank raised interest rates again"]}
     with Watch(server, innocent) as w:
-        time.sleep(2)
+        time.sleep(3)
     rows.append(w.row("idle (baseline)", "-"))
 
     # Lone surrogates sent together with innocent requests, so they share batches.
@@ -242,11 +255,11 @@ def text_cases(server: Server) -> list[dict]:
     rows.append(row)
 
     with Watch(server, innocent) as w:
-        r = post(server.url, content=b"[" * 200_000, headers=headers)
-    rows.append(w.row("JSON nested 200 000 deep", outcome(r)))
+        r, n = sustained(server.url, content=b"[" * 200_000, headers=headers)
+    rows.append(w.row(f"JSON nested 200 000 deep, x{n}", outcome(r)))
     with Watch(server, innocent) as w:
-        r = post(server.url, content=b'{"texts": [' + b"9" * 5000 + b"]}", headers=headers)
-    rows.append(w.row("a 5000-digit integer", outcome(r)))
+        r, n = sustained(server.url, content=b'{"texts": [' + b"9" * 5000 + b"]}", headers=headers)
+    rows.append(w.row(f"a 5000-digit integer, x{n}", outcome(r)))
 
     # Idle connections: 1.5x the connection cap, half silent, half stuck in their headers.
     n = MAX_CONNECTIONS * 3 // 2
@@ -297,14 +310,15 @@ def main() -> None:
     lines = ["`python bench/serve_hostile.py` - the real server on 127.0.0.1, default limits, 2 CPU cores shared by "
              "server and clients. While each case runs: RSS sampled (peak = VmHWM, reset before the case), /health "
              "probed every 50 ms, an innocent client sends valid requests. Goal: peak RSS < 1.5 GB, /health < 0.5 s, "
-             "0 innocent failures.", ""]
+             "0 innocent failures. Machine load: the 1-minute load average when the case ended (2 cores; other "
+             "jobs share them, and /health latency seen by a client includes waiting for a core).", ""]
     for name, res in results.items():
         lines += [f"## {name}", "", "| case | the attack got | peak RSS MB | /health p99 ms | /health max ms | "
-                  "innocent failed / sent |", "|---|---|---|---|---|---|"]
+                  "innocent failed / sent | machine load |", "|---|---|---|---|---|---|---|"]
         for r in res["cases"]:
             lines.append(f"| {r['case']} | {r['outcome'].replace('|', '/')} | {r['peak_rss_mb']:.0f} | "
                          f"{r['health_p99_ms']:.0f} | {r['health_max_ms']:.0f} | "
-                         f"{r['innocent_failed']} / {r['innocent_sent']} |")
+                         f"{r['innocent_failed']} / {r['innocent_sent']} | {r['load_avg_1min']} |")
         lines += ["", f"SIGTERM: exit code {res['sigterm_exit_code']} after {res['sigterm_exit_s']} s.", ""]
     (out / "serve_hostile.json").write_text(json.dumps(results, indent=2))
     (out / "serve_hostile.md").write_text("\n".join(lines))
