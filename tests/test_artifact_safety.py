@@ -140,6 +140,16 @@ def test_local_hf_backbone_is_copied_into_the_artifact_and_loads_without_the_ori
     np.testing.assert_array_equal(headstart.load(again).predict_proba(texts), want)
 
 
+def test_vision_folder_round_trips_and_a_malformed_config_in_it_is_a_clear_error(tiny_vit_dir, tmp_path) -> None:
+    bb = create_backbone(f"hf:{tiny_vit_dir}")
+    model = TransferModel(bb, LinearHead(bb.card.feature_dim, 2), ["x", "y"])
+    out = model.save(tmp_path / "vit")
+    np.testing.assert_array_equal(headstart.load(out).predict_proba(_images()), model.predict_proba(_images()))
+    (out / "backbone" / "preprocessor_config.json").write_text('{"size": {"height": [1, 2]}')
+    with pytest.raises(BackboneError, match="malformed configuration file"):
+        headstart.load(out)
+
+
 def test_backbone_folder_without_safetensors_is_refused_at_save(bert_copy, tmp_path) -> None:
     bb = create_backbone(f"hf:{bert_copy}")
     (bert_copy / "model.safetensors").unlink()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from torch import nn
 from ..errors import BackboneError
 from ._groups import layerwise_groups
 from .base import Backbone, BackboneCard, InputSpec, preprocess_images
+
+_T = TypeVar("_T")
+
 
 def _read_json(folder: str, *parts: str) -> dict[str, Any] | list[Any] | None:
     """A JSON file inside ``folder``; paths taken from the folder's own files cannot leave it (checked on
@@ -126,8 +129,8 @@ class HFBackbone(Backbone):
         n_params = sum(p.numel() for p in self.model.parameters())
         if vision:
             self.modality = "image"
-            spec = self._vision_spec(model_id, config, local_files_only)
-            dim = self._vision_dim(config)
+            spec, dim = self._configured(label, lambda: (self._vision_spec(model_id, config, local_files_only),
+                                                         self._vision_dim(config)))
             self.tokenizer = None
             self.pooling, self.normalize = "pooler", False
         else:
@@ -140,7 +143,8 @@ class HFBackbone(Backbone):
             except (OSError, ValueError) as exc:
                 raise BackboneError(f"Cannot load the tokenizer of the Hugging Face model {label}: {exc}".split("\n")[0],
                                     fix="the folder needs its tokenizer files (tokenizer.json or vocab.txt).") from None
-            self.pooling, self.normalize, st_len = self._sentence_transformers_pooling(folder)
+            self.pooling, self.normalize, st_len = self._configured(
+                label, lambda: self._sentence_transformers_pooling(folder))
             limit = min(x for x in (max_length, st_len, getattr(self.tokenizer, "model_max_length", None),
                                     getattr(config, "max_position_embeddings", None)) if x)
             spec = InputSpec(max_length=int(limit))
@@ -153,6 +157,17 @@ class HFBackbone(Backbone):
         )
 
     # -- configuration helpers -------------------------------------------------------------
+    @staticmethod
+    def _configured(label: str, read: Callable[[], _T]) -> _T:
+        """``read()``, with a malformed configuration file in the folder as a BackboneError."""
+        try:
+            return read()
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BackboneError(f"The Hugging Face model {label} has a malformed configuration file "
+                                f"({type(exc).__name__}: {exc}).".split("\n")[0],
+                                fix="restore the folder's JSON files (preprocessor_config.json, modules.json, "
+                                    "1_Pooling/config.json) from the original model.") from None
+
     @staticmethod
     def _sentence_transformers_pooling(folder: str | None) -> tuple[str, bool, int | None]:
         if folder is None:
