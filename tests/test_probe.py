@@ -156,12 +156,13 @@ def test_torch_solver_on_cpu_agrees_with_the_cpu_solver(digits_problem) -> None:
     from headstart.train.logistic import fit_logistic_numpy, fit_logistic_torch
 
     (xtr, ytr), (xva, yva), _ = digits_problem
+    xtr, ytr = xtr[:200], ytr[:200]
     mean, std = standardiser(xtr)
     z = (xtr - mean) / std
-    w_np, b_np, _ = fit_logistic_numpy(z, ytr, 10, 0.1, tol=1e-8)
-    w_t, b_t = fit_logistic_torch(z, ytr, 10, 0.1, tol=1e-8)
+    w_np, b_np, _ = fit_logistic_numpy(z, ytr, 10, 0.1, tol=1e-7)
+    w_t, b_t = fit_logistic_torch(z, ytr, 10, 0.1, tol=1e-7)
     assert np.abs(w_t.numpy() - w_np).max() < 1e-3 and np.abs(b_t.numpy() - b_np).max() < 1e-3
-    config = LinearProbeConfig(Cs=(1e-3, 1e-2, 1e-1, 1.0))
+    config = LinearProbeConfig(Cs=(1e-3, 1e-1))
     cpu, dev = _fit_cpu(xtr, ytr, xva, yva, 10, config), _fit_device(xtr, ytr, xva, yva, 10, config, torch.device("cpu"))
     assert cpu[4] == dev[4]  # the chosen C
     assert [r["val_accuracy"] for r in cpu[5]] == pytest.approx([r["val_accuracy"] for r in dev[5]], abs=2 / len(yva))

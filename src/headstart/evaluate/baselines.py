@@ -49,7 +49,7 @@ def baseline_proba(train: Dataset, val: Dataset, test: Dataset, y_train: np.ndar
             logits = head(torch.as_tensor(raw_pixels(test, grey=grey)))
         kind = "greyscale" if grey else "RGB"
         return logits.softmax(1).numpy(), {"name": f"logistic regression on raw {PIXEL_SIZE}x{PIXEL_SIZE} {kind} pixels",
-                                           "C": info["C"]}
+                                           "C": info["C"], **({"warnings": info["warnings"]} if "warnings" in info else {})}
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
