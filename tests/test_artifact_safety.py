@@ -384,3 +384,33 @@ def test_onnx_runtime_sessions_start_no_telemetry(tmp_path) -> None:
     if not any("onnxruntime" in p for p in bare):
         pytest.skip("this onnxruntime build has no telemetry")
     assert _telemetry_files(tmp_path, "headstart") == []
+
+
+def test_hub_id_in_the_local_cache_loads_offline_and_stays_a_hub_id(bert_model, bert_copy, tmp_path,
+                                                                    monkeypatch) -> None:
+    """A model that names a hub id loads from the local Hugging Face cache, never from a folder of
+    the same name in the working directory, and saving it again records the id, not a cache path."""
+    import huggingface_hub.constants
+
+    from headstart.features import weights_fingerprint
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-bert" / "snapshots" / "0123abc"
+    shutil.copytree(bert_copy, snapshot)
+    (cache / "models--acme--tiny-bert" / "refs").mkdir()
+    (cache / "models--acme--tiny-bert" / "refs" / "main").write_text("0123abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    bb = create_backbone(f"hf:{bert_copy}")
+    _edit(bert_model, lambda m: m["backbone"].update(
+        name="hf:acme/tiny-bert", fingerprint=weights_fingerprint(bb, name="hf:acme/tiny-bert")))
+    shutil.rmtree(bert_model / "backbone")
+    decoy = tmp_path / "cwd" / "acme" / "tiny-bert"
+    shutil.copytree(bert_copy, decoy)
+    (decoy / "modeling_evil.py").write_text("raise SystemExit('decoy used')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("network lookup at load"))
+    loaded = headstart.load(bert_model)
+    assert loaded.backbone.card.name == "hf:acme/tiny-bert" and loaded.backbone.hub_id == "acme/tiny-bert"
+    again = loaded.save(tmp_path / "again")
+    assert json.loads((again / "headstart.json").read_text())["backbone"]["name"] == "hf:acme/tiny-bert"
+    assert not (again / "backbone").exists()
