@@ -14,12 +14,14 @@ Examples:
   HEADSTART_TOKEN=s3cret headstart serve runs/tickets --host 0.0.0.0
   curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["refund please"]}'
   curl -s localhost:8000/predict -F files=@cat.jpg -F files=@dog.jpg
+  curl -s host:8000/predict -H "Authorization: Bearer $HEADSTART_TOKEN" -F files=@cat.jpg
 \b
 Limits: bodies over --max-body-mb and more than --max-items items are refused (413); an image
-over 25 megapixels or with an aspect ratio over 20:1 is refused from its header before it is
-decoded. At most --max-connections connections are held (fewer if the open-file limit is lower);
-at the cap the longest-idle connection is closed for a new client, and a client must send its
-request headers within 10 s.
+over 25 megapixels (a JPEG: even when read at 1/8 scale) or with an aspect ratio over 20:1 is
+refused from its header before it is decoded. At most --max-connections connections are held
+(fewer if the open-file limit is lower); at the cap an idle connection is closed for a new client
+(those that never completed a request first), and a client must send its request headers within
+10 s. SIGTERM stops the server within about 5 s, with exit code 0.
 """)
 @click.argument("run")
 @click.option("--host", default="127.0.0.1", show_default=True,
