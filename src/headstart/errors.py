@@ -49,3 +49,7 @@ class MissingDependencyError(HeadstartError, ImportError):
     def __init__(self, package: str, feature: str, extra: str | None = None) -> None:
         hint = f"pip install 'headstart[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{feature} needs the package '{package}', which is not installed.", fix=hint)
+
+
+class HeadstartWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as a log line)."""

@@ -25,7 +25,7 @@ from ._malloc import tune_malloc
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .engine import OnnxFeatures, choose_engine, onnx_runner
-from .errors import BackboneError, ConfigError
+from .errors import BackboneError, ConfigError, HeadstartWarning
 from .progress import progress_bar
 
 
@@ -96,7 +96,7 @@ class FeatureCache:
 
     def __init__(self, root: str | Path, key: str, *, warn=None) -> None:  # type: ignore[no-untyped-def]
         self.folder = Path(root) / key
-        self.warn = warn or (lambda msg: warnings.warn(msg, stacklevel=4))
+        self.warn = warn or (lambda msg: warnings.warn(msg, HeadstartWarning, stacklevel=4))
 
     @staticmethod
     def digest(hashes: np.ndarray, features: np.ndarray) -> str:

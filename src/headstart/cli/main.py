@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
@@ -39,12 +40,38 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from .._malloc import tune_malloc
-    from ..errors import HeadstartError
 
     tune_malloc()  # large CPU tensors from the heap, not fresh mmap pages (see headstart._malloc)
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    with warnings.catch_warnings():
+        _route_warnings(debug)
+        _run(args, debug)
+
+
+def _route_warnings(debug: bool) -> None:
+    """headstart's own warnings become log lines; other libraries' (FutureWarning from torch,
+    deprecations in transformers) stay out of the user's terminal unless --debug asks for them."""
+    from ..errors import HeadstartWarning
+    from ._common import log
+
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, HeadstartWarning) or (f"{os.sep}headstart{os.sep}" in str(filename)
+                                                      and issubclass(category, UserWarning)):
+            log(f"[warning] {message}")
+        elif debug:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("default")
+    warnings.showwarning = show
+
+
+def _run(args: list[str], debug: bool) -> None:
+    from ..errors import HeadstartError
+
     try:
         cli.main(args=args, prog_name="headstart", standalone_mode=False)
     except click.exceptions.Abort:
