@@ -99,10 +99,7 @@ def _calls(text: str, name: str) -> list[str]:
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                                         if ".from_pretrained(" in p.read_text(encoding="utf-8")
                                         or "torch.load(" in p.read_text(encoding="utf-8")))
-def test_every_loader_call_refuses_code_and_pickles(path: str, request) -> None:
-    if path == os.path.join("fewshot", "zeroshot.py"):  # not yet converted by its owner: flagged loudly
-        request.applymarker(pytest.mark.xfail(strict=True, reason="zeroshot.py still calls from_pretrained "
-                                                                   "without trust_remote_code=False"))
+def test_every_loader_call_refuses_code_and_pickles(path: str) -> None:
     text = (SRC / path).read_text(encoding="utf-8")
     for args in _calls(text, ".from_pretrained"):
         assert "trust_remote_code=False" in args, f"{path}: from_pretrained({args}) may run a model's own code"

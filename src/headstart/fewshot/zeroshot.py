@@ -126,8 +126,8 @@ def nli_zero_shot(model_id: str, texts: Sequence[str], label_names: Sequence[str
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_id).eval()
-    tok = AutoTokenizer.from_pretrained(model_id)
+    model = AutoModelForSequenceClassification.from_pretrained(model_id, trust_remote_code=False).eval()
+    tok = AutoTokenizer.from_pretrained(model_id, trust_remote_code=False)
     ids = {k.lower(): v for k, v in model.config.label2id.items()}
     entail = next((v for k, v in ids.items() if k.startswith("entail")), None)
     if entail is None:
@@ -167,8 +167,8 @@ def clip_zero_shot(model_id: str | Path, images: Sequence[Any], label_names: Seq
     from ..backbones.base import InputSpec, preprocess_images
     from ..data.dataset import load_image
 
-    model = CLIPModel.from_pretrained(str(model_id)).eval()
-    tok = AutoTokenizer.from_pretrained(str(model_id))
+    model = CLIPModel.from_pretrained(str(model_id), trust_remote_code=False).eval()
+    tok = AutoTokenizer.from_pretrained(str(model_id), trust_remote_code=False)
     size = int(model.config.vision_config.image_size)
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     prep = Path(str(model_id)) / "preprocessor_config.json"
