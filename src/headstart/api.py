@@ -110,7 +110,8 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         progress: bool = True, options: dict[str, Any] | None = None, text_column: str | None = None,
         label_column: str | None = None, split_column: str | None = None,
         log: Callable[[str], None] | None = None, command: str | None = None, resume: bool = False,
-        checkpoint_dir: str | Path | None = None, target: Any = None, overwrite: bool = False) -> TransferModel:
+        checkpoint_dir: str | Path | None = None, target: Any = None, overwrite: bool = False,
+        encoding: str | None = None) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
@@ -137,7 +138,7 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
         check_replaceable(ckpt, CHECKPOINT_MARKER, overwrite=True, what="a headstart checkpoint")
     t0 = time.perf_counter()
     dataset = load_data(data, labels=labels, text_column=text_column, label_column=label_column,
-                        split_column=split_column)
+                        split_column=split_column, encoding=encoding)
     report = validate(dataset)
     for finding in report.findings:
         if finding.level != "info":
@@ -153,7 +154,8 @@ def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy:
     if target is not None:
         try:
             target_data = target if isinstance(target, Dataset) else load_data(target, labelled=None,
-                                                                               text_column=text_column)
+                                                                               text_column=text_column,
+                                                                               encoding=encoding)
         except DataError as err:
             raise DataError(f"The target data cannot be used: {err.message}", fix=err.fix) from None
         say(f"Target: {len(target_data)} {target_data.modality}s from {target_data.source}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,28 +17,12 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--text-column``, ``--label-column`` and ``--encoding``: the same flags on every command
     that reads data, passed to the command as ``text_column``, ``label_column`` and ``encoding``."""
-    if "encoding" not in inspect.signature(f).parameters:
-        f = _refuse_encoding(f)
     f = click.option("--encoding", default=None, metavar="NAME",
                      help="Encoding of a text table, e.g. cp1252 or latin-1 (default: UTF-8, with or without "
                           "a byte-order mark; a file that is not says which encoding it probably is).")(f)
     f = click.option("--text-column", default=None, help="Text column of a table (default: text, sentence, ...).")(f)
     f = click.option("--label-column", default=None, help="Label column of a table (default: label, class, ...).")(f)
     return f
-
-
-def _refuse_encoding(f: Callable[..., Any]) -> Callable[..., Any]:
-    # A command that cannot pass the encoding on says so rather than ignoring the flag.
-    @functools.wraps(f)
-    def wrapper(*args: Any, encoding: str | None = None, **kwargs: Any) -> Any:
-        if encoding is not None:
-            from ..errors import ConfigError
-
-            raise ConfigError("--encoding is not supported by this command yet.",
-                              fix="re-save the file as UTF-8.")
-        return f(*args, **kwargs)
-
-    return wrapper
 
 
 def log(message: str) -> None:

@@ -109,7 +109,7 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
             out_dir: str | None, overwrite: bool, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
-            label_column: str | None) -> None:
+            label_column: str | None, encoding: str | None) -> None:
     """Validate DATA, extract features, adapt the backbone, evaluate against a baseline, save."""
     from ..api import fit
     from ..errors import ConfigError
@@ -136,6 +136,6 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
     model = fit(data, backbone=backbone, strategy=strategy, out=out_dir, val=val, test=test, seed=seed,
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
-                text_column=text_column, label_column=label_column, split_column=split_column, log=log,
+                text_column=text_column, label_column=label_column, split_column=split_column, encoding=encoding, log=log,
                 command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target, overwrite=overwrite)
     print_summary(model, out_dir)
