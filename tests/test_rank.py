@@ -215,3 +215,46 @@ def test_ranking_scores_a_stratified_subset_of_large_data(mnist_small) -> None:
     assert whole["n"] == whole["n_total"] == 600
     with pytest.raises(ConfigError, match="max_examples must be at least 1"):
         rank_backbones(mnist_small, ["raw-pixels"], max_examples=0, progress=False)
+
+
+def test_rank_table_keeps_names_whole_and_prints_no_nan(monkeypatch, capsys) -> None:
+    """In an 80-column terminal the three EfficientNets stay distinguishable; a score that ties every
+    backbone has no Kendall tau (nan) to print; a tie in --confirm is called a tie."""
+    import headstart.rank.api as rank_api
+    from headstart.cli import _common
+    from headstart.cli.main import main
+
+    names = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "raw-pixels"]
+    rows = [{"backbone": n, "scores": {"logme": float(i), "knn": 0.5}, "params": 4e6, "seconds": 1.0}
+            for i, n in enumerate(names)]
+
+    def fake_rank(data, backbones, scores, **kwargs):
+        from scipy.stats import kendalltau
+
+        tau = kendalltau([r["scores"]["logme"] for r in rows], [r["scores"]["knn"] for r in rows]).statistic
+        assert np.isnan(tau)  # the case the CLI must not print
+        return {"primary": "logme", "rows": rows, "order": names[::-1], "n": 40, "n_total": 40, "classes": 10,
+                "agreement": {}, "recommendation": "Use raw-pixels."}
+
+    def fake_confirm(data, order, k, **kwargs):
+        return {"rounds": [{"epochs": 1, "accuracy": {order[0]: 0.9, order[1]: 0.9}}], "confirmed_order": order[:2],
+                "predicted_order": order[:2], "top_choice_held": False, "verdict": "tie", "tied": order[:2]}
+
+    monkeypatch.setattr(rank_api, "rank_backbones", fake_rank)
+    monkeypatch.setattr(rank_api, "confirm_ranking", fake_confirm)
+    monkeypatch.setattr(_common.out, "size", (80, 25))
+    with pytest.raises(SystemExit) as done:
+        main(["rank", "builtin:digits:4", "--scores", "logme,knn", "--confirm", "2"])
+        raise SystemExit(0)
+    text = capsys.readouterr().out
+    assert done.value.code == 0
+    for n in names:
+        assert n in text
+    assert "nan" not in text.lower() and "a tie" in text and "held" not in text
+
+
+def test_agreement_skips_a_score_that_ties_every_backbone() -> None:
+    from headstart.rank.api import score_agreement
+
+    rows = [{"scores": {"logme": float(i), "knn": 0.5, "leep": float(-i)}} for i in range(4)]
+    assert score_agreement(rows, ["logme", "knn", "leep"]) == {"logme ~ leep": -1.0}

@@ -44,7 +44,11 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
                             cache_dir=cache_dir, device=device, max_examples=max_examples or None, engine=engine,
                             log=log)
     names = scores.split(",")
-    table = Table("rank", "backbone", *names, "parameters", "seconds",
+    from rich.table import Column
+
+    # Backbone names never shrink: three EfficientNets that differ only in their last digit must stay apart.
+    table = Table("rank", Column("backbone", no_wrap=True, min_width=max(len(n) for n in result["order"])),
+                  *names, "parameters", "seconds",
                   title=f"{result['n']} examples" + (f" (of {result['n_total']})" if result["n_total"] > result["n"] else "")
                   + f", {result['classes']} classes; higher is better")
     rows = {r["backbone"]: r for r in result["rows"]}
@@ -64,8 +68,12 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
         for r in check["rounds"]:
             out.print(f"  round with {r['epochs']} epoch(s): "
                       + ", ".join(f"{n} {100 * a:.1f}%" for n, a in sorted(r["accuracy"].items(), key=lambda x: -x[1])))
-        verdict = "held" if check["top_choice_held"] else "did NOT hold"
-        out.print(f"[bold]Confirmation: the top choice {verdict}[/bold]; fine-tuned order: "
-                  + " > ".join(check["confirmed_order"]))
+        if check["verdict"] == "tie":
+            out.print(f"[bold]Confirmation: a tie[/bold] between {', '.join(check['tied'])} after fine-tuning: "
+                      "this data cannot tell them apart; take the cheaper one.")
+        else:
+            verdict = "held" if check["verdict"] == "held" else "did NOT hold"
+            out.print(f"[bold]Confirmation: the top choice {verdict}[/bold]; fine-tuned order: "
+                      + " > ".join(check["confirmed_order"]))
     if json_path:
         write_json_atomic(json_path, result)

@@ -78,14 +78,7 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
                      "seconds": time.perf_counter() - start, "scores": values})
     primary = scores[0]
     order = sorted(rows, key=lambda r: -(r["scores"][primary] if r["scores"][primary] is not None else -np.inf))
-    agreement = {}
-    for a, b in combinations(scores, 2):
-        both = [r for r in rows if r["scores"][a] is not None and r["scores"][b] is not None]
-        if len(both) >= 3:
-            from scipy.stats import kendalltau
-
-            agreement[f"{a} ~ {b}"] = float(kendalltau([r["scores"][a] for r in both],
-                                                       [r["scores"][b] for r in both]).statistic)
+    agreement = score_agreement(rows, scores)
     best = order[0]
     runner_up = order[1]["backbone"] if len(order) > 1 else None
     text = (f"Use {best['backbone']}: it has the highest {primary} on your data"
@@ -94,6 +87,21 @@ def rank_backbones(data: Any, backbones: Sequence[str] | None = None, scores: Se
         text += "No pre-trained backbone beats raw pixels here: transfer is unlikely to help."
     return {"primary": primary, "rows": rows, "order": [r["backbone"] for r in order], "agreement": agreement,
             "recommendation": text, "n": len(dataset), "n_total": full_size, "classes": len(dataset.label_names)}
+
+
+def score_agreement(rows: list[dict[str, Any]], scores: Sequence[str]) -> dict[str, float]:
+    """Kendall tau between each pair of scores over the backbones both could score (three or more).
+    A score that ties every backbone orders nothing, so its pairs are left out rather than nan."""
+    from scipy.stats import kendalltau
+
+    agreement = {}
+    for a, b in combinations(scores, 2):
+        both = [r for r in rows if r["scores"][a] is not None and r["scores"][b] is not None]
+        if len(both) >= 3:
+            tau = float(kendalltau([r["scores"][a] for r in both], [r["scores"][b] for r in both]).statistic)
+            if np.isfinite(tau):
+                agreement[f"{a} ~ {b}"] = tau
+    return agreement
 
 
 def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, cache_dir: str | None = None,
@@ -138,5 +146,9 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
         alive = ranked[:keep]
         epochs *= 2
     confirmed = alive + [n for group in eliminated for n in group]
+    # A tie in the last round's accuracy cannot confirm or refute the order: say so instead.
+    last = rounds[-1]["accuracy"]
+    tied = sorted(n for n in last if last[n] == max(last.values()))
+    verdict = "tie" if len(tied) > 1 else ("held" if confirmed[0] == order[0] else "changed")
     return {"rounds": rounds, "confirmed_order": confirmed, "predicted_order": list(order[:k]),
-            "top_choice_held": confirmed[0] == order[0]}
+            "top_choice_held": verdict == "held", "verdict": verdict, "tied": tied if verdict == "tie" else []}
