@@ -54,7 +54,7 @@ def _supported(backbone: Backbone, device: torch.device) -> str | None:
     if not backbone.trainable:
         return f"'{backbone.card.name}' has no PyTorch weights to export"
     if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed (pip install 'headstart[onnx]')"
+        return "onnxruntime is not installed (pip install onnxruntime)"
     return None
 
 

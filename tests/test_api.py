@@ -1,0 +1,17 @@
+"""The one-liners read like scikit-learn: fit(X, y), positional labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import headstart
+
+
+def test_fit_takes_labels_positionally() -> None:
+    rng = np.random.default_rng(0)
+    images = [np.full((16, 16, 3), 40 if i % 2 else 210, dtype=np.uint8) + rng.integers(0, 20, (16, 16, 3), dtype=np.uint8)
+              for i in range(40)]
+    labels = ["dark" if i % 2 else "bright" for i in range(40)]
+    model = headstart.fit(images, labels, backbone="raw-pixels", progress=False, baseline=False)
+    assert model.label_names == ["bright", "dark"]
+    assert model.predict(images[:4]) == labels[:4]
