@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import headstart
-from headstart.adapt.heads import LinearHead
+from headstart.heads import LinearHead
 from headstart.backbones import create_backbone
 from headstart.errors import ArtifactError, BackboneError, HeadstartError
 from headstart.model import TransferModel

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import headstart
-from headstart.adapt.heads import LinearHead, TemperatureScaled, build_head
+from headstart.heads import LinearHead, TemperatureScaled, build_head
 from headstart.evaluate.calibration import apply_temperature, fit_temperature
 from headstart.evaluate.metrics import expected_calibration_error
 

@@ -20,7 +20,7 @@ from headstart.errors import ConfigError, DataError
 
 
 def save_model(backbone_name: str, dim: int, labels: list[str], out: Path) -> Path:
-    from headstart.adapt.heads import LinearHead
+    from headstart.heads import LinearHead
     from headstart.backbones import create_backbone
     from headstart.model import TransferModel
 

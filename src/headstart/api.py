@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .adapt import STRATEGIES, StrategyInputs, make_config
-from .adapt.heads import TemperatureScaled
+from .heads import TemperatureScaled
 from .backbones import create_backbone
 from .data import Dataset, Splits, load_data, split, validate
 from ._io import check_replaceable
@@ -103,7 +103,7 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     return model, proba("test"), ys, chosen
 
 
-def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy: str = "linear-probe",
+def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
         out: str | Path | None = None, val: float = 0.15, test: float = 0.2, seed: int = 0,
         image_size: int | None = None, max_length: int | None = None, cache_dir: str | Path | None = None,
         use_cache: bool = True, device: str | None = None, batch_size: int = 64, baseline: bool = True,

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..train.loop import FineTuneConfig, train
-from .heads import LinearHead
+from ..heads import LinearHead
 from .linear_probe import LinearProbeConfig, linear_probe
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapt.heads import BottleneckHead
+from ..heads import BottleneckHead
 from ..adapt.linear_probe import standardiser
 from ..backbones.cached import CachedFeatures, feature_dataset
 from ..data.dataset import Dataset

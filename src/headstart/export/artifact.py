@@ -407,7 +407,7 @@ def load_model(path: str | Path) -> Any:
     validated JSON, the backbone is a zoo name, a data-only folder inside the model folder, or a
     hub id already in the local cache.
     """
-    from ..adapt.heads import build_head
+    from ..heads import build_head
     from ..backbones import override_input
     from ..features import weights_fingerprint
     from ..model import TransferModel

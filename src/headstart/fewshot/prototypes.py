@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..adapt.heads import CosineHead
+from ..heads import CosineHead
 
 
 def prototype_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, x_val: np.ndarray | None = None,

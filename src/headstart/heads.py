@@ -1,11 +1,21 @@
-"""Classification heads, rebuilt from a small JSON spec stored in the artifact."""
+"""Classification heads, rebuilt from a small JSON spec stored in the artifact.
+
+Each head type registers a builder under its ``spec()["type"]`` in :data:`HEADS`; :func:`build_head`
+looks the type up there, so a new head is one class plus one ``HEADS.register(...)`` call.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .registry import Registry
+
+HEADS: Registry[Callable[[dict[str, Any]], nn.Module]] = Registry("head type", ValueError)
 
 
 class LinearHead(nn.Linear):
@@ -110,24 +120,47 @@ class TemperatureScaled(nn.Module):
                 "num_classes": inner["num_classes"], "temperature": float(self.temperature)}
 
 
-def build_head(spec: dict[str, Any]) -> nn.Module:
-    kind = spec.get("type")
-    if kind == "temperature":
-        return TemperatureScaled(build_head(spec["inner"]), float(spec["temperature"]))
-    if kind == "linear":
-        return LinearHead(int(spec["in_features"]), int(spec["num_classes"]))
-    if kind == "mlp":
-        return MLPHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]), float(spec["dropout"]))
-    if kind == "conse":
-        from ..fewshot.zeroshot import ConSEHead
+class ConSEHead(nn.Module):
+    """ConSE as a deployable head on the image backbone's features: ImageNet head -> softmax ->
+    top-k -> convex mix of the ImageNet names' text embeddings -> cosine to the class embeddings."""
 
-        return ConSEHead(nn.Linear(int(spec["in_features"]), int(spec["source_classes"])),
-                         torch.zeros(int(spec["source_classes"]), int(spec["text_dim"])),
-                         torch.zeros(int(spec["num_classes"]), int(spec["text_dim"])), int(spec["top_k"]),
-                         float(spec["scale"]))
-    if kind == "cosine":
-        return CosineHead(torch.zeros(int(spec["num_classes"]), int(spec["in_features"])))
-    if kind == "bottleneck":
-        return BottleneckHead(int(spec["in_features"]), int(spec["num_classes"]), int(spec["hidden"]),
-                              float(spec["dropout"]))
-    raise ValueError(f"unknown head type {kind!r}")
+    def __init__(self, source: nn.Linear, source_text: torch.Tensor, class_text: torch.Tensor,
+                 top_k: int = 10, scale: float = 20.0) -> None:
+        super().__init__()
+        self.source = nn.Linear(source.in_features, source.out_features)
+        self.source.load_state_dict(source.state_dict())
+        self.register_buffer("source_text", F.normalize(source_text.float(), dim=1))
+        self.register_buffer("class_text", F.normalize(class_text.float(), dim=1))
+        self.top_k, self.scale = int(top_k), float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.source(x).float().softmax(1)
+        top, idx = p.topk(self.top_k, dim=1)
+        semantic = ((top / top.sum(1, keepdim=True)).unsqueeze(2) * self.source_text[idx]).sum(1)
+        return self.scale * F.normalize(semantic, dim=1) @ self.class_text.T
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "conse", "in_features": self.source.in_features, "source_classes": self.source.out_features,
+                "text_dim": self.class_text.shape[1], "num_classes": self.class_text.shape[0], "top_k": self.top_k,
+                "scale": self.scale}
+
+
+def build_head(spec: dict[str, Any]) -> nn.Module:
+    """An untrained head of the spec's shape (the artifact's weights are loaded into it afterwards)."""
+    kind = spec.get("type")
+    if kind not in HEADS:
+        raise ValueError(f"unknown head type {kind!r}")
+    return HEADS.get(kind)(spec)
+
+
+HEADS.register("linear", lambda s: LinearHead(int(s["in_features"]), int(s["num_classes"])))
+HEADS.register("mlp", lambda s: MLPHead(int(s["in_features"]), int(s["num_classes"]), int(s["hidden"]),
+                                        float(s["dropout"])))
+HEADS.register("bottleneck", lambda s: BottleneckHead(int(s["in_features"]), int(s["num_classes"]), int(s["hidden"]),
+                                                      float(s["dropout"])))
+HEADS.register("cosine", lambda s: CosineHead(torch.zeros(int(s["num_classes"]), int(s["in_features"]))))
+HEADS.register("conse", lambda s: ConSEHead(nn.Linear(int(s["in_features"]), int(s["source_classes"])),
+                                            torch.zeros(int(s["source_classes"]), int(s["text_dim"])),
+                                            torch.zeros(int(s["num_classes"]), int(s["text_dim"])), int(s["top_k"]),
+                                            float(s["scale"])))
+HEADS.register("temperature", lambda s: TemperatureScaled(build_head(s["inner"]), float(s["temperature"])))
