@@ -61,7 +61,7 @@ def test_save_killed_midway_leaves_the_old_artifact(text_model, bbc_small) -> No
     texts = bbc_small.items[:10]
     before = _old_probs(out, texts)
     script = textwrap.dedent(f"""
-        import time, headstart, headstart.export.artifact as art
+        import time, headstart, headstart.artifact as art
         model = headstart.load({str(out)!r})
         model.head.bias.data += 5.0            # a different model
         def stall(path, data):                 # weights written, metadata not yet
@@ -87,7 +87,7 @@ def test_interrupted_save_cleans_up_and_keeps_old(text_model, bbc_small, monkeyp
     model, out = text_model
     texts = bbc_small.items[:5]
     before = _old_probs(out, texts)
-    import headstart.export.artifact as art
+    import headstart.artifact as art
 
     def interrupt(path, data):
         raise KeyboardInterrupt

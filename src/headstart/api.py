@@ -250,7 +250,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
 def check_output(out: str | Path, data: Any, *, overwrite: bool) -> None:
     """Refuse an ``out`` that would destroy something: a folder that is not a model, an existing model
     without ``overwrite``, or a place inside (or equal to) the training data."""
-    from .export.artifact import META
+    from .artifact import META
 
     if isinstance(data, (str, Path)) and not str(data).startswith("builtin:"):
         src, dst = Path(data).resolve(), Path(out).resolve()
@@ -262,7 +262,7 @@ def check_output(out: str | Path, data: Any, *, overwrite: bool) -> None:
 
 def load(path: str | Path) -> TransferModel:
     """Load a saved model folder; its predictions equal those of the model that was saved."""
-    from .export.artifact import load_model
+    from .model import load_model
 
     return load_model(path)
 

