@@ -46,7 +46,7 @@ def run(which: str, n: int, batch: int, length: int) -> dict:
     backbone = create_backbone("minilm-l6", max_length=length)
     head = torch.nn.Linear(384, len(names))
     if which == "headstart":
-        from headstart.train.loop import FineTuneConfig, train
+        from headstart.train import FineTuneConfig, train
 
         cfg = FineTuneConfig(epochs=1, batch_size=batch, lr=5e-5, head_lr=5e-5, label_smoothing=0.0, head_dropout=0.0,
                              warmup=0.0, schedule="constant", clip_grad=1.0, weight_decay=0.0)

@@ -19,7 +19,8 @@ import headstart
 from conftest import write_csv
 from headstart.adapt import STRATEGIES, make_config
 from headstart.errors import CheckpointError, ConfigError
-from headstart.train.loop import FineTuneConfig, _schedule
+from headstart.train.config import FineTuneConfig
+from headstart.train.loop import _schedule
 
 # The final epoch's weights (not the best validation epoch's): with tiny random models, which epoch
 # validates best is noise, and these tests are about what training changed.

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..train.loop import FineTuneConfig, train
+from ..train.config import FineTuneConfig
+from ..train.loop import train
 from ..heads import LinearHead
 from .linear_probe import LinearProbeConfig, linear_probe
 

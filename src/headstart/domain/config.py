@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..train.loop import FineTuneConfig
+from ..train.config import FineTuneConfig
 from .losses import ALIGNERS
 from .validators import VALIDATORS
 

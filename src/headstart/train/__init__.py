@@ -1,5 +1,6 @@
 """The one training loop shared by every fine-tuning strategy."""
 
-from .loop import FineTuneConfig, TrainResult, train
+from .config import FineTuneConfig
+from .loop import TrainResult, train
 
 __all__ = ["FineTuneConfig", "TrainResult", "train"]
