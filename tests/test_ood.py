@@ -147,3 +147,15 @@ def test_bad_fit_arguments() -> None:
         OODScorer("knn").score(x)
     with pytest.raises(ConfigError, match="type"):
         OODScorer.from_spec({"method": "knn"})
+
+
+def test_mahalanobis_matches_sklearn_ledoit_wolf_precision() -> None:
+    from sklearn.covariance import LedoitWolf
+
+    x, y, _ = clusters(30, 4)  # 90 rows in 16 dimensions
+    scorer = OODScorer("mahalanobis", normalise=False).fit(x, y, x)
+    means = np.stack([x[y == c].mean(0) for c in range(K)]).astype(np.float64)
+    precision = LedoitWolf(assume_centered=True).fit(x - means[y]).precision_
+    q = far_points(5, 5).astype(np.float64)
+    expected = np.min([np.einsum("nd,de,ne->n", q - m, precision, q - m) for m in means], axis=0)
+    assert scorer.score(q) == pytest.approx(expected, rel=1e-3)

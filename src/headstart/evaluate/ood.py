@@ -96,6 +96,7 @@ class OODScorer(torch.nn.Module):
         self.temperature = float(temperature)
         self.input_dim: int | None = None
         self.quantile: float | None = None
+        self.shrinkage: float | None = None  # mahalanobis: the Ledoit-Wolf weight, for reports
         self.register_buffer("threshold", torch.tensor(float("inf")))
         # Shapes are fixed by fit or from_spec; empty until then.
         self.register_buffer("projection", torch.zeros(0, 0))  # mahalanobis: [input_dim, d], whitening included
@@ -140,30 +141,27 @@ class OODScorer(torch.nn.Module):
         return self
 
     def _fit_mahalanobis(self, x: np.ndarray, y: np.ndarray) -> None:
-        from sklearn.covariance import LedoitWolf
+        from sklearn.covariance import ledoit_wolf_shrinkage
 
         x = np.asarray(l2_normalise(x) if self.normalise else x, dtype=np.float64)
+        if self.dims is not None and self.dims > x.shape[1]:
+            raise ConfigError(f"`dims`={self.dims} is more than the {x.shape[1]} feature dimensions.",
+                              fix=f"pass dims <= {x.shape[1]} or dims=None.")
         classes = np.unique(y)
         means = np.stack([x[y == c].mean(0) for c in classes])
         centred = x - means[np.searchsorted(classes, y)]
-        if self.dims is not None:
-            if self.dims > x.shape[1]:
-                raise ConfigError(f"`dims`={self.dims} is more than the {x.shape[1]} feature dimensions.",
-                                  fix=f"pass dims <= {x.shape[1]} or dims=None.")
-            # Principal axes of the within-class scatter: the directions the shared covariance describes.
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
-            basis = vt[: self.dims].T
-            if basis.shape[1] < self.dims:  # fewer rows than dims: pad with an orthonormal complement
-                q, _ = np.linalg.qr(np.concatenate([basis, np.eye(x.shape[1])], 1))
-                basis = q[:, : self.dims]
-        else:
-            basis = np.eye(x.shape[1])
-        cov = LedoitWolf(assume_centered=True).fit(centred @ basis).covariance_
-        # precision = W W^T with W the inverse symmetric square root, so ||(x - mu) B W||^2 is the
-        # Mahalanobis distance and one [D, d] matrix does both the projection and the whitening.
-        evals, evecs = np.linalg.eigh(cov)
-        whiten = evecs / np.sqrt(np.maximum(evals, 1e-12 * evals.max()))
-        projection = basis @ whiten
+        # One eigendecomposition does everything: the Ledoit-Wolf estimate (1 - s) S + s mean(eig) I
+        # has the eigenvectors of the within-class scatter S, which are also its principal axes, so
+        # PCA to `dims` keeps the leading ones and the shrunk precision is diagonal in that basis.
+        evals, evecs = np.linalg.eigh(centred.T @ centred / len(x))
+        order = np.argsort(evals)[::-1][: self.dims or len(evals)]
+        basis, lam = evecs[:, order], np.maximum(evals[order], 0.0)
+        shrink = float(ledoit_wolf_shrinkage(centred @ basis, assume_centered=True))
+        shrunk = (1.0 - shrink) * lam + shrink * lam.mean()
+        # precision = W W^T with W = basis / sqrt(shrunk): ||(x - mu) W||^2 is the Mahalanobis distance
+        # and one [D, d] matrix does both the projection and the whitening.
+        projection = basis / np.sqrt(np.maximum(shrunk, 1e-12 * max(float(shrunk.max()), 1e-30)))
+        self.shrinkage = shrink
         self.projection = torch.as_tensor(projection, dtype=torch.float32).contiguous()
         self.means = torch.as_tensor(means @ projection, dtype=torch.float32).contiguous()
 
