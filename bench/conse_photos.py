@@ -15,7 +15,7 @@ from skimage import data as skd
 from headstart.backbones import create_backbone
 from headstart.data import load_data
 from headstart.features import extract_features
-from headstart.fewshot.zeroshot import conse_head
+from headstart.methods.zero_shot import conse_head
 
 PHOTOS = {"cat": skd.chelsea, "coffee": skd.coffee, "rocket": skd.rocket, "astronaut": skd.astronaut,
           "horse": skd.horse, "camera": skd.camera, "motorcycle": getattr(skd, "motorcycle_left", None),

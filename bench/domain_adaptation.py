@@ -20,7 +20,7 @@ import numpy as np
 from headstart.api import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
-from headstart.domain.adapt import AdaptConfig, adapt_domain
+from headstart.methods.domain_adapt import AdaptConfig, adapt_domain
 from headstart.features import extract_features_many
 
 
@@ -51,7 +51,7 @@ def main() -> None:
            "summary": res.summary, "runs": res.runs, "best_by_target_labels": best_by_labels,
            "gap_before": res.gap_before, "gap_after": res.gap_after}
     # The label-free choice, as a user without target labels would get it.
-    from headstart.domain.adapt import choose
+    from headstart.methods.domain_adapt import choose
 
     label_free, why = choose({m: {k: v for k, v in s.items() if k != "target_accuracy"} for m, s in res.summary.items()},
                              config, labelled=False)

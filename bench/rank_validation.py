@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import weightedtau
 
-from headstart.adapt import make_config
+from headstart.methods import make_config
 from headstart.api import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
 from headstart.data import Dataset, load_data

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart._malloc import tune_malloc
-from headstart.adapt import make_config
+from headstart.methods import make_config
 from headstart.api import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
 from headstart.data import load_data, split

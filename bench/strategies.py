@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.adapt import make_config
+from headstart.methods import make_config
 from headstart.api import train_model
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split

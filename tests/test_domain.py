@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import headstart
 from headstart.cli.main import cli
-from headstart.domain.adapt import choose
-from headstart.domain.config import AdaptConfig
+from headstart.methods.domain_adapt import choose
+from headstart.methods.domain_adapt import AdaptConfig
 from headstart.domain.gap import mmd_test, proxy_a_distance
 from headstart.domain.losses import ALIGNERS, build_aligner, mk_mmd2, reverse_gradient
 from headstart.domain.validators import information_maximisation, reverse_validation, soft_neighbourhood_density

@@ -11,9 +11,9 @@ import torch
 
 import headstart
 from headstart.errors import ConfigError
-from headstart.fewshot.contrastive import sample_pairs
-from headstart.fewshot.prototypes import prototype_head
-from headstart.fewshot.zeroshot import clip_zero_shot, conse_head, label_embedding_head, nli_zero_shot, readable
+from headstart.methods.setfit import sample_pairs
+from headstart.methods.prototypes import prototype_head
+from headstart.methods.zero_shot import clip_zero_shot, conse_head, label_embedding_head, nli_zero_shot, readable
 
 
 def test_zero_shot_from_label_names_on_real_news(bbc_small, minilm) -> None:

@@ -17,7 +17,7 @@ import torch
 
 import headstart
 from conftest import write_csv
-from headstart.adapt import STRATEGIES, make_config
+from headstart.methods import STRATEGIES, make_config
 from headstart.errors import CheckpointError, ConfigError
 from headstart.train.config import FineTuneConfig
 from headstart.train.loop import _schedule
@@ -207,7 +207,7 @@ def test_auto_explains_its_choice(news, tiny_bert_dir, tmp_path) -> None:
 
 
 def test_budget_parsing() -> None:
-    from headstart.adapt.auto import parse_budget
+    from headstart.methods.auto import parse_budget
 
     assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
     with pytest.raises(ConfigError, match="--budget must look like"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headstart.adapt import STRATEGIES, make_config
+from headstart.methods import STRATEGIES, make_config
 from headstart.errors import ConfigError
 from headstart.options import describe, option_fields, parse_pairs
 

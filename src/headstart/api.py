@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .adapt import STRATEGIES, StrategyInputs, make_config
+from .methods import STRATEGIES, StrategyInputs, make_config
 from .heads import TemperatureScaled
 from .backbones import create_backbone
 from .data import Dataset, Splits, load_data, split, validate
@@ -66,7 +66,7 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
                           fix="add --adapt METHOD (auto, dann, cdan, coral, mmd, mcc), or drop --target.")
     target_labels = None
     if target is not None:
-        from .domain.adapt import check_domains
+        from .methods.domain_adapt import check_domains
 
         check_domains(parts.train, target)
         if target.labels is not None:

@@ -51,7 +51,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return from_arrays(X if isinstance(X, np.ndarray) else list(X), y, modality=self.modality)
 
     def fit(self, X: Any, y: Any) -> TransferClassifier:
-        from .adapt import make_config
+        from .methods import make_config
         from .api import DEFAULT_BACKBONES, train_model
         from .backbones import create_backbone
         from .data import split

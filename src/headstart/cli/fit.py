@@ -54,7 +54,7 @@ def default_out_dir(data: str, strategy: str) -> str:
 
 def parse_options(strategy: str, pairs: tuple[str, ...]) -> dict[str, object]:
     """KEY=VALUE strings -> typed values, by the annotations of the strategy's config."""
-    from ..adapt import STRATEGIES
+    from ..methods import STRATEGIES
     from ..options import parse_pairs
 
     return parse_pairs(STRATEGIES.get(strategy).config_class, pairs, strategy=strategy)
@@ -125,7 +125,7 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
     if target is not None:
         options["method"] = adapt or str(options.get("method", "auto"))
     if budget is not None:
-        from ..adapt.auto import parse_budget
+        from ..methods.auto import parse_budget
 
         options["budget_s"] = parse_budget(budget)
     for key, value in (("head", head), ("epochs", epochs), ("lr", lr)):

@@ -1,8 +1,7 @@
-"""Domain adaptation: measure the gap between source and target, align them, guard against
-negative transfer.
+"""Domain shift, measured and aligned: pure functions and losses (the strategy is
+:mod:`headstart.methods.domain_adapt`).
 
 - :mod:`.gap`: MMD permutation test, proxy A-distance, per-class shift, t-SNE plot.
 - :mod:`.losses`: DANN, CDAN+E, CORAL, MK-MMD and MCC as ``nn.Module`` aligners (registry ``ALIGNERS``).
 - :mod:`.validators`: label-free validators (registry ``VALIDATORS``).
-- :mod:`.adapt`: ``adapt_domain`` on the shared training loop, with the negative-transfer guard.
 """

@@ -70,7 +70,7 @@ def reverse_validation(proba: np.ndarray, z_t: np.ndarray | None = None, z_s: np
                        y_s: np.ndarray | None = None, **_: Any) -> float:
     if z_t is None or z_s is None or y_s is None:
         raise ValueError("reverse_validation needs target and source embeddings and the source labels")
-    from ..adapt.linear_probe import fit_logistic
+    from ..train.logistic import fit_logistic
 
     pseudo = proba.argmax(1)
     if len(np.unique(pseudo)) < 2:  # one class for everything: the reverse model is a constant

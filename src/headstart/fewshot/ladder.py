@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapt import make_config
+from ..methods import make_config
 from ..backbones import create_backbone
 from ..data import load_data, split
 from ..data.builtin import take_per_class

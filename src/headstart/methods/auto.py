@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .finetune import LoRAConfig, LPFTConfig, lora_targets, run_lora, run_lp_ft
-from .linear_probe import LinearProbeConfig, linear_probe
+from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+from .base import register_strategy
+from .finetune import LPFTConfig, run_lp_ft
+from .lora import LoRAConfig, lora_targets, run_lora
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,7 @@ def run_auto(backbone: Any, inputs: Any, config: AutoConfig) -> tuple[nn.Module,
     else:
         head, info, trained = run_lp_ft(backbone, inputs, LPFTConfig(epochs=config.epochs))
     return head, {**info, "chosen_strategy": choice, "reasons": reasons, "estimated_finetune_s": estimate}, trained
+
+
+register_strategy("auto", AutoConfig, run_auto, "choose among the above from data size, backbone and time budget; says why",
+                  needs_features=True)

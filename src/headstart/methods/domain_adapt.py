@@ -1,4 +1,4 @@
-"""Unsupervised domain adaptation on the shared training loop, with a negative-transfer guard.
+"""``domain-adapt``: unsupervised domain adaptation on the shared training loop, with a negative-transfer guard.
 
 ``adapt_domain`` trains ``source-only`` (always: it is the reference) and each requested alignment
 method, over one or more seeds; reads the label-free validators on the target domain; picks a
@@ -16,26 +16,67 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..heads import BottleneckHead
 from ..adapt.linear_probe import standardiser
 from ..backbones.cached import CachedFeatures, feature_dataset
 from ..data.dataset import Dataset
 from ..data.splits import Splits
+from ..domain.gap import mmd_test, proxy_a_distance
+from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
+from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
 from ..errors import ConfigError, DataError
+from ..heads import BottleneckHead
+from ..train.config import FineTuneConfig
 from ..train.loop import Classifier, train
-from .gap import mmd_test, proxy_a_distance
-from .config import SOURCE_ONLY, AdaptConfig
-from .losses import TRADE_OFF, build_aligner
-from .validators import CHOOSING, VALIDATORS, validator_readings
+from .base import StrategyInputs, register_strategy
 
-AUTO_CANDIDATES = ("dann", "cdan", "coral", "mmd", "mcc")
+SOURCE_ONLY = "source-only"
+
+
+@dataclass(frozen=True)
+class AdaptConfig(FineTuneConfig):
+    method: str = "auto"  # source-only | dann | cdan | coral | mmd | mcc | auto
+    mode: str = "features"  # features (frozen backbone) | finetune
+    bottleneck: int = 256
+    bottleneck_dropout: float = 0.5
+    trade_off: float = 0.0  # weight of the alignment loss; 0 = the method's default
+    validator: str = "rv"  # the label-free score that picks the epoch
+    guard: bool = True  # keep source-only when adaptation does not look better
+    seeds: int = 1  # runs per method (mean +- std in the card; adversarial methods are unstable)
+    epochs: int = 10
+    lr: float = 1e-4  # backbone rate (finetune mode)
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    head_dropout: float = 0.0
+    augment: str = "none"
+    patience: int = 100  # every epoch is scored by the validator; no early stop by default
+    type: str = field(default="domain-adapt", init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        methods = (SOURCE_ONLY, "auto", *ALIGNERS.names())
+        if self.method not in methods:
+            raise ConfigError(f"Unknown adaptation method {self.method!r}.", fix=f"use one of: {', '.join(methods)}.")
+        if self.mode not in ("features", "finetune"):
+            raise ConfigError(f"`mode` must be 'features' or 'finetune', got {self.mode!r}.")
+        if self.validator not in VALIDATORS:
+            raise ConfigError(f"Unknown validator {self.validator!r}.", fix=f"use one of: {', '.join(VALIDATORS.names())}.")
+        if self.seeds < 1:
+            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}.")
+        if self.trade_off < 0:
+            raise ConfigError(f"`trade_off` must be >= 0, got {self.trade_off}.")
+
+
+def auto_candidates() -> tuple[str, ...]:
+    """What ``method="auto"`` tries besides source-only: every registered aligner."""
+    return tuple(ALIGNERS.names())
 
 
 @dataclass
@@ -74,7 +115,7 @@ def check_domains(source: Dataset, target: Dataset) -> None:
 
 def _method_list(config: AdaptConfig) -> list[str]:
     if config.method == "auto":
-        return [SOURCE_ONLY, *AUTO_CANDIDATES]
+        return [SOURCE_ONLY, *auto_candidates()]
     return [SOURCE_ONLY] if config.method == SOURCE_ONLY else [SOURCE_ONLY, config.method]
 
 
@@ -240,3 +281,18 @@ def _gaps(head: nn.Module, backbone: Any, features: dict[str, np.ndarray] | None
         return {"mmd2": mmd_test(a, b, permutations=0)["mmd2"], "pad": proxy_a_distance(a, b)["pad"]}
 
     return gap(xs, xt), gap(zs, zt)
+
+
+def run_domain_adapt(backbone: Any, inputs: StrategyInputs, config: AdaptConfig) -> tuple[nn.Module, dict[str, Any], bool]:
+    feats = {"train": inputs.features["train"], "val": inputs.features["val"], "target": inputs.features["target"]}
+    result = adapt_domain(backbone, inputs.splits, inputs.target, inputs.label_names,
+                          inputs.labels, config, seeds=tuple(inputs.seed + i for i in range(config.seeds)),
+                          target_labels=inputs.target_labels, features=feats, device=inputs.device,
+                          progress=inputs.progress, log=inputs.log)
+    info = {**result.to_dict(), "chosen_strategy": result.chosen}
+    return result.head, info, result.backbone_trained
+
+
+register_strategy("domain-adapt", AdaptConfig, run_domain_adapt,
+                  "align source and unlabelled target data (DANN, CDAN, CORAL, MMD, MCC), guard against negative transfer",
+                  needs_features=True, needs_target=True)

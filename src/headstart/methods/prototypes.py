@@ -4,11 +4,16 @@ which is chosen by validation log-loss so that the probabilities mean something.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..heads import CosineHead
+from .base import StrategyInputs, register_strategy
 
 
 def prototype_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, x_val: np.ndarray | None = None,
@@ -30,3 +35,21 @@ def prototype_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, x_val: np.
             losses = [float(F.cross_entropy(s * cos, target)) for s in scales]
             head.scale.fill_(scales[int(np.argmin(losses))])
     return head
+
+
+@dataclass(frozen=True)
+class PrototypeConfig:
+    type: str = field(default="prototypes", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+def run_prototypes(backbone: Any, inputs: StrategyInputs, config: PrototypeConfig) -> tuple[nn.Module, dict[str, Any], bool]:
+    head = prototype_head(inputs.features["train"], inputs.labels["train"], inputs.num_classes,
+                          x_val=inputs.features["val"], y_val=inputs.labels["val"])
+    return head, {"scale": float(head.scale)}, False
+
+
+register_strategy("prototypes", PrototypeConfig, run_prototypes, "nearest class mean of the frozen features (few-shot)",
+                  needs_features=True)

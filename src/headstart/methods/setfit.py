@@ -22,10 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..adapt.linear_probe import LinearProbeConfig, linear_probe
 from ..data.dataset import Dataset
 from ..errors import ConfigError
+from ..features import extract_features_many
 from ..progress import progress_bar
+from .base import StrategyInputs, register_strategy
 
 
 @dataclass(frozen=True)
@@ -117,3 +121,19 @@ def contrastive_finetune(backbone: Any, data: Dataset, y: np.ndarray, config: Co
             log(f"contrastive epoch {e + 1}: {len(pairs)} pairs, loss {history[-1]['pair_loss']:.4f}")
     backbone.eval()
     return {"history": history, "pairs_per_epoch": len(epochs[0]) if epochs else 0}
+
+
+def run_setfit(backbone: Any, inputs: StrategyInputs, config: ContrastiveConfig) -> tuple[nn.Module, dict[str, Any], bool]:
+    if not backbone.trainable:
+        raise ConfigError(f"The backbone '{backbone.card.name}' cannot be fine-tuned.", fix="use --strategy prototypes.")
+    info = contrastive_finetune(backbone, inputs.splits.train, inputs.labels["train"], config, seed=inputs.seed,
+                                device=inputs.device, progress=inputs.progress, log=inputs.log)
+    train, val = extract_features_many(backbone, [inputs.splits.train, inputs.splits.val], use_cache=False,
+                                       device=inputs.device, progress=inputs.progress)
+    head, probe = linear_probe(train, inputs.labels["train"], val, inputs.labels["val"], inputs.num_classes,
+                               LinearProbeConfig(head=config.head), device=inputs.device, seed=inputs.seed)
+    return head, {**info, "C": probe.get("C")}, True
+
+
+register_strategy("setfit", ContrastiveConfig, run_setfit,
+                  "SetFit-style contrastive pairs (linear sampling), then a logistic head")

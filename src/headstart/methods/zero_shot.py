@@ -1,4 +1,4 @@
-"""Zero-shot classification: no labelled examples, only the class names (or short descriptions).
+"""``zero-shot``: no labelled examples, only the class names (or short descriptions).
 
 - :func:`label_embedding_head` (text, offline): embed each class name through templates with the
   text encoder; a document's class is its most similar label embedding. Returns a
@@ -16,15 +16,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..heads import ConSEHead, CosineHead
 from ..errors import ConfigError, MissingDependencyError
+from ..heads import ConSEHead, CosineHead
+from .base import StrategyInputs, register_strategy
 
 TEXT_TEMPLATES = ("{}", "This text is about {}.", "A document on the topic of {}.")
 IMAGE_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
@@ -166,3 +169,36 @@ def clip_zero_shot(model_id: str | Path, images: Sequence[Any], label_names: Seq
             v = F.normalize(_projected(model.get_image_features(pixel_values=preprocess_images(pil, spec).to(dev))), dim=1)
             out.append((model.logit_scale.exp() * v @ t.T).softmax(1).cpu().numpy())
     return np.concatenate(out)
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Text: cosine to the class names' prompt embeddings. Images: ConSE through ``text_encoder``."""
+
+    templates: tuple[str, ...] = ()  # () = the defaults for the modality
+    top_k: int = 10  # ConSE: ImageNet classes mixed per image
+    scale: float = 20.0
+    text_encoder: str = "minilm-l6"  # images: embeds the ImageNet and user class names
+    type: str = field(default="zero-shot", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_zero_shot(backbone: Any, inputs: StrategyInputs, config: ZeroShotConfig) -> tuple[nn.Module, dict[str, Any], bool]:
+    names = inputs.label_names
+    if backbone.card.modality == "text":
+        head = label_embedding_head(backbone, names, templates=config.templates or TEXT_TEMPLATES, scale=config.scale)
+        how = f"cosine between each text and the prompt embeddings of the {len(names)} class names"
+    else:
+        from ..backbones import create_backbone
+
+        head = conse_head(backbone, names, create_backbone(config.text_encoder), top_k=config.top_k,
+                          templates=config.templates or IMAGE_TEMPLATES, scale=config.scale)
+        how = f"ConSE: ImageNet top-{config.top_k} probabilities mixed over {config.text_encoder} name embeddings"
+    inputs.log(f"Zero-shot: {how}; no labelled example used")
+    return head, {"labelled_examples_used": 0, "reasons": [how]}, False
+
+
+register_strategy("zero-shot", ZeroShotConfig, run_zero_shot,
+                  "no labels: class names against texts (embeddings) or images (ConSE)")

@@ -115,7 +115,7 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
     """
     import math
 
-    from ..adapt import make_config
+    from ..methods import make_config
     from ..api import train_model
     from ..data import split
     from ..evaluate.metrics import classification_metrics

@@ -1,0 +1,63 @@
+"""The strategy contract: what a strategy receives, what it returns, and the registry it joins.
+
+A strategy is a frozen config dataclass plus a function
+``run(backbone, inputs: StrategyInputs, config) -> (head, info, backbone_trained)``, registered by
+name with :func:`register_strategy` at the bottom of its own module. Fine-tuning strategies train
+the backbone too; the linear probe leaves it frozen and works on cached features only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+__all__ = ["STRATEGIES", "Strategy", "StrategyInputs", "register_strategy"]
+
+
+@dataclass
+class StrategyInputs:
+    """What every strategy receives: the splits, integer labels, and cached frozen-backbone
+    features when the strategy asks for them (``Strategy.needs_features``)."""
+
+    splits: Any
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    num_classes: int
+    device: torch.device
+    seed: int
+    checkpoint_dir: Any = None
+    resume: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda m: None)
+    label_names: list[str] = field(default_factory=list)
+    target: Any = None  # unlabelled target-domain Dataset (domain adaptation)
+    target_labels: np.ndarray | None = None  # evaluation-only target labels, when the user has some
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    config_class: type
+    run: Callable[[Any, StrategyInputs, Any], tuple[nn.Module, dict[str, Any], bool]]
+    description: str
+    needs_features: bool = False
+    needs_target: bool = False  # domain adaptation: also needs unlabelled target data
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
+
+
+def register_strategy(name: str, config_class: type, run: Callable[..., tuple[nn.Module, dict[str, Any], bool]],
+                      description: str, *, needs_features: bool = False, needs_target: bool = False) -> Strategy:
+    """Add a strategy under ``name`` (a duplicate name is an error) and return its entry."""
+    entry = Strategy(name, config_class, run, description, needs_features=needs_features, needs_target=needs_target)
+    STRATEGIES.register(name, entry)
+    return entry
