@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.api import encode_labels
+from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
 from headstart.methods.domain_adapt import AdaptConfig, adapt_domain

@@ -20,7 +20,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from headstart.adapt.linear_probe import linear_probe, standardiser
-from headstart.api import encode_labels
+from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
 from headstart.evaluate.baselines import baseline_proba

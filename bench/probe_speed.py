@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from headstart.adapt.linear_probe import DEFAULT_CS, LinearProbeConfig, linear_probe, standardiser
-from headstart.api import encode_labels
+from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
 from headstart.evaluate.baselines import _is_grey, raw_pixels

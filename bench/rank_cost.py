@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.rank import score
-from headstart.rank.api import DEFAULT_SCORES
+from headstart.workflows.rank import DEFAULT_SCORES
 
 OUT = Path(__file__).parent / "results"
 

@@ -46,13 +46,13 @@ import numpy as np
 from scipy.stats import weightedtau
 
 from headstart.methods import make_config
-from headstart.api import train_model
+from headstart.workflows.pipeline import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
 from headstart.data import Dataset, load_data
 from headstart.data.splits import Splits
 from headstart.features import extract_features
 from headstart.rank import score
-from headstart.rank.api import DEFAULT_SCORES, rank_backbones
+from headstart.workflows.rank import DEFAULT_SCORES, rank_backbones
 
 RANKED = (*DEFAULT_SCORES, "hscore")  # what the timed ranking computes
 SCORES = ("logme", "hscore", "hscore-shrink", "nce", "leep", "knn", "probe-cv")

@@ -26,7 +26,7 @@ import numpy as np
 
 from headstart._malloc import tune_malloc
 from headstart.methods import make_config
-from headstart.api import train_model
+from headstart.workflows.pipeline import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
 from headstart.data import load_data, split
 from headstart.data.builtin import take_per_class

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.methods import make_config
-from headstart.api import train_model
+from headstart.workflows.pipeline import train_model
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
 from headstart.data.builtin import take_per_class

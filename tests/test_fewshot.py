@@ -163,7 +163,7 @@ def test_siamese_recipe_on_an_image_backbone(image_folder, tiny_vit_dir) -> None
 def test_ladder_finetune_rungs_and_cheapest_recommendation(bbc_small, tiny_bert_dir) -> None:
     """``--finetune`` adds the SetFit-style and LP-FT rungs (on a tiny random BERT, for the code
     path); with a margin that admits every rung the recommendation is the cheapest one."""
-    from headstart.fewshot.ladder import run_ladder
+    from headstart.workflows.ladder import run_ladder
 
     news = bbc_small.subset(range(0, 150, 2))
     result = run_ladder(news, budgets=(4,), seeds=1, backbone=f"hf:{tiny_bert_dir}", finetune=True, margin=1.0,
@@ -178,7 +178,7 @@ def test_ladder_finetune_rungs_and_cheapest_recommendation(bbc_small, tiny_bert_
 
 
 def test_ladder_recommendation_accounts_for_the_spread_over_seeds() -> None:
-    from headstart.fewshot.ladder import summarise
+    from headstart.workflows.ladder import summarise
 
     def rows(budget, strategy, accs):
         return [{"budget": budget, "strategy": strategy, "seed": i, "accuracy": a, "seconds": 1.0}

@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from headstart.adapt.linear_probe import LinearProbeConfig, edge_warning, linear_probe, standardiser
-from headstart.api import encode_labels
+from headstart.workflows.pipeline import encode_labels
 from headstart.data import split
 from headstart.evaluate.baselines import baseline_proba
 from headstart.features import extract_features

@@ -140,7 +140,7 @@ def test_degenerate_inputs_are_clear() -> None:
 
 def test_rank_backbones_on_real_digits(mnist_small) -> None:
     """ImageNet features must out-rank raw pixels on real digits by LogME; LEEP needs the head."""
-    from headstart.rank.api import rank_backbones
+    from headstart.workflows.rank import rank_backbones
 
     data = mnist_small.subset(range(0, 600, 4))  # 150 digits
     result = rank_backbones(data, ["raw-pixels", "efficientnet-lite0"], ("logme", "knn", "leep"), progress=False)
@@ -181,7 +181,7 @@ def test_fit_backbone_auto_records_the_ranking(mnist_small, tmp_path) -> None:
 
 def test_confirm_ranking_by_successive_halving(bbc_small, tiny_bert_dir) -> None:
     """Real ONNX MiniLM (probe) against a tiny random BERT (fine-tuned): the halving logic, fast."""
-    from headstart.rank.api import confirm_ranking
+    from headstart.workflows.rank import confirm_ranking
 
     data = bbc_small.subset(range(0, 150, 2))
     tiny = f"hf:{tiny_bert_dir}"
@@ -207,7 +207,7 @@ def test_knn_estimates_on_a_subset_above_its_cap() -> None:
 
 
 def test_ranking_scores_a_stratified_subset_of_large_data(mnist_small) -> None:
-    from headstart.rank.api import rank_backbones
+    from headstart.workflows.rank import rank_backbones
 
     result = rank_backbones(mnist_small, ["raw-pixels"], ("logme", "knn"), max_examples=200, progress=False)
     assert (result["n"], result["n_total"]) == (200, 600)  # 20 of each of the 10 digits
@@ -220,7 +220,7 @@ def test_ranking_scores_a_stratified_subset_of_large_data(mnist_small) -> None:
 def test_rank_table_keeps_names_whole_and_prints_no_nan(monkeypatch, capsys) -> None:
     """In an 80-column terminal the three EfficientNets stay distinguishable; a score that ties every
     backbone has no Kendall tau (nan) to print; a tie in --confirm is called a tie."""
-    import headstart.rank.api as rank_api
+    import headstart.workflows.rank as rank_api
     from headstart.cli import _common
     from headstart.cli.main import main
 
@@ -254,7 +254,7 @@ def test_rank_table_keeps_names_whole_and_prints_no_nan(monkeypatch, capsys) -> 
 
 
 def test_agreement_skips_a_score_that_ties_every_backbone() -> None:
-    from headstart.rank.api import score_agreement
+    from headstart.workflows.rank import score_agreement
 
     rows = [{"scores": {"logme": float(i), "knn": 0.5, "leep": float(-i)}} for i in range(4)]
     assert score_agreement(rows, ["logme", "knn", "leep"]) == {"logme ~ leep": -1.0}

@@ -51,10 +51,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return from_arrays(X if isinstance(X, np.ndarray) else list(X), y, modality=self.modality)
 
     def fit(self, X: Any, y: Any) -> TransferClassifier:
-        from .methods import make_config
-        from .api import DEFAULT_BACKBONES, train_model
         from .backbones import create_backbone
         from .data import split
+        from .methods import make_config
+        from .workflows.pipeline import backbone_name, train_model
 
         y = np.asarray(y)
         self.classes_ = np.unique(y)
@@ -63,7 +63,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         data = self._dataset(X, [str(index[v]) for v in y.tolist()])
         parts = split(data, val=self.val, test=0.0, seed=self.seed)
         label_names = [str(i) for i in range(len(self.classes_))]
-        bb = create_backbone(self.backbone or DEFAULT_BACKBONES[data.modality], image_size=self.image_size,
+        bb = create_backbone(backbone_name(self.backbone, data.modality), image_size=self.image_size,
                              max_length=self.max_length)
         config = make_config(self.strategy, **({"head": self.head} if self.strategy == "linear-probe" else {}))
         self.model_, _, _, self.fit_info_ = train_model(

@@ -28,7 +28,7 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
             encoding: str | None) -> None:
     """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift."""
     from ..data import load_data
-    from ..domain.api import gap
+    from ..workflows.gap import gap
 
     # Labels are optional on both sides (they add the per-class shift); the flags apply to both tables.
     source_data, target_data = (load_data(d, text_column=text_column, label_column=label_column, encoding=encoding,

@@ -27,7 +27,7 @@ def command(data: str, budgets: str, seeds: int, backbone: str | None, finetune:
     """Zero-shot, few-shot, linear probe (and fine-tuning) on one fixed test set, per label budget."""
     from ..data import load_data
     from ..errors import ConfigError
-    from ..fewshot.ladder import parse_budgets, run_ladder
+    from ..workflows.ladder import parse_budgets, run_ladder
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}.")

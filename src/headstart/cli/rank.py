@@ -37,7 +37,7 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
 
     from .._io import write_json_atomic
     from ..data import load_data
-    from ..rank.api import rank_backbones
+    from ..workflows.rank import rank_backbones
 
     dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
     result = rank_backbones(dataset, backbones.split(",") if backbones else None, tuple(scores.split(",")),
@@ -61,7 +61,7 @@ def command(data: str, backbones: str | None, scores: str, confirm: int, max_exa
         out.print("Rank agreement (Kendall tau): " + ", ".join(f"{k} {v:+.2f}" for k, v in result["agreement"].items()))
     out.print(f"[bold]{result['recommendation']}[/bold]")
     if confirm:
-        from ..rank.api import confirm_ranking
+        from ..workflows.rank import confirm_ranking
 
         check = confirm_ranking(dataset, result["order"], confirm, cache_dir=cache_dir, device=device, log=log)
         result["confirmation"] = check

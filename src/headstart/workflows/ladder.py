@@ -1,6 +1,6 @@
 """The label-budget ladder: what each number of labels per class buys, on one fixed test set.
 
-Every rung is a registered strategy run through :func:`headstart.api.train_model`, so the ladder
+Every rung is a registered strategy run through :func:`headstart.workflows.pipeline.train_model`, so the ladder
 measures exactly what ``headstart fit --strategy X`` would give. Budget 0 is zero-shot (class names
 only); budget k draws k examples per class (seeded) from the training pool for each seed; ``all``
 uses the whole pool. The test split is fixed (seed 0) and never drawn from.
@@ -22,6 +22,7 @@ from ..data.builtin import take_per_class
 from ..data.splits import Splits
 from ..errors import ConfigError
 from ..evaluate.metrics import classification_metrics
+from .pipeline import backbone_name, train_model
 
 CHEAP_RUNGS = ("prototypes", "linear-probe")
 FINETUNE_RUNGS = {"text": ("setfit", "lp-ft"), "image": ("lp-ft",)}
@@ -46,12 +47,10 @@ def run_ladder(data: Any, *, budgets: Sequence[int | str] = (0, 8, 32, "all"), s
                backbone: str | None = None, finetune: bool = False, margin: float = 0.02, test: float = 0.2,
                out: str | Path | None = None, options: dict[str, dict[str, Any]] | None = None,
                progress: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    from ..api import DEFAULT_BACKBONES, train_model
-
     dataset = load_data(data)
     names = dataset.label_names
     fixed = split(dataset, val=0.15, test=test, seed=0)
-    bb_name = backbone or DEFAULT_BACKBONES[dataset.modality]
+    bb_name = backbone_name(backbone, dataset.modality)
     rungs_k = list(CHEAP_RUNGS) + (list(FINETUNE_RUNGS[dataset.modality]) if finetune else [])
     rows: list[dict[str, Any]] = []
     for budget in budgets:

@@ -9,9 +9,10 @@ from typing import Any
 
 from ..backbones import create_backbone
 from ..data import load_data
-from ..errors import BackboneError, DataError
+from ..errors import DataError
 from ..features import extract_features_many
-from .gap import measure_gap, plot_projection
+from ..domain.gap import measure_gap, plot_projection
+from .pipeline import backbone_name, check_backbone_modality
 
 
 def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Path | None = None,
@@ -22,8 +23,6 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
     Labels are optional on both sides; with labels on both, the per-class shift is reported too.
     With ``out``: ``gap.json``, ``gap.md`` and ``gap.png`` (t-SNE, source vs target, by class).
     """
-    from ..api import DEFAULT_BACKBONES
-
     src = load_data(source, labelled=None)
     tgt = load_data(target, labelled=None)
     for name, d in (("source", src), ("target", tgt)):
@@ -33,11 +32,9 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
     if src.modality != tgt.modality:
         raise DataError(f"The source {src.source} holds {src.modality}s but the target {tgt.source} holds "
                         f"{tgt.modality}s.", fix="compare two image sets or two text sets.")
-    name = backbone or DEFAULT_BACKBONES[src.modality]
+    name = backbone_name(backbone, src.modality)
     bb = create_backbone(name)
-    if bb.card.modality != src.modality:
-        raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but the data holds {src.modality}s.",
-                            fix=f"use a {src.modality} backbone, e.g. {DEFAULT_BACKBONES[src.modality]}.")
+    check_backbone_modality(bb, name, src.modality)
     log(f"Features of {len(src)} source and {len(tgt)} target {src.modality}s with {bb.card.name}")
     xs, xt = extract_features_many(bb, [src, tgt], cache_dir=cache_dir, device=device, progress=progress)
     log(f"MMD permutation test ({permutations} permutations) and proxy A-distance")

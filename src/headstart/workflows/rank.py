@@ -13,7 +13,7 @@ from ..backbones import create_backbone, list_backbones
 from ..data import load_data, validate
 from ..errors import BackboneError, ConfigError
 from ..features import extract_features, source_probabilities
-from . import RANKERS, score
+from ..rank import RANKERS, score
 
 DEFAULT_SCORES = ("logme", "hscore-shrink", "knn", "leep", "nce")
 
@@ -115,10 +115,10 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
     """
     import math
 
-    from ..methods import make_config
-    from ..api import train_model
     from ..data import split
     from ..evaluate.metrics import classification_metrics
+    from ..methods import make_config
+    from .pipeline import train_model
 
     dataset = load_data(data)
     parts = split(dataset, val=0.2, test=0.25, seed=seed)

@@ -1,0 +1,103 @@
+"""One strategy on one split: ``train_model``, shared by ``fit``, ``rank --confirm``, the ladder and
+:class:`~headstart.sklearn.TransferClassifier`; with the default backbone per modality and label encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backbones import Backbone
+from ..data import Dataset, Splits
+from ..errors import BackboneError, ConfigError, DataError
+from ..evaluate.calibration import fit_temperature
+from ..features import extract_features_many, pick_device
+from ..heads import TemperatureScaled
+from ..methods import STRATEGIES, StrategyInputs
+from ..methods.domain_adapt import check_domains
+from ..model import TransferModel
+
+DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
+
+
+def backbone_name(backbone: str | None, modality: str) -> str:
+    """``backbone``, or the default backbone for data of ``modality``."""
+    return backbone or DEFAULT_BACKBONES[modality]
+
+
+def check_backbone_modality(bb: Backbone, name: str, modality: str) -> None:
+    """A backbone for images cannot read texts, and the other way round."""
+    if bb.card.modality != modality:
+        raise BackboneError(f"The backbone '{name}' takes {bb.card.modality}s but the data holds {modality}s.",
+                            fix=f"use a {modality} backbone, e.g. {DEFAULT_BACKBONES[modality]}.")
+
+
+def encode_labels(labels: list[str] | None, label_names: list[str], where: str) -> np.ndarray:
+    index = {n: i for i, n in enumerate(label_names)}
+    if labels is None:
+        raise DataError(f"{where} has no labels.", fix="give labelled data for training and evaluation.")
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"{where} has label(s) the model does not know: {', '.join(unknown[:10])}.",
+                        fix=f"the model's labels are: {', '.join(label_names)}.")
+    return np.array([index[x] for x in labels], dtype=np.int64)
+
+
+def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
+                cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
+                device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None,
+                calibrate: bool = True) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
+
+    Frozen-backbone features (through the cache) are extracted only for strategies that use them.
+    Returns the model, its test-split probabilities, the integer labels per split, and what the
+    strategy chose. A trained backbone is evaluated on fresh features, never on cached ones.
+    ``target``: the unlabelled target-domain data of a domain-adaptation strategy.
+    ``calibrate``: fit a temperature on the validation split (kept only if it lowers the validation
+    negative log-likelihood); the returned model and test probabilities include it.
+    """
+    dev = pick_device(device)
+    entry = STRATEGIES.get(strategy)
+    if entry.needs_target and target is None:
+        raise ConfigError(f"The strategy '{strategy}' adapts to a target domain and needs its (unlabelled) data.",
+                          fix="pass --target TARGET_DATA (fit(..., target=...)).")
+    if target is not None and not entry.needs_target:
+        raise ConfigError(f"Target data was given, but the strategy '{strategy}' does not use it.",
+                          fix="add --adapt METHOD (auto, dann, cdan, coral, mmd, mcc), or drop --target.")
+    target_labels = None
+    if target is not None:
+        check_domains(parts.train, target)
+        if target.labels is not None:
+            target_labels = encode_labels(target.labels, label_names, target.source)
+    ys = {s: encode_labels(getattr(parts, s).labels, label_names, f"{parts.train.source} [{s}]")
+          for s in ("train", "val", "test")}
+    feats: dict[str, np.ndarray] = {}
+    if entry.needs_features:
+        names = ("train", "val", "test") + (("target",) if target is not None else ())
+        sets = [getattr(parts, s) for s in names[:3]] + ([target] if target is not None else [])
+        feats = dict(zip(names, extract_features_many(bb, sets, cache_dir=cache_dir, use_cache=use_cache,
+                                                      batch_size=batch_size, device=dev, progress=progress)))
+    inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
+                            resume=resume, progress=progress, log=log, label_names=list(label_names), target=target,
+                            target_labels=target_labels)
+    head, chosen, trained = entry.run(bb, inputs, config)
+    model = TransferModel(bb, head, label_names, backbone_trained=trained)
+
+    def proba(split_name: str) -> np.ndarray:
+        data = getattr(parts, split_name)
+        if not len(data):
+            return np.empty((0, len(label_names)))
+        if trained or split_name not in feats:
+            return model.predict_proba(data, batch_size=batch_size, device=device, progress=progress)
+        return model.proba_from_features(feats[split_name])
+
+    if calibrate and len(parts.val):
+        calibration = fit_temperature(proba("val"), ys["val"])
+        if calibration["kept"]:
+            model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
+            log(f"Calibration: temperature {calibration['temperature']:.3g} lowers the validation NLL "
+                f"{calibration['val_nll_before']:.3f} -> {calibration['val_nll_after']:.3f}")
+        chosen = {**chosen, "calibration": calibration}
+    return model, proba("test"), ys, chosen
