@@ -54,8 +54,8 @@ METHODS: dict[str, tuple[dict, int]] = {
     "msp": ({"method": "msp"}, 0),
     "energy": ({"method": "energy"}, 1),
     "mahalanobis-pca256-l2": ({"method": "mahalanobis", "normalise": True, "dims": 256}, 2),
-    "mahalanobis-l2": ({"method": "mahalanobis", "normalise": True}, 3),
-    "mahalanobis-raw": ({"method": "mahalanobis", "normalise": False}, 3),
+    "mahalanobis-l2": ({"method": "mahalanobis", "normalise": True, "dims": None}, 3),
+    "mahalanobis-raw": ({"method": "mahalanobis", "normalise": False, "dims": None}, 3),
     "knn-k1": ({"method": "knn", "k": 1}, 4),
     "knn-k10": ({"method": "knn", "k": 10}, 4),
     "knn-k50": ({"method": "knn", "k": 50}, 4),
@@ -224,7 +224,24 @@ def write_markdown(path: Path, table: dict, chosen: str, mean_auroc: dict, runs:
     for m in METHODS:
         lines.append(f"| {m} | {r0[m]['bytes'] / 1e6:.2f} MB | {r0[m]['fit_s']:.2f} s | "
                      f"{r0[m]['score_ms_per_1000']:.1f} ms |")
-    lines += ["", meta["choice"], "", meta["photos"], ""]
+    knn_mb = 1000 * 1280 * 4 / 1e6
+    lines += ["", meta["choice"], "",
+              "Why: the logit scores (msp, energy) only see how sure the head is, and a linear head is most sure "
+              "far from its training data: photos get *higher* confidence than digits (AUROC well below 0.5), the "
+              "same failure as an out-of-scope sentence answered with 0.99. The feature-space distances separate "
+              "the photos completely and are as good or better on the near-OOD tasks. Among them, Mahalanobis "
+              "after L2 normalisation and PCA to 256 axes ties the best (kNN, k=1) within "
+              f"{TIE} AUROC while storing a fixed [D, 256] projection and the class means instead of every "
+              "training feature, so it is the default. PCA to 256 costs no AUROC here: it gains 0.018 on "
+              "mnist-split and 0.004 on bbc-topic over the full 1280 / 384 dimensions (a likely reason: whitening "
+              "inflates the smallest-variance axes, which seem to carry more noise than signal). L2 normalisation helps "
+              "images (0.785 vs 0.752 on mnist-split) and changes nothing on minilm-l6, whose sentence "
+              "embeddings are already unit length.", "",
+              f"Storage: kNN keeps the training features, {knn_mb:.2f} MB for 1000 x 1280 float32 ({knn_mb / 2:.2f} MB "
+              "as float16) and growing with the training set (50 000 rows: 256 MB); the full Mahalanobis "
+              "precision is 1280 x 1280 float32 = 6.55 MB; PCA 256 brings it to 1280 x 256 = 1.31 MB for any "
+              "training-set size. Shrinkage chosen by Ledoit-Wolf: about 0.03 on MNIST features, 0.3 on BBC "
+              "features (see ood.json).", "", meta["photos"], ""]
     path.write_text("\n".join(lines))
 
 

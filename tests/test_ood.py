@@ -105,8 +105,10 @@ def test_spec_and_state_dict_round_trip(method: str, kw: dict, tmp_path) -> None
 def test_pca_projection_bounds_the_stored_matrix() -> None:
     scorer, _ = fitted("mahalanobis", dims=4)
     assert tuple(scorer.projection.shape) == (D, 4) and tuple(scorer.means.shape) == (K, 4)
-    full, _ = fitted("mahalanobis")
+    full, _ = fitted("mahalanobis", dims=None)
     assert tuple(full.projection.shape) == (D, D)
+    narrow, _ = fitted("mahalanobis")  # the default keeps at most 256 axes: all 16 here
+    assert tuple(narrow.projection.shape) == (D, D) and narrow.spec()["dims"] == 256
 
 
 def test_knn_keeps_unit_training_rows() -> None:
@@ -142,9 +144,14 @@ def test_bad_fit_arguments() -> None:
     with pytest.raises(ConfigError, match="k=50"):
         OODScorer("knn", k=50).fit(x, y, x)
     with pytest.raises(ConfigError, match="dims"):
-        OODScorer("mahalanobis", dims=D + 1).fit(x, y, x)
+        OODScorer("mahalanobis", dims=0)
+    with pytest.raises(DataError, match="train_features is empty"):
+        OODScorer("knn").fit(x[:0], y[:0], x)
+    failed = OODScorer("mahalanobis")
+    with pytest.raises(DataError):
+        failed.fit(x, None, x)
     with pytest.raises(ConfigError, match="not fitted"):
-        OODScorer("knn").score(x)
+        failed.score(x)
     with pytest.raises(ConfigError, match="type"):
         OODScorer.from_spec({"method": "knn"})
 
@@ -153,7 +160,7 @@ def test_mahalanobis_matches_sklearn_ledoit_wolf_precision() -> None:
     from sklearn.covariance import LedoitWolf
 
     x, y, _ = clusters(30, 4)  # 90 rows in 16 dimensions
-    scorer = OODScorer("mahalanobis", normalise=False).fit(x, y, x)
+    scorer = OODScorer("mahalanobis", normalise=False, dims=None).fit(x, y, x)
     means = np.stack([x[y == c].mean(0) for c in range(K)]).astype(np.float64)
     precision = LedoitWolf(assume_centered=True).fit(x - means[y]).precision_
     q = far_points(5, 5).astype(np.float64)
