@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from headstart.adapt.linear_probe import linear_probe, standardiser
+from headstart.train.linear_probe import linear_probe, standardiser
 from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split

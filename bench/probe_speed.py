@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from headstart.adapt.linear_probe import DEFAULT_CS, LinearProbeConfig, linear_probe, standardiser
+from headstart.train.linear_probe import DEFAULT_CS, LinearProbeConfig, linear_probe, standardiser
 from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split

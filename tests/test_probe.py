@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from headstart.adapt.linear_probe import LinearProbeConfig, edge_warning, linear_probe, standardiser
+from headstart.train.linear_probe import LinearProbeConfig, edge_warning, linear_probe, standardiser
 from headstart.workflows.pipeline import encode_labels
 from headstart.data import split
 from headstart.evaluate.baselines import baseline_proba
@@ -152,7 +152,7 @@ def test_probe_sweep_agrees_with_scikit_learn(digits_problem) -> None:
 
 def test_torch_solver_on_cpu_agrees_with_the_cpu_solver(digits_problem) -> None:
     """The torch L-BFGS path (what a GPU runs) reaches the same minimiser and the same choice."""
-    from headstart.adapt.linear_probe import _fit_cpu, _fit_device
+    from headstart.train.linear_probe import _fit_cpu, _fit_device
     from headstart.train.logistic import fit_logistic_numpy, fit_logistic_torch
 
     (xtr, ytr), (xva, yva), _ = digits_problem

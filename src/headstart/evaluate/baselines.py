@@ -39,7 +39,7 @@ def baseline_proba(train: Dataset, val: Dataset, test: Dataset, y_train: np.ndar
                    num_classes: int, *, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Test-set probabilities of the modality's baseline, and what it was."""
     if train.modality == "image":
-        from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+        from ..train.linear_probe import LinearProbeConfig, linear_probe
         import torch
 
         grey = _is_grey(train)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+from ..train.linear_probe import LinearProbeConfig, linear_probe
 from .base import register_strategy
 from .finetune import LPFTConfig, run_lp_ft
 from .lora import LoRAConfig, lora_targets, run_lora

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapt.linear_probe import standardiser
+from ..train.linear_probe import standardiser
 from ..backbones.cached import CachedFeatures, feature_dataset
 from ..data.dataset import Dataset
 from ..data.splits import Splits

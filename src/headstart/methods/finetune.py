@@ -17,7 +17,7 @@ from ..train.config import FineTuneConfig
 from ..train.loop import train
 from ..heads import LinearHead
 from .base import register_strategy
-from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+from ..train.linear_probe import LinearProbeConfig, linear_probe
 
 
 @dataclass(frozen=True)

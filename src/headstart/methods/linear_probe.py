@@ -1,7 +1,7 @@
 """``linear-probe``: a logistic-regression (or MLP) head on cached frozen-backbone features.
 
 The probe itself (the ``C`` sweep, the L-BFGS solve, the folded standardisation) is a training
-routine shared with the baselines and the rankers, so it lives in :mod:`headstart.adapt.linear_probe`;
+routine shared with the baselines and the rankers, so it lives in :mod:`headstart.train.linear_probe`;
 this module makes it a strategy.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+from ..train.linear_probe import LinearProbeConfig, linear_probe
 from .base import StrategyInputs, register_strategy
 
 __all__ = ["LinearProbeConfig", "run_linear_probe"]

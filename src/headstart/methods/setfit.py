@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+from ..train.linear_probe import LinearProbeConfig, linear_probe
 from ..data.dataset import Dataset
 from ..errors import ConfigError
 from ..features import extract_features_many

@@ -189,7 +189,7 @@ def probe_cv_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 3, 
     import torch
     from sklearn.model_selection import StratifiedKFold
 
-    from ..adapt.linear_probe import LinearProbeConfig, linear_probe
+    from ..train.linear_probe import LinearProbeConfig, linear_probe
 
     _, y = np.unique(labels, return_inverse=True)
     k = int(y.max()) + 1

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..train.logistic import TOL, fit_logistic, fit_logistic_numpy, solver_threads
+from .logistic import TOL, fit_logistic, fit_logistic_numpy, solver_threads
 from ..heads import LinearHead, MLPHead
 
 __all__ = ["DEFAULT_CS", "LinearProbeConfig", "edge_warning", "fit_logistic", "linear_probe", "standardiser"]
