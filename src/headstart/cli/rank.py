@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ._common import data_options, log, out
+from ._common import RegistryHelpOption, data_options, log, out
+
+
+def ranker_names() -> list[str]:
+    from ..rank import RANKERS
+
+    return RANKERS.names()
 
 
 @click.command("rank", epilog="""\b
@@ -17,8 +23,8 @@ Examples:
 """)
 @click.argument("data")
 @click.option("--backbones", default=None, help="Comma-separated names (default: every compatible one available).")
-@click.option("--scores", default="logme,hscore-shrink,knn,leep,nce", show_default=True,
-              help="Comma-separated; the first one orders the table.")
+@click.option("--scores", default="logme,hscore-shrink,knn,leep,nce", show_default=True, cls=RegistryHelpOption,
+              help_from=lambda: "Comma-separated, from: " + ", ".join(ranker_names()) + "; the first one orders the table.")
 @click.option("--confirm", "confirm", type=int, default=0,
               help="Fine-tune the top K briefly (successive halving) and report whether the ranking held.")
 @click.option("--max-examples", type=click.IntRange(min=0), default=1000, show_default=True,
