@@ -166,3 +166,21 @@ def test_mahalanobis_matches_sklearn_ledoit_wolf_precision() -> None:
     q = far_points(5, 5).astype(np.float64)
     expected = np.min([np.einsum("nd,de,ne->n", q - m, precision, q - m) for m in means], axis=0)
     assert scorer.score(q) == pytest.approx(expected, rel=1e-3)
+
+
+def test_fit_adds_an_out_of_scope_score_that_flags_unlike_inputs(tmp_path, bbc_small) -> None:
+    """A BBC News model scores sentences far from its topics above its own articles, flags few of
+    its own, and keeps scores and flags through save / load."""
+    import headstart
+
+    model = headstart.fit(bbc_small, backbone="minilm-l6", max_length=64, out=tmp_path / "m", progress=False,
+                          baseline=False)
+    assert model.ood is not None and model.info["strategy"]["details"]["ood"]["method"] == "mahalanobis"
+    odd = ["I love your shop", "asdf qwerty zxcv", "The mitochondria is the powerhouse of the cell"]
+    news = bbc_small.items[:30]
+    proba, scores, unsure = model.predict_scored(odd + news)
+    assert scores[:3].mean() > np.median(scores[3:])  # out-of-scope sentences score further away
+    assert unsure[3:].mean() < 0.3
+    again = headstart.load(tmp_path / "m")
+    p2, s2, u2 = again.predict_scored(odd + news)
+    assert np.array_equal(s2, scores) and np.array_equal(u2, unsure) and np.array_equal(p2, proba)

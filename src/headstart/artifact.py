@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_dir, write_json_atomic
-from .errors import ArtifactError
+from .errors import ArtifactError, HeadstartError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -60,6 +60,9 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     if model.backbone_trained:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()})
+    ood = getattr(model, "ood", None)
+    if ood is not None:
+        tensors.update({f"ood.{k}": v.detach().cpu().contiguous() for k, v in ood.state_dict().items()})
     meta = {
         "format_version": FORMAT_VERSION,
         "labels": model.label_names,
@@ -67,7 +70,8 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
                      "fingerprint": weights_fingerprint(backbone, name=name)},
         "preprocessing": backbone.card.to_dict()["input"],
         "head": model.head.spec(),
-        **{k: v for k, v in model.info.items() if k not in ("labels", "backbone", "head", "format_version")},
+        **({"ood": ood.spec()} if ood is not None else {}),
+        **{k: v for k, v in model.info.items() if k not in ("labels", "backbone", "head", "ood", "format_version")},
         "versions": package_versions(),
     }
     with atomic_dir(path, marker=META, overwrite=overwrite, what="a headstart model") as tmp:
@@ -400,9 +404,9 @@ def _load_state(module: Any, state: dict[str, Any], what: str, path: Path) -> No
                             fix=_REFIT) from None
 
 
-def load_parts(path: str | Path) -> tuple[Any, Any, list[str], dict[str, Any], bool]:
+def load_parts(path: str | Path) -> tuple[Any, Any, list[str], dict[str, Any], bool, Any]:
     """What a :class:`~headstart.model.TransferModel` is made of, read from an artifact folder:
-    ``(backbone, head, label_names, info, backbone_trained)``; :func:`headstart.model.load_model`
+    ``(backbone, head, label_names, info, backbone_trained, ood_scorer_or_None)``; :func:`headstart.model.load_model`
     assembles them.
 
     Nothing in the folder can run code or reach the network: weights are safetensors, metadata is
@@ -441,5 +445,18 @@ def load_parts(path: str | Path) -> tuple[Any, Any, list[str], dict[str, Any], b
     head = build_head(meta["head"])
     _load_state(head, {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")},
                 f"{meta['head']['type']} head", path)
-    info = {k: v for k, v in meta.items() if k not in ("backbone", "head", "labels", "format_version")}
-    return backbone, head, meta["labels"], info, bmeta["trained"]
+    ood = None
+    if meta.get("ood") is not None:
+        from .evaluate.ood import OODScorer
+
+        try:
+            ood = OODScorer.from_spec(meta["ood"])
+        except HeadstartError as err:
+            raise ArtifactError(f"{path / META}: `ood` {err.message}", fix=_REFIT) from None
+        if ood.input_dim != backbone.card.feature_dim:
+            raise ArtifactError(f"{path / META}: `ood.input_dim` is {ood.input_dim} but the backbone gives "
+                                f"{backbone.card.feature_dim}-d features.", fix=_REFIT)
+        _load_state(ood, {k[len("ood."):]: v for k, v in tensors.items() if k.startswith("ood.")},
+                    "out-of-scope scorer", path)
+    info = {k: v for k, v in meta.items() if k not in ("backbone", "head", "labels", "ood", "format_version")}
+    return backbone, head, meta["labels"], info, bmeta["trained"], ood

@@ -14,6 +14,7 @@ from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .data.readers import load_data
 from .errors import DataError
+from .evaluate.ood import OODScorer
 
 
 class TransferModel:
@@ -23,12 +24,14 @@ class TransferModel:
     """
 
     def __init__(self, backbone: Backbone, head: nn.Module, label_names: Sequence[str],
-                 info: dict[str, Any] | None = None, backbone_trained: bool = False) -> None:
+                 info: dict[str, Any] | None = None, backbone_trained: bool = False,
+                 ood: OODScorer | None = None) -> None:
         self.backbone = backbone.eval()
         self.head = head.eval()
         self.label_names = list(label_names)
         self.info = info or {}
         self.backbone_trained = backbone_trained
+        self.ood = ood  # out-of-scope scorer on the features; None for models saved without one
 
     @property
     def modality(self) -> str:
@@ -71,6 +74,17 @@ class TransferModel:
             idx = range(start, min(start + chunk_size, len(data)))
             yield idx, self.predict_proba(data.subset(idx), batch_size=batch_size, device=device)
 
+    def predict_scored(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(proba, ood_score, unsure)``: probabilities, the out-of-scope score of each item (higher is
+        further from the training data) and whether it lies beyond the threshold set on validation.
+        The last two are None when the model has no scorer."""
+        feats = self.features(inputs, **kwargs)
+        proba = self.proba_from_features(feats)
+        if self.ood is None:
+            return proba, None, None
+        scores = self.ood.score(feats)
+        return proba, scores, self.ood.unsure(scores)
+
     def predict(self, inputs: Any, **kwargs: Any) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(inputs, **kwargs).argmax(1)]
 
@@ -90,5 +104,5 @@ def load_model(path: str | Path) -> TransferModel:
     """Rebuild a :class:`TransferModel` from an artifact folder (checked by :func:`headstart.artifact.load_parts`)."""
     from .artifact import load_parts
 
-    backbone, head, label_names, info, trained = load_parts(path)
-    return TransferModel(backbone, head, label_names, info, backbone_trained=trained)
+    backbone, head, label_names, info, trained, ood = load_parts(path)
+    return TransferModel(backbone, head, label_names, info, backbone_trained=trained, ood=ood)

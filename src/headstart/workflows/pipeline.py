@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..backbones import Backbone
 from ..data import Dataset, Splits
-from ..errors import BackboneError, ConfigError, DataError
+from ..errors import BackboneError, ConfigError, DataError, HeadstartError
 from ..evaluate.calibration import fit_temperature
+from ..evaluate.ood import OODScorer
 from ..features import extract_features_many, pick_device
 from ..heads import TemperatureScaled
 from ..methods import STRATEGIES, StrategyInputs
@@ -48,7 +50,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
                 cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
                 device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
                 resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None,
-                calibrate: bool = True) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+                calibrate: bool = True, ood: bool = True
+                ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
     Frozen-backbone features (through the cache) are extracted only for strategies that use them.
@@ -57,6 +60,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     ``target``: the unlabelled target-domain data of a domain-adaptation strategy.
     ``calibrate``: fit a temperature on the validation split (kept only if it lowers the validation
     negative log-likelihood); the returned model and test probabilities include it.
+    ``ood``: fit an out-of-scope scorer on the training features, thresholded on validation
+    (:class:`~headstart.evaluate.ood.OODScorer`), so predictions can say "unsure".
     """
     dev = pick_device(device)
     entry = STRATEGIES.get(strategy)
@@ -85,13 +90,22 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     head, chosen, trained = entry.run(bb, inputs, config)
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
 
+    final: dict[str, np.ndarray] = {}  # each split's features from the final backbone, computed once
+
+    def features(split_name: str) -> np.ndarray:
+        if split_name not in final:
+            data = getattr(parts, split_name)
+            if not trained and split_name in feats:
+                final[split_name] = feats[split_name]
+            elif len(data):
+                final[split_name] = model.features(data, batch_size=batch_size, device=device, progress=progress)
+            else:
+                final[split_name] = np.empty((0, bb.card.feature_dim), dtype=np.float32)
+        return final[split_name]
+
     def proba(split_name: str) -> np.ndarray:
-        data = getattr(parts, split_name)
-        if not len(data):
-            return np.empty((0, len(label_names)))
-        if trained or split_name not in feats:
-            return model.predict_proba(data, batch_size=batch_size, device=device, progress=progress)
-        return model.proba_from_features(feats[split_name])
+        f = features(split_name)
+        return model.proba_from_features(f) if len(f) else np.empty((0, len(label_names)))
 
     if calibrate and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
@@ -100,4 +114,15 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
             log(f"Calibration: temperature {calibration['temperature']:.3g} lowers the validation NLL "
                 f"{calibration['val_nll_before']:.3f} -> {calibration['val_nll_after']:.3f}")
         chosen = {**chosen, "calibration": calibration}
+    if ood and len(parts.val) and len(parts.train):
+        try:
+            with threadpool_limits(1):  # small dense algebra: BLAS threads only contend on a few cores
+                model.ood = OODScorer().fit(features("train"), ys["train"], features("val"))
+            spec = model.ood.spec()
+            chosen = {**chosen, "ood": {"method": spec["method"], "threshold": spec["threshold"],
+                                        "quantile": spec["quantile"]}}
+            log(f"Out-of-scope score: {spec['method']} distance to the nearest class; items beyond the validation "
+                f"split's {100 * spec['quantile']:.0f}th percentile are flagged unsure")
+        except HeadstartError as err:
+            log(f"No out-of-scope score: {err}")
     return model, proba("test"), ys, chosen
