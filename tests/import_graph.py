@@ -55,7 +55,6 @@ def imports(known: dict[str, Path]) -> dict[str, set[str]]:
                 if t and t != name:
                     found.add(t)
         graph[name] = found
-    # A package's own __init__ importing its children is its definition, not a dependency edge back up.
     return graph
 
 
@@ -115,8 +114,8 @@ def upward(graph: dict[str, set[str]], layers: list[tuple[str, Iterable[str]]]) 
     for mod, deps in graph.items():
         lm = layer_of(mod, layers)
         for d in deps:
-            if mod.startswith(d + ".") or d == PACKAGE:
-                continue  # a module importing its own package's __init__ (re-exports)
+            if mod.startswith(d + ".") and d != PACKAGE:
+                continue  # a module importing its own package's __init__ (re-exports); the root sits on top
             if layer_of(d, layers) > lm:
                 bad.append((mod, d))
     return sorted(bad)

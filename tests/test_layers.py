@@ -12,7 +12,7 @@ from import_graph import PACKAGE, cycles, imports, layer_of, modules, upward
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("ground", ["headstart.errors", "headstart.registry", "headstart._io", "headstart._malloc", "headstart.progress",
-                "headstart.options", "headstart.heads"]),
+                "headstart.options", "headstart.heads", "headstart._version"]),
     ("data", ["headstart.data"]),
     ("backbones", ["headstart.backbones"]),
     ("features", ["headstart.features", "headstart.engine"]),
@@ -53,3 +53,5 @@ def test_the_checks_can_fail() -> None:
     fake = {"headstart.errors": {"headstart.cli.fit"}, "headstart.cli.fit": {"headstart.errors"}}
     assert cycles(fake) == [["headstart.cli.fit", "headstart.errors"]]
     assert upward(fake, LAYERS) == [("headstart.errors", "headstart.cli.fit")]
+    # Importing the package root (its lazy public names) from inside the package is upward too.
+    assert upward({"headstart.serve.app": {PACKAGE}}, LAYERS) == [("headstart.serve.app", PACKAGE)]

@@ -387,7 +387,7 @@ def build_app(predictor: Any, meta: dict[str, Any], *, name: str = "model", max_
     from starlette.exceptions import HTTPException
     from starlette.responses import RedirectResponse
 
-    from .. import __version__
+    from .._version import __version__
     from ..backbones.base import BackboneCard
 
     spec = BackboneCard.from_dict(meta["backbone"]["card"]).input if predictor.modality == "image" else None
