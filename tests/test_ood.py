@@ -184,3 +184,25 @@ def test_fit_adds_an_out_of_scope_score_that_flags_unlike_inputs(tmp_path, bbc_s
     again = headstart.load(tmp_path / "m")
     p2, s2, u2 = again.predict_scored(odd + news)
     assert np.array_equal(s2, scores) and np.array_equal(u2, unsure) and np.array_equal(p2, proba)
+
+
+def test_predict_reports_unsure_and_abstains(tmp_path, bbc_small) -> None:
+    import csv
+
+    import headstart
+    from click.testing import CliRunner
+    from headstart.cli.main import cli
+
+    run = tmp_path / "m"
+    headstart.fit(bbc_small, backbone="minilm-l6", max_length=64, out=run, progress=False, baseline=False)
+    odd = "asdf qwerty zxcv uiop"
+    args = ["predict", str(run), "--text", odd, "--text", bbc_small.items[0], "-o"]
+    result = CliRunner().invoke(cli, args + [str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
+    assert rows[0]["unsure"] == "True" and rows[1]["unsure"] == "False" and float(rows[0]["ood_score"]) > 0
+    assert rows[0]["prediction"] in bbc_small.label_names  # without --abstain: still the most likely class
+    result = CliRunner().invoke(cli, args + [str(tmp_path / "a.csv"), "--abstain"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "a.csv", encoding="utf-8")))
+    assert rows[0]["prediction"] == "unknown" and rows[1]["prediction"] == bbc_small.labels[0]

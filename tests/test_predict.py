@@ -147,7 +147,7 @@ def test_failed_run_leaves_no_output_file(image_run, tmp_path, monkeypatch) -> N
     def boom(self, *a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(TransferModel, "predict_proba", boom)
+    monkeypatch.setattr(TransferModel, "predict_scored", boom)
     result = predict(str(image_run), str(write_png(tmp_path / "x.png")), "-o", str(out))
     assert isinstance(result.exception, RuntimeError)
     assert out.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "x.png"]

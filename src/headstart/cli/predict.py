@@ -149,15 +149,21 @@ def gather_inputs(modality: str, inputs: Sequence[str], texts: Sequence[str], *,
 
 def _predict_chunk(model: Any, data: Any, idx: list[int], errors: dict[int, str], batch_size: int,
                    device: str | None) -> dict[int, Any]:
-    """Probabilities for the items of ``idx`` without an error; an image that does not decode gets
-    its reason in ``errors`` and the others are still predicted."""
+    """``(probabilities, out-of-scope score, unsure)`` for the items of ``idx`` without an error; an
+    image that does not decode gets its reason in ``errors`` and the others are still predicted."""
     from ..errors import DataError
 
     good = [i for i in idx if i not in errors]
     if not good:
         return {}
+
+    def scored(indices: list[int]) -> list[tuple[Any, Any, Any]]:
+        proba, scores, unsure = model.predict_scored(data.subset(indices), batch_size=batch_size, device=device)
+        none = [None] * len(indices)
+        return list(zip(proba, none if scores is None else scores, none if unsure is None else unsure))
+
     try:
-        proba = model.predict_proba(data.subset(good), batch_size=batch_size, device=device)
+        proba = scored(good)
     except DataError:
         if data.modality != "image":
             raise
@@ -169,7 +175,7 @@ def _predict_chunk(model: Any, data: Any, idx: list[int], errors: dict[int, str]
         good = [i for i in good if i not in errors]
         if not good:
             return {}
-        proba = model.predict_proba(data.subset(good), batch_size=batch_size, device=device)
+        proba = scored(good)
     return dict(zip(good, proba))
 
 
@@ -192,8 +198,11 @@ name it; an item that cannot be predicted has its reason in `error` and the othe
 @click.option("--batch-size", default=64, show_default=True, help="Items per forward pass.")
 @click.option("--chunk-size", default=1024, show_default=True, help="Items decoded and held in memory at a time.")
 @click.option("--device", default=None)
+@click.option("--abstain", is_flag=True, help="Predict 'unknown' for inputs unlike the training data (unsure = true) "
+              "instead of their most likely class.")
 def command(run: str, inputs: tuple[str, ...], texts: tuple[str, ...], output: str | None, text_column: str | None,
-            label_column: str | None, encoding: str | None, batch_size: int, chunk_size: int, device: str | None) -> None:
+            label_column: str | None, encoding: str | None, batch_size: int, chunk_size: int, device: str | None,
+            abstain: bool) -> None:
     """Predict the class of each input: image files or folders, text tables, --text, or - for standard input."""
     from ..api import load
     from ..errors import ConfigError
@@ -212,8 +221,11 @@ def command(run: str, inputs: tuple[str, ...], texts: tuple[str, ...], output: s
             + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
     names = model.label_names
     fields = ["where", "input", *(["label"] if data.labels is not None else []), "prediction", "confidence",
-              *(f"p_{n}" for n in names), "error"]
-    n_errors = 0
+              "unsure", "ood_score", *(f"p_{n}" for n in names), "error"]
+    if abstain and model.ood is None:
+        raise ConfigError(f"--abstain needs an out-of-scope score, and the model in {run} was saved without one.",
+                          fix="re-fit the model with this version of headstart, or drop --abstain.")
+    n_errors = n_unsure = 0
     with _sink(output) as fh, progress_bar("Predicting", total=len(data)) as advance:
         writer = RowWriter(fh, fmt, fields)
         for start in range(0, len(data), chunk_size):
@@ -226,9 +238,14 @@ def command(run: str, inputs: tuple[str, ...], texts: tuple[str, ...], output: s
                 row: dict[str, Any] = {"where": data.ids[i], "input": shorten(item) if data.modality == "text" else item}
                 if data.labels is not None:
                     row["label"] = data.labels[i]
-                p = proba.get(i)
+                p, score, unsure = proba.get(i, (None, None, None))
                 row["prediction"] = None if p is None else names[int(p.argmax())]
+                if abstain and unsure:
+                    row["prediction"] = "unknown"
                 row["confidence"] = None if p is None else round(float(p.max()), DECIMALS)
+                row["unsure"] = None if unsure is None else bool(unsure)
+                row["ood_score"] = None if score is None else round(float(score), DECIMALS)
+                n_unsure += bool(unsure)
                 row.update({f"p_{n}": None if p is None else round(float(p[k]), DECIMALS) for k, n in enumerate(names)})
                 row["error"] = errors.get(i)
                 n_errors += i in errors
@@ -238,4 +255,5 @@ def command(run: str, inputs: tuple[str, ...], texts: tuple[str, ...], output: s
     where = f" written to {output}" if output else ""
     console.print(f"{writer.count} row(s){where}: {writer.count - n_errors} prediction(s)"
                   + (f", [yellow]{n_errors} with an error (see the error column)[/yellow]" if n_errors else "")
+                  + (f", {n_unsure} unsure (unlike the training data; see the unsure column)" if n_unsure else "")
                   + (f"; {len(skipped)} file(s) skipped" if skipped else "") + ".")
