@@ -206,3 +206,11 @@ def test_predict_reports_unsure_and_abstains(tmp_path, bbc_small) -> None:
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(tmp_path / "a.csv", encoding="utf-8")))
     assert rows[0]["prediction"] == "unknown" and rows[1]["prediction"] == bbc_small.labels[0]
+
+    # the REST server says the same
+    from fastapi.testclient import TestClient
+    from headstart.serve.app import create_app
+
+    with TestClient(create_app(run)) as client:
+        got = client.post("/predict", json={"texts": [odd, bbc_small.items[0]]}).json()["predictions"]
+    assert [g["unsure"] for g in got] == [True, False] and got[0]["ood_score"] > got[1]["ood_score"]

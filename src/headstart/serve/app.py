@@ -293,9 +293,13 @@ class TorchEngine:
         self.model = load(run_dir)
         self.modality = self.model.modality
         self.label_names = self.model.label_names
+        self.ood_threshold = float(self.model.ood.threshold) if self.model.ood is not None else None
 
     def __call__(self, items: list[Any]) -> np.ndarray:
-        return self.model.predict_proba(items)  # PIL images or texts, as the request parser gives them
+        # PIL images or texts, as the request parser gives them; with an out-of-scope scorer, its
+        # score rides in one extra column so that the micro-batcher keeps passing plain arrays.
+        proba, scores, _ = self.model.predict_scored(items)
+        return proba if scores is None else np.column_stack([proba, scores])
 
 
 class OnnxEngine:
@@ -304,6 +308,7 @@ class OnnxEngine:
 
         self.runner = OnnxPredictor.from_run(run_dir, variant)
         self.name = f"onnx-{variant}"
+        self.ood_threshold = None  # the ONNX graph carries the calibrated classifier, not the OOD scorer
         self.modality = self.runner.modality
         self.label_names = self.runner.label_names
 
@@ -340,6 +345,9 @@ def predict_openapi(limits: Limits, max_items: int) -> dict[str, Any]:
         "200": {"description": "One prediction per input, in order.", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"engine": {"type": "string"}, "predictions": {"type": "array", "items": {
                 "type": "object", "properties": {"label": {"type": "string"}, "confidence": {"type": "number"},
+                                                 "unsure": {"type": "boolean", "description": "the input is unlike "
+                                                            "the training data (out-of-scope score above threshold)"},
+                                                 "ood_score": {"type": "number"},
                                                  "probabilities": {"type": "object",
                                                                    "additionalProperties": {"type": "number"}}}}}}}}}},
         **{str(code): {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -504,10 +512,17 @@ def build_app(predictor: Any, meta: dict[str, Any], *, name: str = "model", max_
         items = await parse_items(request)
         request.state.items = len(items)
         proba = await batcher.submit(items)
-        names = predictor.label_names
-        return {"engine": predictor.name, "predictions": [
-            {"label": names[int(p.argmax())], "confidence": float(p.max()),
-             "probabilities": {n: float(v) for n, v in zip(names, p)}} for p in proba]}
+        names, k = predictor.label_names, len(predictor.label_names)
+        threshold = getattr(predictor, "ood_threshold", None)
+
+        def one(row: np.ndarray) -> dict[str, Any]:
+            p = row[:k]
+            out = {"label": names[int(p.argmax())], "confidence": float(p.max()),
+                   "probabilities": {n: float(v) for n, v in zip(names, p)}}
+            if threshold is not None and len(row) > k:
+                out.update({"unsure": bool(row[k] > threshold), "ood_score": float(row[k])})
+            return out
+        return {"engine": predictor.name, "predictions": [one(row) for row in proba]}
 
     schema_fn = app.openapi
 
