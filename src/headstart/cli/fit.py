@@ -33,10 +33,17 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
     if "target" in m:
         out.print(f"[bold]Target-domain accuracy[/bold] {100 * m['target']['accuracy']:.1f}% "
                   f"(n = {m['target']['n']}; target labels used only for this number)")
-    reasons = model.info.get("strategy", {}).get("reasons", [])
-    if model.info.get("strategy", {}).get("type") == "domain-adapt":
-        for r in reasons:
+    strategy = model.info.get("strategy", {})
+    if strategy.get("type") in ("domain-adapt", "auto"):
+        for r in strategy.get("reasons", []):
             out.print(f"- {r}")
+    warnings = list(strategy.get("details", {}).get("warnings", [])) + list(m.get("baseline", {}).get("warnings", []))
+    for w in dict.fromkeys(warnings):  # the baseline repeats the probe's edge-of-grid warning
+        out.print(f"[yellow]Warning: {w}[/]")
+    cal = model.info.get("calibration")
+    if cal and "test_ece_before" in cal:
+        out.print(f"Confidence: temperature {cal['temperature']:.3g} " + ("applied" if cal["kept"] else "not needed")
+                  + f"; test ECE {cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
     if out_dir:
         out.print(f"Model and transfer card: {out_dir}/ (headstart.json, model.safetensors, transfer_card.md)")
 
