@@ -30,8 +30,8 @@ from headstart.backbones import create_backbone  # noqa: E402
 from headstart.data import load_data, split  # noqa: E402
 from headstart.data.builtin import take_per_class  # noqa: E402
 from headstart.data.splits import Splits  # noqa: E402
-from headstart.evaluate.calibration import apply_temperature, fit_temperature  # noqa: E402
-from headstart.evaluate.metrics import classification_metrics  # noqa: E402
+from headstart.evaluation.calibration import apply_temperature, fit_temperature  # noqa: E402
+from headstart.evaluation.metrics import classification_metrics  # noqa: E402
 
 ROWS = [("text", 8), ("text", 32), ("image", 32)]
 FINE_TUNING = ("full", "lp-ft", "partial", "gradual", "lora")

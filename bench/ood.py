@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from headstart.backbones import create_backbone  # noqa: E402
 from headstart.data import load_data  # noqa: E402
 from headstart.data.dataset import Dataset  # noqa: E402
-from headstart.evaluate.ood import OODScorer, auroc, fpr_at_tpr, scorer_size_bytes  # noqa: E402
+from headstart.evaluation.ood import OODScorer, auroc, fpr_at_tpr, scorer_size_bytes  # noqa: E402
 from headstart.features import extract_features  # noqa: E402
 
 SEEDS = (0, 1, 2)

@@ -23,7 +23,7 @@ from headstart.train.linear_probe import linear_probe, standardiser
 from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
-from headstart.evaluate.baselines import baseline_proba
+from headstart.evaluation.baselines import baseline_proba
 from headstart.features import extract_features
 
 CASES = [("builtin:mnist", "efficientnet-lite0", None), ("builtin:bbc-news", "minilm-l6", None)]

@@ -33,7 +33,7 @@ from headstart.train.linear_probe import DEFAULT_CS, LinearProbeConfig, linear_p
 from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
-from headstart.evaluate.baselines import _is_grey, raw_pixels
+from headstart.evaluation.baselines import _is_grey, raw_pixels
 from headstart.features import extract_features_many
 
 DEMO_DATA, DEMO_BACKBONE = "builtin:mnist:100", "efficientnet-lite0"

@@ -31,7 +31,7 @@ from headstart.backbones import _minilm_l6_dir, create_backbone
 from headstart.data import load_data, split
 from headstart.data.builtin import take_per_class
 from headstart.data.splits import Splits
-from headstart.evaluate.metrics import classification_metrics
+from headstart.evaluation.metrics import classification_metrics
 
 OUT = Path(__file__).parent / "results"
 

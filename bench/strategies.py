@@ -28,7 +28,7 @@ from headstart.backbones import create_backbone
 from headstart.data import load_data, split
 from headstart.data.builtin import take_per_class
 from headstart.data.splits import Splits
-from headstart.evaluate.metrics import classification_metrics
+from headstart.evaluation.metrics import classification_metrics
 
 SETTINGS = {
     "text": {"data": "builtin:bbc-news", "backbone": "minilm-l6", "kw": {"max_length": 128},

@@ -15,3 +15,14 @@ def test_fit_takes_labels_positionally() -> None:
     model = headstart.fit(images, labels, backbone="raw-pixels", progress=False, baseline=False)
     assert model.label_names == ["bright", "dark"]
     assert model.predict(images[:4]) == labels[:4]
+
+
+def test_evaluate_is_the_function_after_every_subpackage_is_imported() -> None:
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(headstart.__path__, "headstart."):
+        if not mod.name.startswith(("headstart.cli", "headstart.serve", "headstart.__main__")):
+            importlib.import_module(mod.name)
+    assert callable(headstart.evaluate) and headstart.evaluate.__module__ == "headstart.api"
+    assert callable(headstart.fit) and callable(headstart.load)

@@ -7,8 +7,8 @@ import torch
 
 import headstart
 from headstart.heads import LinearHead, TemperatureScaled, build_head
-from headstart.evaluate.calibration import apply_temperature, fit_temperature
-from headstart.evaluate.metrics import expected_calibration_error
+from headstart.evaluation.calibration import apply_temperature, fit_temperature
+from headstart.evaluation.metrics import expected_calibration_error
 
 
 def _overconfident(n: int, seed: int, scale: float = 6.0) -> tuple[np.ndarray, np.ndarray]:

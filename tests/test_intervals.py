@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score
 
-from headstart.evaluate.intervals import bootstrap_metrics, gain_words, interval_words
+from headstart.evaluation.intervals import bootstrap_metrics, gain_words, interval_words
 
 
 def _proba(pred: np.ndarray, k: int) -> np.ndarray:

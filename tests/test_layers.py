@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("backbones", ["headstart.backbones"]),
     ("features", ["headstart.features", "headstart.engine"]),
     ("train", ["headstart.train"]),
-    ("measures", ["headstart.evaluate", "headstart.domain", "headstart.rank", "headstart.report",
+    ("measures", ["headstart.evaluation", "headstart.domain", "headstart.rank", "headstart.report",
                   "headstart.explain"]),
     ("model", ["headstart.model", "headstart.artifact"]),
     ("methods", ["headstart.methods"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score
 
-from headstart.evaluate.metrics import classification_metrics, expected_calibration_error
+from headstart.evaluation.metrics import classification_metrics, expected_calibration_error
 
 
 def test_ece_hand_computed() -> None:

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate.ood import METHODS, OODScorer, auroc, fpr_at_tpr, scorer_size_bytes
+from headstart.evaluation.ood import METHODS, OODScorer, auroc, fpr_at_tpr, scorer_size_bytes
 
 D, K = 16, 3
 

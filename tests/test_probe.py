@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from headstart.train.linear_probe import LinearProbeConfig, edge_warning, linear_probe, standardiser
 from headstart.workflows.pipeline import encode_labels
 from headstart.data import split
-from headstart.evaluate.baselines import baseline_proba
+from headstart.evaluation.baselines import baseline_proba
 from headstart.features import extract_features
 
 

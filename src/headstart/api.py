@@ -16,10 +16,10 @@ from ._io import check_replaceable
 from .backbones import create_backbone
 from .data import Dataset, load_data, split, validate
 from .errors import ConfigError, DataError, OutputError
-from .evaluate.baselines import baseline_proba
-from .evaluate.calibration import apply_temperature, reliability_bins
-from .evaluate.intervals import bootstrap_metrics, interval_words
-from .evaluate.metrics import classification_metrics
+from .evaluation.baselines import baseline_proba
+from .evaluation.calibration import apply_temperature, reliability_bins
+from .evaluation.intervals import bootstrap_metrics, interval_words
+from .evaluation.metrics import classification_metrics
 from .features import pick_device
 from .methods import make_config
 from .model import TransferModel

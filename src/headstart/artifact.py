@@ -447,7 +447,7 @@ def load_parts(path: str | Path) -> tuple[Any, Any, list[str], dict[str, Any], b
                 f"{meta['head']['type']} head", path)
     ood = None
     if meta.get("ood") is not None:
-        from .evaluate.ood import OODScorer
+        from .evaluation.ood import OODScorer
 
         try:
             ood = OODScorer.from_spec(meta["ood"])

@@ -14,7 +14,7 @@ from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .data.readers import load_data
 from .errors import DataError
-from .evaluate.ood import OODScorer
+from .evaluation.ood import OODScorer
 
 
 class TransferModel:

@@ -11,7 +11,7 @@ from ._common import RegistryChoice, RegistryHelpOption, data_options, log, out
 
 
 def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untyped-def]
-    from ..evaluate.intervals import gain_words, interval_words
+    from ..evaluation.intervals import gain_words, interval_words
     from ..report.card import gain_sentence
 
     m = model.info["metrics"]

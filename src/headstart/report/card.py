@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate.intervals import gain_words, interval_words
+from ..evaluation.intervals import gain_words, interval_words
 
 
 def _pct(x: float | None) -> str:

@@ -21,7 +21,7 @@ from ..data import load_data, split
 from ..data.builtin import take_per_class
 from ..data.splits import Splits
 from ..errors import ConfigError
-from ..evaluate.metrics import classification_metrics
+from ..evaluation.metrics import classification_metrics
 from .pipeline import backbone_name, train_model
 
 CHEAP_RUNGS = ("prototypes", "linear-probe")

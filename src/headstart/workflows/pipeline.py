@@ -12,8 +12,8 @@ from threadpoolctl import threadpool_limits
 from ..backbones import Backbone
 from ..data import Dataset, Splits
 from ..errors import BackboneError, ConfigError, DataError, HeadstartError
-from ..evaluate.calibration import fit_temperature
-from ..evaluate.ood import OODScorer
+from ..evaluation.calibration import fit_temperature
+from ..evaluation.ood import OODScorer
 from ..features import extract_features_many, pick_device
 from ..heads import TemperatureScaled
 from ..methods import STRATEGIES, StrategyInputs
@@ -61,7 +61,7 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     ``calibrate``: fit a temperature on the validation split (kept only if it lowers the validation
     negative log-likelihood); the returned model and test probabilities include it.
     ``ood``: fit an out-of-scope scorer on the training features, thresholded on validation
-    (:class:`~headstart.evaluate.ood.OODScorer`), so predictions can say "unsure".
+    (:class:`~headstart.evaluation.ood.OODScorer`), so predictions can say "unsure".
     """
     dev = pick_device(device)
     entry = STRATEGIES.get(strategy)

@@ -116,7 +116,7 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
     import math
 
     from ..data import split
-    from ..evaluate.metrics import classification_metrics
+    from ..evaluation.metrics import classification_metrics
     from ..methods import make_config
     from .pipeline import train_model
 
