@@ -64,10 +64,17 @@ def test_fit_calibrates_saves_and_reloads(tmp_path, bbc_small) -> None:
 
 
 def test_a_perfect_validation_split_does_not_make_the_model_certain() -> None:
-    # 10 validation items, all right, with confident-ish probabilities: the plain NLL optimum would be
-    # T -> 0 (every confidence 1.0); the Laplace-smoothed target keeps confidence near 1 - 1/(n+2).
+    # 24 validation items, all right, with confident-ish probabilities: the plain NLL optimum would be
+    # T -> 0 (every confidence 1.0); the smoothed target and the prior keep the confidence below 1.
+    proba = np.full((24, 4), 0.1)
+    proba[np.arange(24), np.arange(24) % 4] = 0.7
+    cal = fit_temperature(proba, np.arange(24) % 4)
+    after = apply_temperature(proba, cal["temperature"]).max(1)
+    assert cal["temperature"] > 0.1 and 0.8 < after.mean() < 0.98
+
+
+def test_too_few_validation_items_leave_the_model_uncalibrated_and_say_so() -> None:
     proba = np.full((10, 4), 0.1)
     proba[np.arange(10), np.arange(10) % 4] = 0.7
     cal = fit_temperature(proba, np.arange(10) % 4)
-    after = apply_temperature(proba, cal["temperature"]).max(1)
-    assert cal["temperature"] > 0.1 and 0.85 < after.mean() < 0.97
+    assert not cal["kept"] and cal["temperature"] == 1.0 and "10 item(s), too few" in cal["reason"]

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import check_replaceable
+from ._io import check_replaceable, remove_stale_temporaries
 from .backbones import create_backbone
 from .data import Dataset, load_data, split, validate
 from .errors import ConfigError, DataError, OutputError
@@ -59,6 +59,8 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         check_output(out, data, overwrite=overwrite)
     if ckpt is not None:
         check_replaceable(ckpt, CHECKPOINT_MARKER, overwrite=True, what="a headstart checkpoint")
+    for place in (p for p in (out, ckpt) if p is not None):
+        remove_stale_temporaries(Path(place).absolute())  # what killed earlier runs left beside them
     t0 = time.perf_counter()
     dataset = load_data(data, labels=labels, text_column=text_column, label_column=label_column,
                         split_column=split_column, encoding=encoding)
@@ -203,4 +205,6 @@ def evaluate(model: TransferModel | str | Path, data: Any, *, labels: Any = None
         report.raise_for_errors()
     y = encode_labels(dataset.labels, model.label_names, dataset.source)
     proba = model.predict_proba(dataset, batch_size=batch_size, device=device, progress=progress)
-    return classification_metrics(y, proba, model.label_names)
+    metrics = classification_metrics(y, proba, model.label_names)
+    metrics["ci95"] = bootstrap_metrics(y, proba)
+    return metrics

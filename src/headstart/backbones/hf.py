@@ -8,9 +8,10 @@ or the CLS token when there is none; preprocessing comes from the folder's image
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -109,8 +110,10 @@ class HFBackbone(Backbone):
             folder = _local_folder(model_id)
             if folder is not None and folder != model_id:  # a hub snapshot: the same rule as a folder
                 refuse_custom_code(folder, label)
-            self.model = AutoModel.from_pretrained(model_id, trust_remote_code=False, local_files_only=local_files_only,
-                                                   use_safetensors=True if safetensors_only else None).eval()
+            with _quiet_loading():
+                self.model = AutoModel.from_pretrained(model_id, trust_remote_code=False,
+                                                       local_files_only=local_files_only,
+                                                       use_safetensors=True if safetensors_only else None).eval()
         except (OSError, ValueError) as exc:  # missing files, or transformers refusing remote code
             raise BackboneError(
                 f"Cannot load the Hugging Face model '{model_id}': {exc}".split("\n")[0],
@@ -247,3 +250,17 @@ def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normaliz
         m = mask.unsqueeze(-1).to(hidden.dtype)
         feats = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return F.normalize(feats, dim=-1) if normalize else feats
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers draws a "Loading weights" progress bar per model; headstart reports its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

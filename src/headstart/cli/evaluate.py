@@ -27,12 +27,19 @@ def command(run: str, data: str, json_path: str | None, batch_size: int, device:
     from .._io import write_json_atomic
     from ..api import evaluate, load
     from ..data import load_data
+    from ..evaluation.intervals import interval_words
 
     model = load(run)
     dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
     metrics = evaluate(model, dataset, batch_size=batch_size, device=device)
-    out.print(f"[bold]{data}[/bold] (n = {metrics['n']}): accuracy {100 * metrics['accuracy']:.1f}%, "
-              f"macro-F1 {100 * metrics['macro_f1']:.1f}%, ECE {metrics['ece']:.3f}")
+    ci = metrics.get("ci95", {})
+    span = lambda key: f" ({100 * ci[key][0]:.1f}-{100 * ci[key][1]:.1f})" if key in ci else ""  # noqa: E731
+    out.print(f"[bold]{data}[/bold] (n = {metrics['n']}): accuracy {100 * metrics['accuracy']:.1f}%{span('accuracy')}, "
+              f"macro-F1 {100 * metrics['macro_f1']:.1f}%{span('macro_f1')}, ECE {metrics['ece']:.3f}  "
+              "(95% intervals)")
+    small = interval_words(metrics["n"], ci["accuracy"]) if "accuracy" in ci else None
+    if small:
+        out.print(f"[yellow]{small}[/]")
     table = Table("class", "precision", "recall", "F1", "support")
     for name, s in metrics["per_class"].items():
         table.add_row(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))

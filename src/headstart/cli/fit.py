@@ -27,7 +27,10 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
         b = m["baseline"]
         out.print(f"[bold]Baseline[/bold] ({b['name']}) {100 * b['test']['accuracy']:.1f}%")
         gain = m["transfer_gain"]["accuracy"]
-        out.print(f"[{'red' if gain < 0 else 'green'}]{gain_sentence(gain, b['name'])}[/]")
+        interval = m["transfer_gain"].get("ci95", {}).get("accuracy")
+        real_loss = gain < 0 and (interval is None or interval[1] < 0)
+        out.print(f"[{'red' if real_loss else 'green' if gain >= 0 else 'yellow'}]"
+                  f"{gain_sentence(gain, b['name'], interval)}[/]")
         if "ci95" in m["transfer_gain"]:
             out.print(f"  {gain_words(gain, m['transfer_gain']['ci95']['accuracy'])}")
     if "target" in m:

@@ -67,6 +67,10 @@ def _route_warnings(debug: bool) -> None:
 
     warnings.simplefilter("default")
     warnings.showwarning = show
+    if not debug:  # torch.onnx logs a line per torchvision operator it cannot find (we never use them)
+        import logging
+
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
 def _run(args: list[str], debug: bool) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T from 0.018 to 55: beyond that the validation split is too small to say
+MIN_ITEMS = 20  # fewer validation items say too little about confidence to move it
 LOG_T_PRIOR_SD = 0.5  # prior belief: T within a factor e of 1 (two sd) for a model trained with care
 
 
@@ -46,9 +47,10 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     # taken as at least 1 / (n + 2), spread over the other classes.
     smoothing = 1.0 / (len(y) + 2)
     before = _nll(logp, y, 1.0, smoothing)
-    if len(y) < 2 or len(np.unique(y)) < 2:
+    if len(y) < MIN_ITEMS or len(np.unique(y)) < 2:
         return {"temperature": 1.0, "kept": False, "val_nll_before": before, "val_nll_after": before,
-                "reason": "the validation split is too small to fit a temperature"}
+                "reason": f"The validation split has {len(y)} item(s), too few to fit a temperature (at least "
+                          f"{MIN_ITEMS}), so the confidences are the model's own, uncalibrated."}
     # A Gaussian prior on log T (sd LOG_T_PRIOR_SD) weighs as one more term of the summed NLL: with a
     # few validation items T stays near 1 unless they clearly ask otherwise; with hundreds the data rule.
     n = len(y)

@@ -43,8 +43,11 @@ def _ci(interval: list[float] | None) -> str:
     return f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else ""
 
 
-def gain_sentence(gain: float, baseline_name: str) -> str:
+def gain_sentence(gain: float, baseline_name: str, interval: list[float] | None = None) -> str:
     points = 100 * gain
+    if gain < 0 and interval is not None and interval[1] >= 0:
+        return (f"The pre-trained backbone scored {-points:.1f} points below the baseline ({baseline_name}) on this "
+                "test split, but the interval includes 0: no evidence of negative transfer yet.")
     if gain < 0:
         return (f"WARNING: negative transfer. The pre-trained backbone is {-points:.1f} points *worse* than "
                 f"the baseline ({baseline_name}). Prefer the baseline, or try another backbone or strategy.")
@@ -132,7 +135,7 @@ def render_card(meta: dict[str, Any]) -> str:
         lines.append(f"| baseline: {base.get('name')} | {_pct(base_test.get('accuracy'))} | "
                      f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
         gain = metrics["transfer_gain"]
-        lines += ["", gain_sentence(gain["accuracy"], base.get("name", "baseline"))
+        lines += ["", gain_sentence(gain["accuracy"], base.get("name", "baseline"), gain.get("ci95", {}).get("accuracy"))
                   + (" " + gain_words(gain["accuracy"], gain["ci95"]["accuracy"]) if "ci95" in gain else "")]
     if ci.get("accuracy"):
         small = interval_words(int(test.get("n", 0)), ci["accuracy"])

@@ -107,14 +107,17 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         f = features(split_name)
         return model.proba_from_features(f) if len(f) else np.empty((0, len(label_names)))
 
-    if calibrate and len(parts.val):
+    uses_labels = chosen.get("labelled_examples_used") != 0  # zero-shot promises to use no label at all
+    if calibrate and uses_labels and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
             model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
-            log(f"Calibration: temperature {calibration['temperature']:.3g} lowers the validation NLL "
-                f"{calibration['val_nll_before']:.3f} -> {calibration['val_nll_after']:.3f}")
+            log(f"Calibration: temperature {calibration['temperature']:.3g}, fitted on {len(parts.val)} validation "
+                "items, makes the confidences match the accuracy better")
+        else:
+            log(f"Calibration: {calibration.get('reason', 'not needed (temperature 1 fits the validation split best)')}")
         chosen = {**chosen, "calibration": calibration}
-    if ood and len(parts.val) and len(parts.train):
+    if ood and uses_labels and len(parts.val) and len(parts.train):
         try:
             with threadpool_limits(1):  # small dense algebra: BLAS threads only contend on a few cores
                 model.ood = OODScorer().fit(features("train"), ys["train"], features("val"))
