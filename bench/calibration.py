@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from strategies import SETTINGS  # noqa: E402  (the same data and options as the strategies table)
 
-from headstart.adapt import make_config  # noqa: E402
-from headstart.api import train_model  # noqa: E402
+from headstart.methods import make_config  # noqa: E402
+from headstart.workflows.pipeline import train_model  # noqa: E402
 from headstart.backbones import create_backbone  # noqa: E402
 from headstart.data import load_data, split  # noqa: E402
 from headstart.data.builtin import take_per_class  # noqa: E402
