@@ -321,6 +321,72 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"digits": digits, "images": images, "model": model, "ckpt": ckpt}
 
 
+# -- what a hostile review found after the first round ------------------------------------------
+
+def _fake_model_with_notes(ctx: dict) -> None:
+    uf = ctx["tmp"] / "uf"
+    uf.mkdir()
+    (uf / "notes.txt").write_text("precious")
+    (uf / "headstart.json").write_text('{"my": "config"}')
+
+
+def _model_with_user_file(ctx: dict) -> None:
+    shutil.copytree(ctx["model"], ctx["tmp"] / "m2")
+    (ctx["tmp"] / "m2" / "my_notes.txt").write_text("precious")
+
+
+def _fifo_folder(ctx: dict) -> None:
+    root = ctx["tmp"] / "pf"
+    write_png(root / "0.png", value=1)
+    os.mkfifo(root / "fifo.png")
+
+
+def _nan_weights(ctx: dict) -> None:
+    from safetensors.torch import load_file, save_file
+
+    dst = ctx["tmp"] / "model"
+    shutil.copytree(ctx["model"], dst)
+    tensors = {k: v * float("nan") for k, v in load_file(str(dst / "model.safetensors")).items()}
+    save_file(tensors, str(dst / "model.safetensors"))
+
+
+def _interrupted_checkpoint(ctx: dict) -> None:
+    shutil.copytree(ctx["ckpt"], ctx["tmp"] / "rs.ckpt")
+
+
+CASES += [
+    Case("overwrite-fake-marker", _fit("{digits}", "--out", "{tmp}/uf", "--overwrite"), 2,
+         r"'.*uf' is a folder with other files in it .* not a headstart model", _fake_model_with_notes,
+         lambda ctx: (ctx["tmp"] / "uf" / "notes.txt").read_text() == "precious"),
+    Case("overwrite-model-with-user-files", _fit("{digits}", "--out", "{tmp}/m2", "--overwrite"), 2,
+         r"holds a headstart model and also files headstart did not write \(my_notes\.txt\)", _model_with_user_file,
+         lambda ctx: (ctx["tmp"] / "m2" / "my_notes.txt").read_text() == "precious"),
+    Case("probe-keeps-another-runs-checkpoint", _fit("{digits}", "--out", "{tmp}/rs", "--resume"), 0,
+         r"keeps no checkpoint \(nothing to resume\)", _interrupted_checkpoint,
+         lambda ctx: (ctx["tmp"] / "rs.ckpt" / "headstart-checkpoint.json").is_file()),
+    Case("predict-fifo-in-folder", _cmd("predict", "{model}", "{tmp}/pf"), 0, r"fifo\.png \(not a regular file",
+         _fifo_folder),
+    Case("out-dot", _fit("{digits}", "--out", "."), 2, r"is a folder with other files in it \(notes\.txt\)",
+         lambda ctx: (ctx["tmp"] / "notes.txt").write_text("mine"),
+         lambda ctx: sorted(p.name for p in ctx["tmp"].iterdir()) == ["notes.txt"]),
+    Case("out-empty", _fit("{digits}", "--out", ""), 2, r"--out is empty"),
+    Case("artifact-nan-weights", _cmd("predict", "{tmp}/model", "{images}/cat/0.png"), 2, r"NaN or infinite",
+         _nan_weights),
+    Case("artifact-deep-json", _cmd("predict", "{tmp}/model", "{images}/cat/0.png"), 2,
+         r"headstart\.json is not a model description headstart wrote \(RecursionError",
+         lambda ctx: (shutil.copytree(ctx["model"], ctx["tmp"] / "model"),
+                      (ctx["tmp"] / "model" / "headstart.json").write_text("[" * 100_000 + "]" * 100_000))),
+    Case("artifact-huge-int", _cmd("predict", "{tmp}/model", "{images}/cat/0.png"), 2,
+         r"headstart\.json is not a model description headstart wrote \(ValueError",
+         lambda ctx: (shutil.copytree(ctx["model"], ctx["tmp"] / "model"),
+                      (ctx["tmp"] / "model" / "headstart.json").write_text(
+                          (ctx["model"] / "headstart.json").read_text().replace('"seed": 0', '"seed": ' + "9" * 5000)))),
+    Case("artifact-huge-head", _cmd("predict", "{tmp}/model", "{images}/cat/0.png"), 2, r"head\.(inner\.)?hidden",
+         _meta_edit(lambda m: (m["head"].get("inner", m["head"]).update({"type": "mlp", "hidden": 200_000_000,
+                                                                         "dropout": 0.1})))),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_catalogue_case(case: Case, fixtures: dict, tmp_path: Path, capsys, monkeypatch) -> None:
     ctx = {**fixtures, "tmp": tmp_path}

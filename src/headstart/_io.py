@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,54 +100,90 @@ def remove_stale_temporaries(target: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def check_replaceable(target: str | Path, marker: str, *, overwrite: bool, what: str) -> None:
-    """Refuse to write ``target`` unless it is absent, an empty folder, or (with ``overwrite``) a
-    folder that headstart wrote itself, recognised by its ``marker`` file.
+@dataclass(frozen=True)
+class FolderKind:
+    """A folder that headstart writes and may replace: recognised by a ``marker`` JSON file holding
+    the key ``signature``, and holding nothing but the top-level names in ``contents``."""
 
-    A folder that is not ours is never replaced, ``overwrite`` or not: it may hold the user's data.
+    what: str  # "a headstart model", for messages
+    marker: str
+    signature: str
+    contents: frozenset[str]
+
+
+def _marker_ok(target: Path, kind: FolderKind) -> bool:
+    try:
+        data = json.loads((target / kind.marker).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and kind.signature in data
+
+
+def is_owned(target: str | Path, kind: FolderKind) -> bool:
+    """True when ``target`` is a folder headstart wrote as ``kind`` and nothing else was put in it."""
+    target = Path(target)
+    if target.is_symlink() or not target.is_dir() or not _marker_ok(target, kind):
+        return False
+    return all(p.name in kind.contents for p in target.iterdir())
+
+
+def check_replaceable(target: str | Path, kind: FolderKind, *, overwrite: bool) -> None:
+    """Refuse to write ``target`` unless it is absent, an empty folder, or (with ``overwrite``) a
+    folder that headstart wrote itself as ``kind`` and that holds nothing else.
+
+    A folder that is not ours, or that holds files of the user's next to ours, is never replaced,
+    ``overwrite`` or not: replacing it would delete them.
     """
     target = Path(target)
+    what = kind.what
     if not target.exists() and not target.is_symlink():
         return
-    if not target.is_dir() or target.is_symlink():
+    if target.is_symlink():
+        raise OutputError(f"'{target}' is a symbolic link; headstart writes {what} only to a real folder, so that "
+                          "replacing it can never reach what the link points to.", fix="choose another --out path.")
+    if not target.is_dir():
         raise OutputError(f"'{target}' exists and is not a folder, so it cannot hold {what}.",
                           fix="choose another --out path.")
     entries = sorted(p.name for p in target.iterdir())
     if not entries:
         return
-    if not (target / marker).is_file():
+    if not _marker_ok(target, kind):
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputError(f"'{target}' is a folder with other files in it ({shown}) and not {what}; "
                           "headstart replaces only folders it wrote itself.",
                           fix="choose a new or empty folder for --out.")
+    foreign = [e for e in entries if e not in kind.contents]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise OutputError(f"'{target}' holds {what} and also files headstart did not write ({shown}); replacing "
+                          "the folder would delete them.", fix="move those files out, or choose another --out path.")
     if not overwrite:
         raise OutputError(f"'{target}' already holds {what}.",
                           fix="pass --overwrite (overwrite=True) to replace it, or choose another --out path.")
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, *, marker: str, overwrite: bool = True, what: str = "a headstart folder"
-               ) -> Iterator[Path]:
+def atomic_dir(target: str | Path, kind: FolderKind, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it replaces ``target`` in one step.
 
-    ``marker`` names the file that proves a folder is headstart's own (``headstart.json`` for a
-    model): the block must write it, and an existing ``target`` without it is never replaced (see
-    :func:`check_replaceable`). If the block raises (or the process dies), ``target`` is untouched
+    ``kind`` says how headstart recognises its own folder (for a model: ``headstart.json``): the
+    block must write the marker, and an existing ``target`` that is not wholly headstart's is never
+    replaced (see :func:`check_replaceable`). If the block raises (or the process dies), ``target`` is untouched
     and the temporary folder is removed (after a kill it stays as a hidden ``.name.tmp-PID-*``
     folder, which the next write to the same place removes).
     """
     target = Path(target).absolute()
-    check_replaceable(target, marker, overwrite=overwrite, what=what)
+    check_replaceable(target, kind, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-{os.getpid()}-"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     try:
         yield tmp
-        if not (tmp / marker).is_file():
-            raise RuntimeError(f"atomic_dir: the block did not write its marker file {marker}")
+        if not _marker_ok(tmp, kind):
+            raise RuntimeError(f"atomic_dir: the block did not write its marker file {kind.marker}")
         _fsync_tree(tmp)
-        check_replaceable(target, marker, overwrite=overwrite, what=what)  # it may have appeared meanwhile
+        check_replaceable(target, kind, overwrite=overwrite)  # it may have appeared meanwhile
         if not target.exists():
             os.replace(tmp, target)
         elif _exchange(tmp, target):

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import check_replaceable, remove_stale_temporaries
+from ._io import check_replaceable, is_owned, remove_stale_temporaries
 from .backbones import create_backbone
 from .data import Dataset, load_data, split, validate
 from .errors import ConfigError, DataError, OutputError
@@ -23,7 +23,7 @@ from .evaluation.metrics import classification_metrics
 from .features import pick_device
 from .methods import make_config
 from .model import TransferModel
-from .train.loop import CHECKPOINT_MARKER
+from .train.loop import CHECKPOINT_FOLDER, CHECKPOINT_MARKER
 from .workflows.pipeline import backbone_name, check_backbone_modality, encode_labels, train_model
 
 def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy: str = "linear-probe",
@@ -54,11 +54,17 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else (Path(out).with_name(Path(out).name + ".ckpt") if out else None)
     if out is not None:
+        if not str(out).strip():
+            raise ConfigError("--out is empty.", fix="name a folder for the model, e.g. --out runs/NAME.")
+        out = Path(out).absolute().resolve(strict=False) if Path(out).name in ("", ".", "..") else Path(out)
         check_output(out, data, overwrite=overwrite)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else (Path(out).with_name(Path(out).name + ".ckpt") if out else None)
     if ckpt is not None:
-        check_replaceable(ckpt, CHECKPOINT_MARKER, overwrite=True, what="a headstart checkpoint")
+        check_replaceable(ckpt, CHECKPOINT_FOLDER, overwrite=True)
+    # A checkpoint is removed after the save only if this run wrote it: one left by an interrupted
+    # run of another strategy stays for its own --resume.
+    ckpt_before = _mtime(ckpt / CHECKPOINT_MARKER) if ckpt is not None else None
     for place in (p for p in (out, ckpt) if p is not None):
         remove_stale_temporaries(Path(place).absolute())  # what killed earlier runs left beside them
     t0 = time.perf_counter()
@@ -165,22 +171,32 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     if out is not None:
         model.save(out, overwrite=overwrite)
         say(f"Saved the model to {out}")
-        if ckpt is not None and (ckpt / CHECKPOINT_MARKER).is_file() and not checkpoint_dir:
+        if (ckpt is not None and not checkpoint_dir and is_owned(ckpt, CHECKPOINT_FOLDER)
+                and _mtime(ckpt / CHECKPOINT_MARKER) != ckpt_before):
             shutil.rmtree(ckpt, ignore_errors=True)
+    if resume and "resumed_from_epoch" not in chosen:
+        say(f"--resume: the strategy '{strategy}' keeps no checkpoint (nothing to resume); it trained from the start")
     return model
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def check_output(out: str | Path, data: Any, *, overwrite: bool) -> None:
     """Refuse an ``out`` that would destroy something: a folder that is not a model, an existing model
     without ``overwrite``, or a place inside (or equal to) the training data."""
-    from .artifact import META
+    from .artifact import MODEL_FOLDER
 
     if isinstance(data, (str, Path)) and not str(data).startswith("builtin:"):
         src, dst = Path(data).resolve(), Path(out).resolve()
         if dst == src or (src.is_dir() and dst.is_relative_to(src)) or (dst.is_dir() and src.is_relative_to(dst)):
             raise OutputError(f"--out '{out}' would overlap the data '{data}'; saving there would mix the model "
                               "with the data or replace it.", fix="choose an --out folder outside the data, e.g. runs/NAME.")
-    check_replaceable(out, META, overwrite=overwrite, what="a headstart model")
+    check_replaceable(out, MODEL_FOLDER, overwrite=overwrite)
 
 
 def load(path: str | Path) -> TransferModel:

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_dir, write_json_atomic
+from ._io import FolderKind, atomic_dir, write_json_atomic
 from .errors import ArtifactError, HeadstartError
 
 FORMAT_VERSION = 1
@@ -30,6 +30,9 @@ WEIGHTS = "model.safetensors"
 META = "headstart.json"
 CARD = "transfer_card.md"
 BACKBONE_DIR = "backbone"
+# What headstart writes in a model folder (exports and reports included); anything else is the user's.
+MODEL_FOLDER = FolderKind("a headstart model", META, "format_version",
+                          frozenset({META, WEIGHTS, CARD, BACKBONE_DIR, "onnx", "report.html"}))
 # What a backbone folder inside an artifact may hold: configs, vocabularies, sentencepiece models, weights.
 BACKBONE_SUFFIXES = frozenset({".json", ".txt", ".model", ".safetensors"})
 
@@ -74,7 +77,7 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
         **{k: v for k, v in model.info.items() if k not in ("labels", "backbone", "head", "ood", "format_version")},
         "versions": package_versions(),
     }
-    with atomic_dir(path, marker=META, overwrite=overwrite, what="a headstart model") as tmp:
+    with atomic_dir(path, MODEL_FOLDER, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", "headstart_format": str(FORMAT_VERSION)})
         write_json_atomic(tmp / META, meta)
         (tmp / CARD).write_text(render_card(meta), encoding="utf-8")
@@ -145,11 +148,35 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path / META} is not valid JSON ({exc.msg}, line {exc.lineno}).",
                             fix="re-create the model with `headstart fit`.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path / META} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                            fix="re-create the model with `headstart fit`.") from None
+    except (RecursionError, ValueError) as exc:  # nesting past the parser's depth, a 5000-digit number
+        raise ArtifactError(f"{path / META} is not a model description headstart wrote "
+                            f"({type(exc).__name__}: {str(exc)[:80]}).", fix="re-create the model with `headstart fit`.") from None
+    except OSError as exc:
         raise ArtifactError(f"{path / META} cannot be read ({exc}).",
                             fix="check the file's permissions, or re-create the model with `headstart fit`.") from None
+    _check_text(meta, path / META)
     validate_meta(meta, path / META)
     return meta
+
+
+def _check_text(value: Any, file: Path, depth: int = 0) -> None:
+    """Every string in the metadata is valid Unicode (a lone surrogate breaks every writer later)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ArtifactError(f"{file} holds a string that is not valid Unicode ({ascii(value)[:60]}).",
+                                fix="re-create the model with `headstart fit`.") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, file, depth + 1)
+            _check_text(v, file, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, file, depth + 1)
 
 
 # -- confinement -----------------------------------------------------------------------------
@@ -333,8 +360,8 @@ def _validate_head(head: dict[str, Any], file: Path, prefix: str, dim: int, n_la
             if not isinstance(head.get("inner"), dict) or head["inner"].get("type") == "temperature":
                 raise fh.bad("inner", "the object of a trained head (not itself temperature-scaled)", head.get("inner"))
             _validate_head(head["inner"], file, prefix + "inner.", dim, n_labels)
-        else:
-            fh.integer(head, key, 1)
+        else:  # widths and counts: bounded, so a tampered file cannot ask for terabytes
+            fh.integer(head, key, 1, 1_000_000 if key == "source_classes" else 65_536)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -388,11 +415,20 @@ def _read_weights(path: Path) -> dict[str, Any]:
 
     file = confined(path, WEIGHTS, WEIGHTS)
     try:
-        return load_file(str(file))
+        tensors = load_file(str(file))
     except Exception as exc:  # SafetensorError, truncation, a pickle in disguise: never unpickled
         raise ArtifactError(f"{path / WEIGHTS} is not a readable safetensors file ({str(exc).splitlines()[0][:200]}).",
                             fix="restore the folder from a backup or re-create the model with `headstart fit`; "
                                 "headstart reads weights only as safetensors.") from None
+    stray = sorted(k for k in tensors if not k.startswith(("head.", "backbone.", "ood.")))
+    if stray:
+        raise ArtifactError(f"{path / WEIGHTS} holds tensors headstart does not write: {', '.join(stray[:5])}.",
+                            fix="re-create the model with `headstart fit`.")
+    broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all()))
+    if broken:  # NaN or infinite weights would predict nonsense with confidence nan
+        raise ArtifactError(f"{path / WEIGHTS} holds NaN or infinite values in {', '.join(broken[:5])}.",
+                            fix="restore the folder from a backup or re-create the model with `headstart fit`.")
+    return tensors
 
 
 def _load_state(module: Any, state: dict[str, Any], what: str, path: Path) -> None:

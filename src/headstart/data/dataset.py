@@ -10,6 +10,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -179,6 +180,9 @@ def load_image(item: ImageItem, where: str) -> Image.Image:
         if arr.ndim == 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         return to_rgb(Image.fromarray(arr))
+    if not Path(item).is_file():  # a FIFO or device would block the read forever
+        raise DataError(f"Cannot read the image '{where}': it is not a regular file (a pipe, device, folder or "
+                        "broken link).", fix="pass image files only.")
     try:
         with Image.open(item) as img:
             img.load()

@@ -94,6 +94,8 @@ def _scan_images(folder: Path, root: Path, skipped: list[Skipped]) -> list[Path]
                 skipped.append(Skipped(rel, "hidden or system file"))
             elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append(Skipped(rel, f"not an image extension ({p.suffix or 'none'})"))
+            elif not p.is_file():  # a FIFO or device would block the first read forever
+                skipped.append(Skipped(rel, "not a regular file (a pipe, device or broken link)"))
             else:
                 found.append(p)
     return found

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_dir
+from .._io import FolderKind, atomic_dir
 from ..backbones._ort import import_onnxruntime
 from ..backbones.base import normalise, resize_crop
 from ..errors import ArtifactError, ConfigError
 from ..artifact import confined
 
+ONNX_FOLDER = FolderKind("an ONNX export", "export.json", "files",
+                         frozenset({"export.json", "model.onnx", "model.int8.onnx", "model.onnx.data", "tokenizer"}))
 ONNX_DIR = "onnx"
 
 
@@ -246,7 +248,7 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
                               "card": model.backbone.card.to_dict(), "files": {v: files[v] for v in variants},
                               "inputs": ["pixels"] if model.modality == "image" else ["input_ids", "attention_mask"],
                               "tolerances": {v: asdict(TOLERANCES[v]) for v in variants}, "parity": {}, "speed": {}}
-    with atomic_dir(run_dir / ONNX_DIR, marker="export.json", what="an ONNX export") as tmp:
+    with atomic_dir(run_dir / ONNX_DIR, ONNX_FOLDER) as tmp:
         log("Exporting to ONNX (torch.onnx dynamo exporter)")
         _export(model, tmp / files["fp32"])
         if model.modality == "text":

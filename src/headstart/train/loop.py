@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import atomic_dir
+from .._io import FolderKind, atomic_dir
 from .._malloc import tune_malloc
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
@@ -117,6 +117,8 @@ def _seed(seed: int, epoch: int) -> int:
 
 
 CHECKPOINT_MARKER = "headstart-checkpoint.json"  # proves a folder is a checkpoint headstart wrote
+CHECKPOINT_FOLDER = FolderKind("a headstart checkpoint", CHECKPOINT_MARKER, "fingerprint", frozenset(
+    {CHECKPOINT_MARKER, "model.safetensors", "best.safetensors", "optimizer.pt", "trainer.json"}))
 
 
 def run_fingerprint(backbone: Backbone, train_data: Dataset, val_data: Dataset, y_train: np.ndarray,
@@ -150,7 +152,7 @@ def _save_checkpoint(folder: Path, model: nn.Module, optimizer: Any, scheduler: 
                      best_state: dict[str, torch.Tensor] | None, fingerprint: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    with atomic_dir(folder, marker=CHECKPOINT_MARKER, what="a headstart checkpoint") as tmp:
+    with atomic_dir(folder, CHECKPOINT_FOLDER) as tmp:
         # Images train in channels_last; safetensors stores only contiguous (NCHW) tensors.
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         if best_state is not None:
