@@ -411,3 +411,33 @@ def test_hub_id_in_the_local_cache_loads_offline_and_stays_a_hub_id(bert_model, 
     again = loaded.save(tmp_path / "again")
     assert json.loads((again / "headstart.json").read_text())["backbone"]["name"] == "hf:acme/tiny-bert"
     assert not (again / "backbone").exists()
+
+
+def test_an_export_that_does_not_match_its_model_is_refused(tmp_path) -> None:
+    """export.json's labels and input size must be the model's: otherwise the server would answer with
+    the wrong names or feed inputs of the wrong size."""
+    import json as _json
+
+    import headstart
+    from headstart.errors import ArtifactError
+    from headstart.export.onnx import OnnxPredictor, export_onnx
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(30)]
+    labels = ["a" if i % 2 else "b" for i in range(30)]
+    run = tmp_path / "run"
+    headstart.fit(images, labels, backbone="efficientnet-lite0", image_size=32, out=run, progress=False,
+                  baseline=False)
+    from PIL import Image
+
+    export_onnx(run, [Image.fromarray(a) for a in images[:8]])
+    OnnxPredictor.from_run(run)  # as exported: fine
+    meta_file = run / "onnx" / "export.json"
+    good = meta_file.read_text()
+    for edit, field in ((lambda m: m.__setitem__("labels", ["0", "0"]), "labels"),
+                        (lambda m: m["card"]["input"].__setitem__("image_size", 64), "card.input")):
+        meta = _json.loads(good)
+        edit(meta)
+        meta_file.write_text(_json.dumps(meta))
+        with pytest.raises(ArtifactError, match=field.replace(".", r"\.")):
+            OnnxPredictor.from_run(run)

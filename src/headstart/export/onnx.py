@@ -135,10 +135,23 @@ class OnnxPredictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, variant: str = "fp32", threads: int | None = None) -> OnnxPredictor:
+        from ..artifact import read_meta
+        from ..backbones.base import BackboneCard
+
         folder = Path(run_dir) / ONNX_DIR
         if not (folder / "export.json").is_file():
             raise ArtifactError(f"{run_dir} has no ONNX export.", fix=f"run `headstart export {run_dir}` first.")
-        return cls(folder, variant, threads)
+        predictor = cls(folder, variant, threads)
+        # The export must describe the model beside it: same labels, same input; else its answers
+        # would carry the wrong names or meet inputs of the wrong size.
+        meta = read_meta(run_dir)
+        if list(predictor.label_names) != list(meta["labels"]):
+            raise ArtifactError(f"{folder / 'export.json'}: `labels` differ from the model's in {Path(run_dir) / 'headstart.json'}.",
+                                fix=f"re-export with `headstart export {run_dir}`.")
+        if predictor.card.input != BackboneCard.from_dict(meta["backbone"]["card"]).input:
+            raise ArtifactError(f"{folder / 'export.json'}: `card.input` differs from the model's preprocessing.",
+                                fix=f"re-export with `headstart export {run_dir}`.")
+        return predictor
 
     def feeds(self, items: list[Any]) -> dict[str, np.ndarray]:
         if self.modality == "image":
@@ -154,8 +167,9 @@ class OnnxPredictor:
 
 def _export(model: Any, path: Path) -> None:
     if not model.backbone.trainable:
-        raise ConfigError(f"The backbone '{model.backbone.card.name}' is already an ONNX model; exporting a model "
-                          "built on it is not supported.", fix="fit with minilm-l6 or an hf: backbone to export.")
+        raise ConfigError(f"The backbone '{model.backbone.card.name}' cannot be exported: it is not a torch network "
+                          "(an ONNX model or raw pixels).",
+                          fix="fit with a torch backbone to export: efficientnet-lite0 for images, minilm-l6 for text.")
     model.backbone.eval().float().to(memory_format=torch.contiguous_format)
     model.head.eval().float()
     batch = torch.export.Dim("batch", min=1, max=4096)
