@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 LOG_T_BOUNDS = (-4.0, 4.0)  # T from 0.018 to 55: beyond that the validation split is too small to say
-MIN_ITEMS = 20  # fewer validation items say too little about confidence to move it
-LOG_T_PRIOR_SD = 0.5  # prior belief: T within a factor e of 1 (two sd) for a model trained with care
+MIN_ITEMS = 8  # fewer validation items say too little about confidence to move it
+LOG_T_PRIOR_SD = 1.0  # prior belief: T within a factor of about 7 of 1 (two sd); label smoothing alone can ask for 1/3
 
 
 def _nll(logp: np.ndarray, y: np.ndarray, temperature: float, smoothing: float = 0.0) -> float:
