@@ -6,6 +6,7 @@ the baseline -> (save artifact + transfer card). ``fit`` always starts from the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -168,7 +169,8 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         "timings_s": {"load_and_check": round(t1 - t0, 3), "adapt": round(t3 - t1, 3),
                       "evaluate_and_baseline": round(t4 - t3, 3)},
     }
-    if out is not None:
+    # Under torchrun every process ends with the same model; the first one saves it.
+    if out is not None and os.environ.get("RANK", "0") == "0":
         model.save(out, overwrite=overwrite)
         say(f"Saved the model to {out}")
         if (ckpt is not None and not checkpoint_dir and is_owned(ckpt, CHECKPOINT_FOLDER)
