@@ -3,8 +3,8 @@
 Both sides do the same work in the same process on the same inputs (the demo's efficientnet-lite0
 features of ``builtin:mnist:100`` for the probe, its 32x32 greyscale pixels for the baseline):
 standardise, sweep the C grid with lbfgs warm-started along it, score each C on val, refit on
-train + val with the best C. scikit-learn runs ``LogisticRegression(warm_start=True)`` with its
-default tolerance, once with its default BLAS threads and once with one BLAS thread (what headstart
+train + val with the best C. scikit-learn runs ``LogisticRegression(warm_start=True)`` with the
+same tolerance as headstart, once with its default BLAS threads and once with one BLAS thread (what headstart
 uses for problems this small). Repeats alternate between the sides; the table gives medians.
 Then ``headstart demo`` runs twice with one fresh HEADSTART_CACHE; the second run is cache-warm.
 
@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from headstart.train.linear_probe import DEFAULT_CS, LinearProbeConfig, linear_probe, standardiser
+from headstart.train.logistic import TOL
 from headstart.workflows.pipeline import encode_labels
 from headstart.backbones import create_backbone
 from headstart.data import load_data, split
@@ -56,7 +57,7 @@ def sklearn_sweep(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nda
     """The same protocol written with scikit-learn; returns the chosen C."""
     mean, std = standardiser(xtr)
     ztr, zva = (xtr - mean) / std, (xva - mean) / std
-    model = LogisticRegression(warm_start=True, max_iter=500)
+    model = LogisticRegression(warm_start=True, max_iter=500, tol=TOL)
     best = None
     for C in sorted(cs):
         model.set_params(C=C).fit(ztr, ytr)
@@ -67,7 +68,7 @@ def sklearn_sweep(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nda
             best = (acc, -loss, C)
     x_all, y_all = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
     mean, std = standardiser(x_all)
-    LogisticRegression(C=best[2], max_iter=500).fit((x_all - mean) / std, y_all)
+    LogisticRegression(C=best[2], max_iter=500, tol=TOL).fit((x_all - mean) / std, y_all)
     return best[2]
 
 

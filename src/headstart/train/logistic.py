@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 __all__ = ["fit_logistic", "fit_logistic_numpy", "fit_logistic_torch", "solver_threads"]
 
-TOL = 1e-4  # scikit-learn's default: the largest gradient entry of the scaled objective
+TOL = 1e-6  # the largest gradient entry of the scaled objective; scikit-learn's 1e-4 stops short at large C (2.5 points on MNIST at C = 1)
 
 
 def solver_threads(n: int, d: int, k: int) -> Any:
