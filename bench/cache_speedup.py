@@ -1,4 +1,4 @@
-"""Issue #2, must-show 3: a second `fit` on the same data (feature-cache hit) vs the first.
+"""A second `fit` on the same data (feature-cache hit) vs the first.
 
 Both fits run in this one process, one after the other, on the same data and a fresh cache folder,
 so the ratio is not distorted by machine-to-machine noise. Both include validation, splitting, the

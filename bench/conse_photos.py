@@ -1,4 +1,4 @@
-"""Issue #6, must-show 3 (photos): ConSE zero-shot on real skimage photos, against chance.
+"""ConSE zero-shot on real skimage photos, against chance.
 
 The class names are what a user would type; no labelled example is used. The same head is what
 ``headstart fit --strategy zero-shot`` builds for images.

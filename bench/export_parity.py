@@ -1,4 +1,4 @@
-"""Issue #7, must-show 1: parity and speed of the ONNX export, image and text, fp32 and int8.
+"""Parity and speed of the ONNX export, image and text, fp32 and int8.
 
 For each artifact: max |p_torch - p_onnx| and top-1 agreement on held-out test items, and latency
 (batch 1) / throughput (batch 32) of torch vs ONNX Runtime, measured side by side in this process.

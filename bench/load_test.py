@@ -1,4 +1,4 @@
-"""Issue #7, must-show 2: load test of the real server on 127.0.0.1, with and without batching.
+"""Load test of the real server on 127.0.0.1, with and without batching.
 
 A text model (minilm-l6, exported to ONNX) is served by `headstart serve` in a subprocess.
 CLIENTS threads send REQUESTS single-text requests in total (bounded in count and time). Reported:

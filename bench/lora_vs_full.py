@@ -1,4 +1,4 @@
-"""Issue #3, must-show 5: LoRA vs full fine-tuning of minilm-l6 - trainable parameters, peak
+"""LoRA vs full fine-tuning of minilm-l6 - trainable parameters, peak
 memory, time, accuracy; and the merged LoRA artifact predicts what the unmerged adapter did.
 
 Each strategy runs in its own subprocess (peak resident memory is its own), on the same 16 BBC

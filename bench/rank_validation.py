@@ -1,4 +1,4 @@
-"""Issue #4, must-shows 1 and 2: do the transferability scores rank backbones the way fine-tuning does,
+"""Do the transferability scores rank backbones the way fine-tuning does,
 and what does ranking cost next to fine-tuning?
 
 For each data set: a fixed stratified split per class (``--per-class`` for training, 8 for

@@ -1,4 +1,4 @@
-"""Issue #6, must-show 1: headstart's SetFit-style few-shot vs the setfit library, side by side.
+"""Headstart's SetFit-style few-shot vs the setfit library, side by side.
 
 Same encoder (the packaged all-MiniLM-L6-v2 folder), same BBC News splits: one fixed test split
 (20%, seed 0); per seed, K examples per class for training (and, for headstart's head, K/4 per class,

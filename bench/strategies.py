@@ -1,4 +1,4 @@
-"""Issue #3, must-show 1: linear probe vs fine-tuning strategies, 3 seeds, mean +- std.
+"""Linear probe vs fine-tuning strategies, 3 seeds, mean +- std.
 
 One fixed held-out test split per data set (20% of all of it, seed 0); at each budget the training
 set is K examples per class drawn (per seed) from the rest, and validation is K/4 per class (at

@@ -1,4 +1,4 @@
-"""Issue #3, must-show 2: headstart's training loop vs Hugging Face `Trainer`, same everything.
+"""Headstart's training loop vs Hugging Face `Trainer`, same everything.
 
 Same model (minilm-l6: BERT 6 layers x 384, mean pooling + linear head), same real BBC texts
 truncated at the same length, same batch size, AdamW at the same rate, one epoch, same hardware.
