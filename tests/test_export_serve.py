@@ -83,7 +83,7 @@ def test_failed_parity_is_an_error_and_keeps_the_previous_export(text_run, text_
 def test_export_of_onnx_backbone_model_is_refused(tmp_path, bbc_small) -> None:
     out = tmp_path / "onnx-backbone"
     headstart.fit(bbc_small, backbone="minilm-l3-onnx", out=out, progress=False, baseline=False)
-    with pytest.raises(ConfigError, match="already an ONNX model"):
+    with pytest.raises(ConfigError, match="cannot be exported: it is not a torch network"):
         export_onnx(out, bbc_small.items[:3])
 
 
