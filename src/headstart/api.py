@@ -23,6 +23,7 @@ from .evaluation.intervals import bootstrap_metrics, interval_words
 from .evaluation.metrics import classification_metrics
 from .features import pick_device
 from .methods import make_config
+from .artifact import MODEL_FOLDER
 from .model import TransferModel
 from .train.loop import CHECKPOINT_FOLDER, CHECKPOINT_MARKER
 from .workflows.pipeline import backbone_name, check_backbone_modality, encode_labels, train_model
@@ -191,7 +192,6 @@ def _mtime(path: Path) -> int | None:
 def check_output(out: str | Path, data: Any, *, overwrite: bool) -> None:
     """Refuse an ``out`` that would destroy something: a folder that is not a model, an existing model
     without ``overwrite``, or a place inside (or equal to) the training data."""
-    from .artifact import MODEL_FOLDER
 
     if isinstance(data, (str, Path)) and not str(data).startswith("builtin:"):
         src, dst = Path(data).resolve(), Path(out).resolve()

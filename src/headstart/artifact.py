@@ -24,6 +24,7 @@ from typing import Any
 
 from ._io import FolderKind, atomic_dir, write_json_atomic
 from .errors import ArtifactError, HeadstartError
+from .heads import HEAD_SPEC_FIELDS, HEADS
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -224,8 +225,6 @@ def check_data_folder(folder: Path, root: Path, field: str) -> None:
 # -- field validation ------------------------------------------------------------------------
 _MISSING = object()
 _REFIT = "re-create the model with `headstart fit` (or `model.save(...)`) instead of editing it by hand."
-HEAD_FIELDS = {"linear": (), "mlp": ("hidden", "dropout"), "bottleneck": ("hidden", "dropout"), "cosine": (),
-               "conse": ("source_classes", "text_dim", "top_k", "scale"), "temperature": ("temperature", "inner")}
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
@@ -342,7 +341,7 @@ def validate_meta(meta: Any, file: Path) -> None:
 
 def _validate_head(head: dict[str, Any], file: Path, prefix: str, dim: int, n_labels: int) -> None:
     fh = _Fields(file, prefix)
-    kind = fh.choice(head, "type", tuple(HEAD_FIELDS))
+    kind = fh.choice(head, "type", tuple(HEADS))
     fh.integer(head, "in_features", 1)
     if head["in_features"] != dim:
         raise fh.bad("in_features", f"the backbone's feature size {dim} (backbone.card.feature_dim)",
@@ -351,7 +350,7 @@ def _validate_head(head: dict[str, Any], file: Path, prefix: str, dim: int, n_la
     if head["num_classes"] != n_labels:
         raise ArtifactError(f"{file}: the head predicts {head['num_classes']} classes but `labels` names "
                             f"{n_labels}; predictions would be given the wrong names.", fix=_REFIT)
-    for key in HEAD_FIELDS[kind]:
+    for key in HEAD_SPEC_FIELDS[kind]:
         if key == "dropout":
             fh.number(head, key, 0.0, 1.0, high_open=True)
         elif key in ("scale", "temperature"):

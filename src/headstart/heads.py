@@ -153,6 +153,10 @@ def build_head(spec: dict[str, Any]) -> nn.Module:
     return HEADS.get(kind)(spec)
 
 
+# The spec fields beyond type / in_features / num_classes that each head type's builder reads: the
+# artifact validates exactly these before building anything.
+HEAD_SPEC_FIELDS = {"linear": (), "mlp": ("hidden", "dropout"), "bottleneck": ("hidden", "dropout"), "cosine": (),
+                    "conse": ("source_classes", "text_dim", "top_k", "scale"), "temperature": ("temperature", "inner")}
 HEADS.register("linear", lambda s: LinearHead(int(s["in_features"]), int(s["num_classes"])))
 HEADS.register("mlp", lambda s: MLPHead(int(s["in_features"]), int(s["num_classes"]), int(s["hidden"]),
                                         float(s["dropout"])))
