@@ -135,7 +135,7 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
             config = make_config(strategy, epochs=epochs) if strategy == "lp-ft" else make_config(strategy)
             log(f"Confirming {name}: {strategy}" + (f", {epochs} epoch(s)" if strategy == "lp-ft" else ""))
             _, proba, ys, _ = train_model(bb, parts, names, strategy, config, seed=seed, cache_dir=cache_dir,
-                                          device=device, progress=progress)
+                                          device=device, progress=progress, ood=False)  # only accuracy is kept
             accs[name] = classification_metrics(ys["test"], proba, names)["accuracy"]
         rounds.append({"epochs": epochs, "accuracy": accs})
         ranked = sorted(alive, key=lambda n: -accs[n])
