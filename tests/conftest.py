@@ -119,3 +119,32 @@ def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32},
          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2}))
     return path
+
+
+def chromium_path() -> str | None:
+    """The system Chromium (Debian's ``chromium`` package): Playwright's own download needs the internet."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return os.environ.get("HEADSTART_CHROMIUM")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium driven by Playwright. In CI a missing browser is a failure, not a skip."""
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed: apt-get install chromium (the CI script does this)")
+        pytest.skip("no Chromium on this machine (apt-get install chromium); CI runs these tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
