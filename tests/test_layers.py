@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("model", ["headstart.model", "headstart.artifact"]),
     ("methods", ["headstart.methods"]),
     ("workflows", ["headstart.workflows"]),
-    ("faces", ["headstart.api", "headstart.sklearn", "headstart.export", "headstart.serve"]),
+    ("faces", ["headstart.api", "headstart.sklearn", "headstart.export", "headstart.serve", "headstart.app"]),
     ("cli", ["headstart.cli"]),
     ("top", [PACKAGE, "headstart.__main__"]),
 ]
