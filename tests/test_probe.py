@@ -153,15 +153,18 @@ def test_probe_sweep_agrees_with_scikit_learn(digits_problem) -> None:
 def test_torch_solver_on_cpu_agrees_with_the_cpu_solver(digits_problem) -> None:
     """The torch L-BFGS path (what a GPU runs) reaches the same minimiser and the same choice."""
     from headstart.train.linear_probe import _fit_cpu, _fit_device
-    from headstart.train.logistic import fit_logistic_numpy, fit_logistic_torch
+    from headstart.train.logistic import fit_logistic_sklearn, fit_logistic_torch
 
     (xtr, ytr), (xva, yva), _ = digits_problem
     xtr, ytr = xtr[:200], ytr[:200]
     mean, std = standardiser(xtr)
     z = (xtr - mean) / std
-    w_np, b_np, _ = fit_logistic_numpy(z, ytr, 10, 0.1, tol=1e-7)
+    w_np, b_np, _ = fit_logistic_sklearn(z, ytr, 10, 0.1, tol=1e-7)
     w_t, b_t = fit_logistic_torch(z, ytr, 10, 0.1, tol=1e-7)
-    assert np.abs(w_t.numpy() - w_np).max() < 1e-3 and np.abs(b_t.numpy() - b_np).max() < 1e-3
+    assert np.abs(w_t.numpy() - w_np).max() < 1e-3
+    # the intercepts are defined up to a shared constant (softmax ignores it): compare them centred
+    b_np, b_t = b_np - b_np.mean(), b_t.numpy() - b_t.numpy().mean()
+    assert np.abs(b_t - b_np).max() < 1e-3
     config = LinearProbeConfig(Cs=(1e-3, 1e-1))
     cpu, dev = _fit_cpu(xtr, ytr, xva, yva, 10, config), _fit_device(xtr, ytr, xva, yva, 10, config, torch.device("cpu"))
     assert cpu[4] == dev[4]  # the chosen C
@@ -186,3 +189,32 @@ def test_probe_warns_when_the_best_C_is_the_largest_tried() -> None:
     assert info["C"] == 1e-2
     assert info["warnings"] == info["reasons"]
     assert "C=0.01 is the largest value tried" in info["warnings"][0]
+
+
+def test_two_classes_are_the_same_multinomial_model_on_both_solvers(digits_problem) -> None:
+    """scikit-learn fits one weight vector for two classes; mapped back it is the two-row softmax model
+    the torch solver finds, at the same C (not at half or twice its strength)."""
+    from headstart.train.logistic import fit_logistic_sklearn, fit_logistic_torch
+
+    (xtr, ytr), _, _ = digits_problem
+    keep = (ytr == 3) | (ytr == 8)
+    z, y = xtr[keep][:150], (ytr[keep][:150] == 8).astype(np.int64)
+    mean, std = standardiser(z)
+    z = (z - mean) / std
+    w_sk, b_sk, _ = fit_logistic_sklearn(z, y, 2, 0.05, tol=1e-8)
+    w_t, b_t = fit_logistic_torch(z, y, 2, 0.05, tol=1e-8)
+    assert np.abs(w_sk - w_t.numpy()).max() < 1e-3
+    assert np.abs((b_sk[1] - b_sk[0]) - float(b_t[1] - b_t[0])) < 1e-3
+
+
+def test_a_class_missing_from_the_training_labels_gets_no_probability(digits_problem) -> None:
+    from headstart.train.logistic import fit_logistic_sklearn
+
+    (xtr, ytr), _, _ = digits_problem
+    keep = ytr < 9  # class 9 never seen
+    w, b, _ = fit_logistic_sklearn(xtr[keep][:300], ytr[keep][:300], 10, 1.0)
+    assert w.shape == (10, xtr.shape[1]) and not w[9].any()
+    logits = xtr[:50] @ w.T + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert p[:, 9].max() < 1e-6

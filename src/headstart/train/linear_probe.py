@@ -3,8 +3,8 @@
 This is the CLIP / open_clip linear-probe protocol: sweep the inverse regularisation ``C`` on the
 validation split, then refit on train + val with the chosen ``C``. The objective is scikit-learn's
 ``LogisticRegression(C=C)`` (sum of cross-entropies + ||W||^2 / (2C), intercept unpenalised) on
-standardised features, solved by L-BFGS with its tolerance (:mod:`headstart.train.logistic`: SciPy on
-the CPU, torch on a GPU). Each fit of the sweep starts from the previous ``C``'s solution, and the
+standardised features, solved by L-BFGS with its tolerance (:mod:`headstart.train.logistic`:
+scikit-learn itself on the CPU, torch on a GPU). Each fit of the sweep starts from the previous ``C``'s solution, and the
 refit from the chosen one. The standardisation is folded into the weights at the end: the head is a
 plain ``Linear`` on raw features.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .logistic import TOL, fit_logistic, fit_logistic_numpy, solver_threads
+from .logistic import TOL, fit_logistic, fit_logistic_sklearn, solver_threads
 from ..heads import LinearHead, MLPHead
 
 __all__ = ["DEFAULT_CS", "LinearProbeConfig", "edge_warning", "fit_logistic", "linear_probe", "standardiser"]
@@ -135,7 +135,7 @@ def _rebase(w: np.ndarray, b: np.ndarray, old: tuple[np.ndarray, np.ndarray], ne
 
 def _fit_cpu(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
              config: LinearProbeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, list, float]:
-    """The sweep and the refit in NumPy / SciPy, float64 throughout."""
+    """The sweep and the refit with scikit-learn, float64 throughout."""
     train_x = np.asarray(train_x, dtype=np.float64)
     val_x = np.asarray(val_x, dtype=np.float64)
     mean, std = standardiser(train_x)
@@ -143,7 +143,7 @@ def _fit_cpu(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     sweep, fits = [], {}
     init = None
     for C in sorted(config.Cs):  # increasing C, warm-started: each fit starts near its solution
-        w, b, nit = fit_logistic_numpy(ztr, train_y, num_classes, C, max_iter=config.max_iter, tol=config.tol,
+        w, b, nit = fit_logistic_sklearn(ztr, train_y, num_classes, C, max_iter=config.max_iter, tol=config.tol,
                                        init=init)
         init = fits[C] = (w, b)
         acc, loss = _scores(torch.from_numpy(zva @ w.T + b), val_y) if len(val_y) else (float("nan"), float("nan"))
@@ -157,7 +157,7 @@ def _fit_cpu(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
         new = standardiser(x_all)
         w, b = _rebase(w, b, (mean, std), new)
         mean, std = new
-        w, b, _ = fit_logistic_numpy((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter,
+        w, b, _ = fit_logistic_sklearn((x_all - mean) / std, y_all, num_classes, C, max_iter=config.max_iter,
                                      tol=config.tol, init=(w, b))
     return w, b, mean, std, C, sweep, best["val_accuracy"]
 

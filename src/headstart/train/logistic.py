@@ -1,16 +1,14 @@
 """Multinomial logistic regression: argmin_W,b  sum_i CE(x_i W^T + b, y_i) + ||W||^2 / (2C).
 
 The objective is scikit-learn's ``LogisticRegression(C=C)`` (lbfgs, intercept unpenalised),
-multinomial for two classes as well (scikit-learn fits one weight vector there, which is the same
-model at ``2C``). It is minimised divided by ``n`` (the same minimiser, better scaled), with the
-tolerances scikit-learn uses, so ``tol`` means what it means there.
+multinomial for two classes as well: scikit-learn fits one weight vector ``v`` there, and the
+two-row model ``[-v/2, v/2]`` at ``C`` is exactly its solution at ``2C`` (the penalty of the split
+rows is half that of ``v``). ``tol`` means what it means in scikit-learn.
 
 Two solvers, one objective:
 
-- CPU: SciPy's L-BFGS-B on a NumPy function that returns the loss and its gradient together, the
-  way scikit-learn runs lbfgs. One evaluation is two BLAS products and a softmax; the optimiser's
-  own bookkeeping is compiled. ``torch.optim.LBFGS`` instead spends its time in hundreds of tiny
-  Python-dispatched vector operations per step, each slow when the cores are shared.
+- CPU: scikit-learn's ``LogisticRegression`` (lbfgs), the maintained implementation; one BLAS
+  thread for small problems (see :func:`solver_threads`).
 - GPU: ``torch.optim.LBFGS`` on the device, where the data already lives and the products are cheap.
 """
 
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_logistic", "fit_logistic_numpy", "fit_logistic_torch", "solver_threads"]
+__all__ = ["fit_logistic", "fit_logistic_sklearn", "fit_logistic_torch", "solver_threads"]
 
 TOL = 1e-6  # the largest gradient entry of the scaled objective; scikit-learn's 1e-4 stops short at large C (2.5 points on MNIST at C = 1)
 
@@ -43,46 +41,47 @@ def solver_threads(n: int, d: int, k: int) -> Any:
     return threadpool_limits(1 if n * d * k < 50_000_000 else None, user_api="blas")
 
 
-def _loss_grad(params: np.ndarray, x: np.ndarray, onehot: np.ndarray, alpha: float) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy + alpha/2 ||W||^2 and its gradient; params = [W | b] flattened (k, d + 1)."""
-    n, d = x.shape
-    k = onehot.shape[1]
-    wb = params.reshape(k, d + 1)
-    w, b = wb[:, :d], wb[:, d]
-    z = x @ w.T
-    z += b
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(1, keepdims=True)
-    # sum_i (log sum_c exp z_ic - z_i,y_i), with z shifted by its row maximum for stability
-    loss = (float(np.log(s).sum()) - float((z * onehot).sum())) / n + 0.5 * alpha * float((w * w).sum())
-    e /= s
-    e -= onehot  # dLoss/dz * n
-    grad = np.empty_like(wb)
-    np.matmul(e.T, x, out=grad[:, :d])
-    grad[:, :d] /= n
-    grad[:, :d] += alpha * w
-    grad[:, d] = e.sum(0) / n
-    return loss, grad.ravel()
+# A class absent from the training labels gets zero weights and this bias: its probability is
+# ~e^-30 of the others', the limit the objective tends to (its unpenalised bias runs to -inf).
+_ABSENT_BIAS = -30.0
 
 
-def fit_logistic_numpy(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, max_iter: int = 500,
-                       tol: float = TOL, init: tuple[np.ndarray, np.ndarray] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
-    """L-BFGS-B on the CPU; returns (W [k, d], b [k], iterations), float64."""
-    from scipy.optimize import minimize
+def fit_logistic_sklearn(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, max_iter: int = 500,
+                         tol: float = TOL, init: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """scikit-learn's lbfgs on the CPU; returns (W [num_classes, d], b [num_classes], iterations), float64.
+
+    ``init`` = (W, b) warm-starts the solver (scikit-learn's ``warm_start``). Classes missing from
+    ``y`` keep zero weights and a very negative bias (see ``_ABSENT_BIAS``).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
 
     x = np.ascontiguousarray(x, dtype=np.float64)
-    n, d = x.shape
-    onehot = np.zeros((n, num_classes))
-    onehot[np.arange(n), np.asarray(y, dtype=np.int64)] = 1.0
-    p0 = np.zeros((num_classes, d + 1))
+    y = np.asarray(y, dtype=np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError(f"logistic regression needs at least two classes in the labels, got {present.tolist()}")
+    binary = len(present) == 2
+    model = LogisticRegression(C=2 * C if binary else C, max_iter=max_iter, tol=tol, warm_start=init is not None)
     if init is not None:
-        p0[:, :d], p0[:, d] = init[0], init[1]
-    res = minimize(_loss_grad, p0.ravel(), args=(x, onehot, 1.0 / (C * n)), method="L-BFGS-B", jac=True,
-                   options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps})
-    wb = res.x.reshape(num_classes, d + 1)
-    return wb[:, :d].copy(), wb[:, d].copy(), int(res.nit)
+        w0, b0 = np.asarray(init[0], dtype=np.float64)[present], np.asarray(init[1], dtype=np.float64)[present]
+        # scikit-learn reads the starting point from the fitted attributes when warm_start is set
+        model.coef_ = (w0[1:] - w0[:1]) if binary else w0.copy()
+        model.intercept_ = (b0[1:] - b0[:1]) if binary else b0.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is the user's cap; reported as iterations
+        model.fit(x, y)
+    coef, intercept = model.coef_, model.intercept_
+    if binary:
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    w = np.zeros((num_classes, x.shape[1]))
+    b = np.full(num_classes, _ABSENT_BIAS)
+    w[present], b[present] = coef, intercept
+    return w, b, int(np.max(model.n_iter_))
 
 
 def fit_logistic_torch(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, num_classes: int, C: float, *,
@@ -116,12 +115,12 @@ def fit_logistic_torch(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tenso
 def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, max_iter: int = 500, tol: float = TOL,
                  init: tuple[torch.Tensor, torch.Tensor] | None = None,
                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) as float64 tensors on ``device``: SciPy L-BFGS on the CPU, torch L-BFGS elsewhere."""
+    """(W, b) as float64 tensors on ``device``: scikit-learn on the CPU, torch L-BFGS elsewhere."""
     dev = device or torch.device("cpu")
     if dev.type != "cpu":
         return fit_logistic_torch(x, y, num_classes, C, max_iter=max_iter, tol=tol, init=init, device=dev)
     np_init = None if init is None else (init[0].detach().cpu().double().numpy(), init[1].detach().cpu().double().numpy())
     x = np.asarray(x)
     with solver_threads(x.shape[0], x.shape[1], num_classes):
-        w, b, _ = fit_logistic_numpy(x, np.asarray(y), num_classes, C, max_iter=max_iter, tol=tol, init=np_init)
+        w, b, _ = fit_logistic_sklearn(x, np.asarray(y), num_classes, C, max_iter=max_iter, tol=tol, init=np_init)
     return torch.from_numpy(w), torch.from_numpy(b)
