@@ -8,7 +8,7 @@ import warnings
 
 import click
 
-from . import backbones, check, demo, evaluate, export, fit, gap, ladder, predict, rank, serve
+from . import app, backbones, check, demo, evaluate, export, fit, gap, ladder, predict, rank, serve
 
 EPILOG = """\b
 Examples:
@@ -31,7 +31,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (check, rank, fit, gap, ladder, evaluate, predict, export, serve, backbones, demo):
+for module in (check, rank, fit, gap, ladder, evaluate, predict, export, serve, backbones, demo, app):
     cli.add_command(module.command)
 
 
