@@ -44,3 +44,48 @@ def test_every_strategy_option_has_a_parseable_annotation() -> None:
             if isinstance(value, tuple) and not value:
                 continue  # an empty list has no text form but the default
             assert getattr(make_config(name, **{key: text}), key) == value, (name, key)
+
+
+@pytest.mark.parametrize("strategy,options,message", [
+    ("lp-ft", {"lr": 0}, "`lr` must be > 0, got 0"),  # lp-ft changes lr's default; the parent's rule still holds
+    ("linear-probe", {"Cs": ()}, "`Cs` must be a non-empty list of values > 0"),
+    ("linear-probe", {"Cs": (1.0, -1.0)}, "`Cs` must be a non-empty list of values > 0"),
+    ("full", {"warmup": 1.0}, "`warmup` must be in [0, 1)"),
+    ("full", {"layer_decay": 0}, "`layer_decay` must be in (0, 1]"),
+    ("full", {"schedule": "linear"}, "`schedule` must be one of cosine, onecycle, constant"),
+    ("domain-adapt", {"method": "dan"}, "`method` must be one of source-only, auto, dann"),
+    ("lora", {"r": 0}, "`r` must be >= 1"),
+    ("setfit", {"head": "svm"}, "`head` must be one of linear, mlp"),
+    ("auto", {"budget_s": float("nan")}, "`budget_s` must be > 0"),
+])
+def test_declared_constraints_are_checked(strategy, options, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_config(strategy, **options)
+    assert message in str(err.value)
+    assert f"--strategy {strategy}" in str(err.value)  # the way out names the strategy's option list
+
+
+def test_every_declared_constraint_names_a_real_option_and_accepts_its_default() -> None:
+    from headstart.options import declared
+
+    for name in STRATEGIES:
+        cls = STRATEGIES.get(name).config_class
+        rules = declared(cls, "constraints")
+        assert set(rules) <= set(option_fields(cls)), (name, set(rules) - set(option_fields(cls)))
+        default = make_config(name)
+        assert all(rule.check(getattr(default, key)) for key, rule in rules.items()), name
+
+
+def test_strategies_command_lists_options_with_their_rules() -> None:
+    from click.testing import CliRunner
+
+    from headstart.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["strategies", "lp-ft"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "│ lr " in line)
+    assert "2e-05" in row and "> 0" in row  # lp-ft's own default, the inherited rule
+    listing = CliRunner().invoke(cli, ["strategies"], env={"COLUMNS": "200"})
+    assert all(n in listing.output for n in STRATEGIES.names())
+    bad = CliRunner().invoke(cli, ["strategies", "nope"])
+    assert bad.exit_code == 2 and "linear-probe" in bad.output

@@ -1,17 +1,117 @@
-"""Strategy options from text, parsed by the config's own type annotations.
+"""Strategy configs: declared constraints, and options from text parsed by the config's annotations.
 
-``--option KEY=VALUE`` and ``fit(options={...})`` both come through here, so a value is either the
-type the config declares or a clear ConfigError naming the option, what it expects and what it got.
-Booleans accept only true/false/yes/no/on/off/1/0: a typo is an error, never silently False.
+Every strategy config derives from :class:`Config` and declares what its values may be, the way
+scikit-learn declares ``_parameter_constraints``: ``constraints = {"epochs": Interval(1), ...}``
+(merged along the class hierarchy, so a subclass that changes a default keeps the rule). The one
+declaration gives the errors on construction, the words in ``--option help`` and the docs.
+
+``--option KEY=VALUE`` and ``fit(options={...})`` both come through :func:`parse_options`, so a value
+is either the type the config declares or a clear ConfigError naming the option, what it expects
+and what it got. Booleans accept only true/false/yes/no/on/off/1/0: a typo is an error, never
+silently False.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from typing import Any, Literal, get_args, get_origin
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from .errors import ConfigError
+
+__all__ = ["Config", "Constraint", "Interval", "OneOf", "describe", "describe_options", "option_fields",
+           "parse_options", "parse_pairs"]
+
+
+class Constraint:
+    """A rule a config value must satisfy; ``str()`` says it in words ("> 0", "one of a, b")."""
+
+    def check(self, value: Any) -> bool:  # pragma: no cover - the subclasses define it
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval(Constraint):
+    """A number between ``low`` and ``high`` (None: unbounded), each end closed unless said open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a number"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf(Constraint):
+    """One of fixed ``choices``, or of a callable's (a registry's names, read when checked)."""
+
+    choices: tuple[Any, ...] | Callable[[], Iterable[Any]]
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def check(self, value: Any) -> bool:
+        return value in self.values()
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.values()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Each(Constraint):
+    """Every item of a tuple satisfies ``inner`` (and, with ``non_empty``, there is at least one)."""
+
+    inner: Constraint
+    non_empty: bool = False
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, tuple) and (bool(value) or not self.non_empty) and all(map(self.inner.check, value))
+
+    def __str__(self) -> str:
+        return f"{'a non-empty list' if self.non_empty else 'a list'} of values {self.inner}"
+
+
+class Config:
+    """Base of the strategy configs (frozen dataclasses): checks the declared ``constraints`` on
+    construction and gives ``to_dict``. ``notes`` holds a short phrase per option for the help."""
+
+    constraints: ClassVar[dict[str, Constraint]] = {}
+    notes: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        for name, rule in declared(type(self), "constraints").items():
+            value = getattr(self, name)
+            if not rule.check(value):
+                strategy = getattr(self, "type", "")
+                raise ConfigError(f"`{name}` must be {rule}, got {value!r}.",
+                                  fix=f"`headstart fit --strategy {strategy} --option help` lists every option "
+                                      "with its rule.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def declared(config_class: type, attribute: str) -> dict[str, Any]:
+    """``constraints`` or ``notes`` merged along the class hierarchy, the subclass's entries winning."""
+    merged: dict[str, Any] = {}
+    for cls in reversed(config_class.__mro__):
+        merged.update(cls.__dict__.get(attribute, {}))
+    return merged
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
@@ -28,7 +128,8 @@ def describe(annotation: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is tuple:
-        return f"a comma-separated list of {describe(args[0])}s" if args else "a comma-separated list"
+        plural = {int: "integers", float: "numbers", str: "texts"}
+        return f"a comma-separated list of {plural.get(args[0], describe(args[0]))}" if args else "a comma-separated list"
     if origin is typing.Union:
         return " or ".join(describe(a) for a in args if a is not type(None))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a text"}.get(annotation, str(annotation))
@@ -119,3 +220,23 @@ def parse_pairs(config_class: type, pairs: tuple[str, ...], *, strategy: str) ->
             raise ConfigError(f"--option {pair!r} is not KEY=VALUE.", fix="write e.g. --option epochs=3.")
         raw[key.strip()] = value
     return parse_options(config_class, raw, strategy=strategy)
+
+
+def _text(value: Any) -> str:
+    """A default as a user would type it: ``0.001`` not ``0.0010000000000000002``, ``true`` not ``True``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def describe_options(config_class: type) -> list[dict[str, str]]:
+    """One row per option: name, expected type, default, the declared rule and the note (for help and docs)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.init}
+    rules, notes = declared(config_class, "constraints"), declared(config_class, "notes")
+    rows = []
+    for name, annotation in option_fields(config_class).items():
+        default = defaults.get(name)
+        shown = ",".join(map(_text, default)) if isinstance(default, tuple) else _text(default)
+        rows.append({"name": name, "type": describe(annotation), "default": shown or "(empty)",
+                     "rule": str(rules[name]) if name in rules else "", "note": notes.get(name, "")})
+    return rows

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,28 +24,28 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..train.linear_probe import LinearProbeConfig, linear_probe
+from ..options import Config, Constraint, Interval
 from .base import register_strategy
 from .finetune import LPFTConfig, run_lp_ft
 from .lora import LoRAConfig, lora_targets, run_lora
 
 
 @dataclass(frozen=True)
-class AutoConfig:
+class AutoConfig(Config):
     budget_s: float = 600.0
     min_per_class: int = 16
     large_params: int = 100_000_000
     epochs: int = 4
     type: str = field(default="auto", init=False)
 
-    def __post_init__(self) -> None:
-        if self.budget_s <= 0:
-            raise ConfigError(f"`budget_s` must be > 0, got {self.budget_s}.")
-        if self.epochs < 1:
-            raise ConfigError(f"`epochs` must be >= 1, got {self.epochs}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"budget_s": self.budget_s, "min_per_class": self.min_per_class, "large_params": self.large_params,
-                "epochs": self.epochs, "type": self.type}
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "budget_s": Interval(0, low_open=True), "min_per_class": Interval(1), "large_params": Interval(1),
+        "epochs": Interval(1)}
+    notes: ClassVar[dict[str, str]] = {
+        "budget_s": "seconds the whole fit may take (--budget 10m)",
+        "min_per_class": "below this many examples in the smallest class, fine-tuning is not tried",
+        "large_params": "backbones with more parameters than this are only probed on a CPU",
+        "epochs": "epochs of the fine-tuning strategy when one is chosen"}
 
 
 def parse_budget(text: str) -> float:

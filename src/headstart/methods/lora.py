@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..train.config import FineTuneConfig
+from ..options import Constraint, Interval
 from .base import register_strategy
 from .finetune import fit_backbone, new_head
 
@@ -23,10 +24,12 @@ class LoRAConfig(FineTuneConfig):
     target_modules: tuple[str, ...] = ()  # () = the attention query / value projections, found by name
     type: str = field(default="lora", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.r < 1:
-            raise ConfigError(f"`r` must be >= 1, got {self.r}.")
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "r": Interval(1), "alpha": Interval(0, low_open=True), "lora_dropout": Interval(0, 1, high_open=True)}
+    notes: ClassVar[dict[str, str]] = {
+        "r": "rank of the low-rank update", "alpha": "scale of the update is alpha / r",
+        "lr": "adapters start at zero and need a larger rate than full fine-tuning",
+        "target_modules": "empty = the attention query / value projections, found by name"}
 
 
 def lora_targets(model: nn.Module) -> list[str]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..heads import CosineHead
+from ..options import Config
 from .base import StrategyInputs, register_strategy
 
 
@@ -38,11 +39,8 @@ def prototype_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, x_val: np.
 
 
 @dataclass(frozen=True)
-class PrototypeConfig:
+class PrototypeConfig(Config):
     type: str = field(default="prototypes", init=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type}
 
 
 def run_prototypes(backbone: Any, inputs: StrategyInputs, config: PrototypeConfig) -> tuple[nn.Module, dict[str, Any], bool]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,11 +29,12 @@ from ..data.dataset import Dataset
 from ..errors import ConfigError
 from ..features import extract_features_many
 from ..progress import progress_bar
+from ..options import Config, Constraint, Interval, OneOf
 from .base import StrategyInputs, register_strategy
 
 
 @dataclass(frozen=True)
-class ContrastiveConfig:
+class ContrastiveConfig(Config):
     epochs: int = 1
     pairs_per_example: int = 10  # positives and negatives each, per example and epoch
     batch_size: int = 16
@@ -42,15 +43,13 @@ class ContrastiveConfig:
     head: str = "linear"
     type: str = field(default="setfit", init=False)
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "pairs_per_example", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise ConfigError(f"`lr` must be > 0, got {self.lr}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "epochs": Interval(1), "pairs_per_example": Interval(1), "batch_size": Interval(1),
+        "lr": Interval(0, low_open=True), "warmup": Interval(0, 1, high_open=True),
+        "head": OneOf(("linear", "mlp"))}
+    notes: ClassVar[dict[str, str]] = {
+        "pairs_per_example": "positives and negatives each, per example and epoch",
+        "head": "the probe fitted on the tuned embeddings"}
 
 
 def sample_pairs(y: np.ndarray, per_example: int, rng: random.Random) -> list[tuple[int, int, float]]:

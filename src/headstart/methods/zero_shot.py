@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, MissingDependencyError
 from ..heads import ConSEHead, CosineHead
+from ..options import Config, Constraint, Interval
 from .base import StrategyInputs, register_strategy
 
 TEXT_TEMPLATES = ("{}", "This text is about {}.", "A document on the topic of {}.")
@@ -172,7 +173,7 @@ def clip_zero_shot(model_id: str | Path, images: Sequence[Any], label_names: Seq
 
 
 @dataclass(frozen=True)
-class ZeroShotConfig:
+class ZeroShotConfig(Config):
     """Text: cosine to the class names' prompt embeddings. Images: ConSE through ``text_encoder``."""
 
     templates: tuple[str, ...] = ()  # () = the defaults for the modality
@@ -181,8 +182,12 @@ class ZeroShotConfig:
     text_encoder: str = "minilm-l6"  # images: embeds the ImageNet and user class names
     type: str = field(default="zero-shot", init=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    constraints: ClassVar[dict[str, Constraint]] = {"top_k": Interval(1), "scale": Interval(0, low_open=True)}
+    notes: ClassVar[dict[str, str]] = {
+        "templates": "prompts with {} for the class name; empty = the defaults for the modality",
+        "top_k": "images (ConSE): ImageNet classes mixed per image",
+        "scale": "inverse temperature of the cosine similarities",
+        "text_encoder": "images: embeds the ImageNet and user class names"}
 
 
 def run_zero_shot(backbone: Any, inputs: StrategyInputs, config: ZeroShotConfig) -> tuple[nn.Module, dict[str, Any], bool]:

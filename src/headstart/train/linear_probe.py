@@ -11,16 +11,16 @@ plain ``Linear`` on raw features.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from .logistic import TOL, fit_logistic, fit_logistic_sklearn, solver_threads
 from ..heads import LinearHead, MLPHead
+from ..options import Config, Constraint, Each, Interval, OneOf
 
 __all__ = ["DEFAULT_CS", "LinearProbeConfig", "edge_warning", "fit_logistic", "linear_probe", "standardiser"]
 
@@ -28,7 +28,7 @@ DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))
 
 
 @dataclass(frozen=True)
-class LinearProbeConfig:
+class LinearProbeConfig(Config):
     """``head="linear"`` (default) or ``"mlp"``; ``Cs`` is the inverse-L2 grid searched on val."""
 
     head: Literal["linear", "mlp"] = "linear"
@@ -41,18 +41,14 @@ class LinearProbeConfig:
     mlp_epochs: int = 200
     type: str = field(default="linear-probe", init=False)
 
-    def __post_init__(self) -> None:
-        if self.head not in ("linear", "mlp"):
-            raise ConfigError(f"`head` must be 'linear' or 'mlp', got {self.head!r}.")
-        if not self.Cs or any(c <= 0 for c in self.Cs):
-            raise ConfigError(f"`Cs` must be positive numbers, got {self.Cs}.")
-        if self.max_iter < 1:
-            raise ConfigError(f"`max_iter` must be >= 1, got {self.max_iter}.")
-        if not self.tol > 0:
-            raise ConfigError(f"`tol` must be > 0, got {self.tol}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "head": OneOf(("linear", "mlp")), "Cs": Each(Interval(0, low_open=True), non_empty=True),
+        "max_iter": Interval(1), "tol": Interval(0, low_open=True), "mlp_hidden": Interval(1),
+        "mlp_dropout": Interval(0, 1, high_open=True), "mlp_epochs": Interval(1)}
+    notes: ClassVar[dict[str, str]] = {
+        "Cs": "inverse L2 strengths tried on the validation split",
+        "tol": "lbfgs stops when no gradient entry of the per-example objective exceeds it",
+        "refit_on_val": "refit on train + val with the chosen C"}
 
 
 def standardiser(x: np.ndarray, floor: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
