@@ -15,9 +15,10 @@ Two modes share all of this:
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from ..domain.gap import mmd_test, proxy_a_distance
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
 from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
 from ..errors import ConfigError, DataError
+from ..options import Constraint, Interval, OneOf
 from ..heads import BottleneckHead
 from ..train.config import FineTuneConfig
 from ..train.loop import Classifier, train
@@ -59,19 +61,21 @@ class AdaptConfig(FineTuneConfig):
     patience: int = 100  # every epoch is scored by the validator; no early stop by default
     type: str = field(default="domain-adapt", init=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        methods = (SOURCE_ONLY, "auto", *ALIGNERS.names())
-        if self.method not in methods:
-            raise ConfigError(f"Unknown adaptation method {self.method!r}.", fix=f"use one of: {', '.join(methods)}.")
-        if self.mode not in ("features", "finetune"):
-            raise ConfigError(f"`mode` must be 'features' or 'finetune', got {self.mode!r}.")
-        if self.validator not in VALIDATORS:
-            raise ConfigError(f"Unknown validator {self.validator!r}.", fix=f"use one of: {', '.join(VALIDATORS.names())}.")
-        if self.seeds < 1:
-            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}.")
-        if self.trade_off < 0:
-            raise ConfigError(f"`trade_off` must be >= 0, got {self.trade_off}.")
+    constraints: ClassVar[dict[str, Constraint]] = {
+        "method": OneOf(lambda: (SOURCE_ONLY, "auto", *ALIGNERS.names())),
+        "mode": OneOf(("features", "finetune")), "bottleneck": Interval(1),
+        "bottleneck_dropout": Interval(0, 1, high_open=True), "trade_off": Interval(0),
+        "validator": OneOf(lambda: VALIDATORS.names()), "seeds": Interval(1),
+    }
+    notes: ClassVar[dict[str, str]] = {
+        "method": "the alignment; auto tries each and keeps the validators' choice",
+        "mode": "features: frozen backbone, align its features; finetune: the backbone in the loop",
+        "trade_off": "weight of the alignment loss; 0 = the method's default",
+        "validator": "the label-free score that picks the epoch and the method",
+        "guard": "keep source-only when adaptation does not look better",
+        "seeds": "runs per method (mean +- std in the card; adversarial methods are unstable)",
+        "patience": "every epoch is scored by the validator; no early stop by default",
+    }
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -113,9 +117,9 @@ def check_domains(source: Dataset, target: Dataset) -> None:
                                 "folders / labels to match, or remove its labels (they are only used for evaluation).")
 
 
-def _method_list(config: AdaptConfig) -> list[str]:
+def _method_list(config: AdaptConfig, candidates: tuple[str, ...] | None = None) -> list[str]:
     if config.method == "auto":
-        return [SOURCE_ONLY, *auto_candidates()]
+        return [SOURCE_ONLY, *(candidates if candidates is not None else auto_candidates())]
     return [SOURCE_ONLY] if config.method == SOURCE_ONLY else [SOURCE_ONLY, config.method]
 
 
@@ -127,13 +131,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: list[str], y: dict[str, np.ndarray],
                  config: AdaptConfig, *, seeds: tuple[int, ...] = (0,), target_labels: np.ndarray | None = None,
                  features: dict[str, np.ndarray] | None = None, device: Any = None, progress: bool = True,
+                 candidates: tuple[str, ...] | None = None,
                  log: Callable[[str], None] = lambda m: None) -> DomainResult:
     """Train source-only and the chosen alignment method(s) over ``seeds``; choose; guard.
 
     ``features`` (mode ``features``): frozen-backbone features for ``train``, ``val`` and
-    ``target``. ``y``: integer source labels for ``train`` and ``val``.
+    ``target``. ``y``: integer source labels for ``train`` and ``val``. ``candidates``: the
+    aligners ``method="auto"`` tries (default: every registered one).
     """
     check_domains(parts.train, target)
+    if candidates is not None:
+        unknown = [c for c in candidates if c not in ALIGNERS]
+        if unknown or not candidates:
+            raise ConfigError(f"`candidates` must name registered aligners, got {list(candidates)!r}.",
+                              fix=f"use some of: {', '.join(ALIGNERS.names())}.")
     k = len(label_names)
     finetune = config.mode == "finetune"
     if finetune:
@@ -176,8 +187,10 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
 
     runs: list[dict[str, Any]] = []
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
-    for method in _method_list(config):
+    methods = _method_list(config, candidates)
+    for method in methods:
         for seed in seeds:
+            started, cpu_started = time.perf_counter(), time.process_time()
             torch.manual_seed(seed)
             head = BottleneckHead(dim, k, config.bottleneck, config.bottleneck_dropout)
             if not finetune:
@@ -193,7 +206,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                            device=str(device) if device is not None else None, progress=progress,
                            target_data=tgt, aligner=aligner, trade_off=trade, val_score=epoch_score)
             proba, context = validator_inputs(Classifier(body, head, 0.0))
-            row: dict[str, Any] = {"method": method, "seed": seed, "best_epoch": result.best_epoch,
+            row: dict[str, Any] = {"method": method, "seed": seed, "seconds": time.perf_counter() - started,
+                                   "cpu_seconds": time.process_time() - cpu_started,
+                                   "best_epoch": result.best_epoch,
                                    "source_val_accuracy": result.best_val_accuracy,
                                    **validator_readings(proba, **context)}
             if target_labels is not None:
@@ -204,7 +219,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                                     if finetune else None)
 
     summary: dict[str, dict[str, Any]] = {}
-    for method in _method_list(config):
+    for method in methods:
         rows = [r for r in runs if r["method"] == method]
         summary[method] = {key: _mean_std([r[key] for r in rows])
                            for key in ("source_val_accuracy", *VALIDATORS.names(),
