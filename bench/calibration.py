@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from strategies import SETTINGS  # noqa: E402  (the same data and options as the strategies table)
 
+from headstart.runtime import Runtime
 from headstart.methods import make_config  # noqa: E402
 from headstart.workflows.pipeline import train_model  # noqa: E402
 from headstart.backbones import create_backbone  # noqa: E402
@@ -63,7 +64,7 @@ def main() -> None:
                 t = time.perf_counter()
                 model, proba, ys, chosen = train_model(create_backbone(cfg["backbone"], **cfg["kw"]), parts, names,
                                                        strategy, make_config(strategy, **options), seed=seed,
-                                                       progress=False)
+                                                       runtime=Runtime(progress=False))
                 cal = chosen["calibration"]
                 raw = apply_temperature(proba, 1.0 / cal["temperature"])
                 raw_val = apply_temperature(model.predict_proba(parts.val), 1.0 / cal["temperature"])

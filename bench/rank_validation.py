@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import weightedtau
 
+from headstart.runtime import Runtime
 from headstart.methods import make_config
 from headstart.workflows.pipeline import train_model
 from headstart.backbones import _minilm_l6_dir, create_backbone
@@ -168,7 +169,7 @@ def finetune_search(task: str, bb_name: str, parts: Splits, names: list[str], ar
         bb = create_backbone(bb_name)  # every run starts from the pre-trained weights
         t = time.perf_counter()
         model, _, _, chosen = train_model(bb, no_test, names, strategy, make_config(strategy, **options),
-                                          cache_dir=cache, progress=False)
+                                          runtime=Runtime(cache_dir=cache, progress=False))
         seconds = time.perf_counter() - t
         history = chosen.get("history", []) if isinstance(chosen, dict) else []
         best = history[chosen["best_epoch"] - 1] if history else {}
@@ -204,7 +205,7 @@ def run_scale_task(name: str, data: Dataset, backbones: list[str], args: argpars
     t = time.perf_counter()
     model, _, _, chosen = train_model(bb, Splits(parts.train, parts.val, parts.test.subset([])), data.label_names,
                                       "lp-ft", make_config("lp-ft", epochs=args.scale_epochs, batch_size=16),
-                                      cache_dir=cache, progress=False)
+                                      runtime=Runtime(cache_dir=cache, progress=False))
     ft_seconds = time.perf_counter() - t
     proba = model.predict_proba(parts.test, progress=False)
     acc = float((proba.argmax(1) == np.array([data.label_names.index(x) for x in parts.test.labels])).mean())

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart.runtime import Runtime
 from headstart._malloc import tune_malloc
 from headstart.methods import make_config
 from headstart.workflows.pipeline import train_model
@@ -59,8 +60,8 @@ def run_headstart(parts, names, seed: int, pairs_per_example: int) -> tuple[floa
     t = time.perf_counter()
     bb = create_backbone("minilm-l6", max_length=128)
     config = make_config("setfit", pairs_per_example=pairs_per_example)
-    _, proba, ys, _ = train_model(bb, parts, names, "setfit", config, seed=seed, progress=False,
-                                  use_cache=False)
+    _, proba, ys, _ = train_model(bb, parts, names, "setfit", config, seed=seed,
+                                  runtime=Runtime(progress=False, use_cache=False))
     return classification_metrics(ys["test"], proba, names)["accuracy"], time.perf_counter() - t
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart.runtime import Runtime
 from headstart.methods import make_config
 from headstart.workflows.pipeline import train_model
 from headstart.backbones import create_backbone
@@ -76,7 +77,7 @@ def main() -> None:
                 backbone = create_backbone(cfg["backbone"], **cfg["kw"])  # always from the pre-trained weights
                 t = time.perf_counter()
                 model, proba, ys, _ = train_model(backbone, parts, names, strategy, make_config(strategy, **options),
-                                                  seed=seed, progress=False)
+                                                  seed=seed, runtime=Runtime(progress=False))
                 acc = classification_metrics(ys["test"], proba, names)["accuracy"]
                 row = {"data": kind, "per_class": k or "all", "seed": seed, "strategy": label,
                        "test_accuracy": acc, "seconds": time.perf_counter() - t, "n_test": len(fixed.test)}

@@ -12,13 +12,13 @@ from import_graph import PACKAGE, cycles, imports, layer_of, modules, upward
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("ground", ["headstart.errors", "headstart.registry", "headstart._io", "headstart._malloc", "headstart.progress",
-                "headstart.options", "headstart.heads", "headstart._version"]),
+                "headstart.options", "headstart.heads", "headstart._version", "headstart.runtime"]),
     ("data", ["headstart.data"]),
     ("backbones", ["headstart.backbones"]),
     ("features", ["headstart.features", "headstart.engine"]),
     ("train", ["headstart.train"]),
     ("measures", ["headstart.evaluation", "headstart.domain", "headstart.rank", "headstart.report",
-                  "headstart.explain"]),
+                  "headstart.explain", "headstart.quality"]),
     ("model", ["headstart.model", "headstart.artifact"]),
     ("methods", ["headstart.methods"]),
     ("workflows", ["headstart.workflows"]),

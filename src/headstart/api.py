@@ -27,6 +27,7 @@ from .artifact import MODEL_FOLDER
 from .model import TransferModel
 from .train.loop import CHECKPOINT_FOLDER, CHECKPOINT_MARKER
 from .workflows.pipeline import backbone_name, check_backbone_modality, encode_labels, train_model
+from .runtime import Runtime
 
 def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy: str = "linear-probe",
         out: str | Path | None = None, val: float = 0.15, test: float = 0.2, seed: int = 0,
@@ -111,10 +112,10 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     dev = pick_device(device)
     say(f"Backbone: {bb.card.name} ({bb.card.num_params / 1e6:.1f} M parameters) on {dev}")
     t1 = time.perf_counter()
-    model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, cache_dir=cache_dir,
-                                                use_cache=use_cache, batch_size=batch_size, device=dev,
-                                                progress=progress, seed=seed, checkpoint_dir=ckpt, resume=resume,
-                                                log=say, target=target_data)
+    runtime = Runtime(device=dev, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
+                      progress=progress, log=say)
+    model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, runtime=runtime, seed=seed,
+                                                checkpoint_dir=ckpt, resume=resume, target=target_data)
     t3 = time.perf_counter()
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     calibration = chosen.get("calibration")

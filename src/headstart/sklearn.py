@@ -54,6 +54,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         from .backbones import create_backbone
         from .data import split
         from .methods import make_config
+        from .runtime import Runtime
         from .workflows.pipeline import backbone_name, train_model
 
         y = np.asarray(y)
@@ -67,8 +68,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                              max_length=self.max_length)
         config = make_config(self.strategy, **({"head": self.head} if self.strategy == "linear-probe" else {}))
         self.model_, _, _, self.fit_info_ = train_model(
-            bb, parts, label_names, self.strategy, config, cache_dir=self.cache_dir, use_cache=self.use_cache,
-            batch_size=self.batch_size, device=self.device, progress=self.progress, seed=self.seed)
+            bb, parts, label_names, self.strategy, config, seed=self.seed,
+            runtime=Runtime(device=self.device, cache_dir=self.cache_dir, use_cache=self.use_cache,
+                            batch_size=self.batch_size, progress=self.progress))
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:

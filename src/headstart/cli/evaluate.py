@@ -12,14 +12,23 @@ from ._common import data_options, out
 Examples:
   headstart eval runs/photos new_photos/
   headstart eval runs/tickets march.csv --json scores.json
+  headstart eval runs/tickets march.csv --group-column region       # scores per region, the largest gap
+  headstart eval runs/photos new_photos/ --group-column site --groups sites.csv   # folders: path,site
 """)
 @click.argument("run")
 @click.argument("data")
 @click.option("--json", "json_path", default=None, help="Also write all metrics to this JSON file.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--device", default=None)
+@click.option("--group-column", default=None, metavar="COL",
+              help="Also score each group of this column separately (accuracy, macro-F1, ECE, n), with the largest "
+                   "gap and its bootstrap interval; for two classes also the demographic-parity and equalized-odds "
+                   "differences.")
+@click.option("--groups", "groups_file", default=None, metavar="FILE",
+              help="For an image folder: a CSV with columns path (as in the folder, e.g. cat/003.jpg) and COL.")
 @data_options
 def command(run: str, data: str, json_path: str | None, batch_size: int, device: str | None,
+            group_column: str | None, groups_file: str | None,
             text_column: str | None, label_column: str | None, encoding: str | None) -> None:
     """Accuracy, macro-F1, ECE, per-class scores and confusion matrix of RUN on DATA."""
     from rich.table import Table
@@ -29,8 +38,15 @@ def command(run: str, data: str, json_path: str | None, batch_size: int, device:
     from ..data import load_data
     from ..evaluation.intervals import interval_words
 
+    if groups_file and not group_column:
+        raise click.UsageError("--groups needs --group-column (the column of FILE that names each group).")
     model = load(run)
     dataset = load_data(data, text_column=text_column, label_column=label_column, encoding=encoding)
+    groups = None
+    if group_column:
+        from ..workflows.quality import read_groups
+
+        groups = read_groups(dataset, data, column=group_column, mapping=groups_file, encoding=encoding)
     metrics = evaluate(model, dataset, batch_size=batch_size, device=device)
     ci = metrics.get("ci95", {})
     span = lambda key: f" ({100 * ci[key][0]:.1f}-{100 * ci[key][1]:.1f})" if key in ci else ""  # noqa: E731
@@ -49,6 +65,35 @@ def command(run: str, data: str, json_path: str | None, batch_size: int, device:
     for name, row in zip(names, metrics["confusion_matrix"]):
         cm.add_row(name, *[str(v) for v in row])
     out.print(cm)
+    if groups is not None:
+        from ..workflows.quality import slice_report
+
+        metrics["slices"] = slices = slice_report(model, dataset, groups, batch_size=batch_size, device=device)
+        metrics["slices"]["column"] = group_column
+        _print_slices(slices, group_column)
     if json_path:
         write_json_atomic(json_path, metrics)
         click.echo(f"Metrics written to {json_path}")
+
+
+def _print_slices(slices: dict, column: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(column, "n", "accuracy (95%)", "macro-F1", "ECE", "behind the rest", title=f"Per {column}",
+                  title_justify="left")
+    for r in slices["groups"]:
+        lo, hi = r["accuracy_ci95"]
+        mark = " [red]![/]" if r["falls_behind"] else ""
+        table.add_row(escape(r["group"]), str(r["n"]), f"{100 * r['accuracy']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})",
+                      f"{100 * r['macro_f1']:.1f}%", f"{r['ece']:.3f}", f"{100 * r['behind_rest']:+.1f} pts{mark}")
+    out.print(table)
+    gap = slices["gap"]
+    out.print(f"Largest accuracy gap: {100 * gap['value']:.1f} points ({escape(gap['best'])} vs {escape(gap['worst'])}; "
+              f"95% bootstrap interval {100 * gap['ci95'][0]:.1f} to {100 * gap['ci95'][1]:.1f})")
+    if "binary" in slices:
+        b = slices["binary"]
+        out.print(f"Positive class '{escape(b['positive'])}': demographic-parity difference "
+                  f"{b['demographic_parity_difference']:.3f}, equalized-odds difference {b['equalized_odds_difference']:.3f}")
+    for w in slices["warnings"]:
+        out.print(f"[yellow]{escape(w)}[/]")

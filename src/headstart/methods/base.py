@@ -18,28 +18,39 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..runtime import Runtime
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyInputs", "register_strategy"]
 
 
 @dataclass
 class StrategyInputs:
-    """What every strategy receives: the splits, integer labels, and cached frozen-backbone
-    features when the strategy asks for them (``Strategy.needs_features``)."""
+    """What every strategy receives: the splits, integer labels, cached frozen-backbone features
+    when the strategy asks for them (``Strategy.needs_features``), and the runtime (its device is
+    resolved: a ``torch.device``)."""
 
     splits: Any
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     num_classes: int
-    device: torch.device
+    runtime: Runtime
     seed: int
     checkpoint_dir: Any = None
     resume: bool = False
-    progress: bool = True
-    log: Callable[[str], None] = field(default=lambda m: None)
     label_names: list[str] = field(default_factory=list)
     target: Any = None  # unlabelled target-domain Dataset (domain adaptation)
     target_labels: np.ndarray | None = None  # evaluation-only target labels, when the user has some
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def progress(self) -> bool:
+        return self.runtime.progress
+
+    def log(self, message: str) -> None:
+        self.runtime.log(message)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..data.splits import Splits
 from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from .pipeline import backbone_name, train_model
+from ..runtime import Runtime
 
 CHEAP_RUNGS = ("prototypes", "linear-probe")
 FINETUNE_RUNGS = {"text": ("setfit", "lp-ft"), "image": ("lp-ft",)}
@@ -67,7 +68,8 @@ def run_ladder(data: Any, *, budgets: Sequence[int | str] = (0, 8, 32, "all"), s
                 bb = create_backbone(bb_name)  # fresh pre-trained weights for every run
                 t = time.perf_counter()
                 _, proba, ys, _ = train_model(bb, parts, names, strategy, make_config(strategy, **(options or {}).get(strategy, {})),
-                                              seed=seed, progress=progress, ood=False)  # only accuracy is kept
+                                              seed=seed, runtime=Runtime(progress=progress),
+                                              ood=False)  # only accuracy is kept
                 acc = classification_metrics(ys["test"], proba, names)["accuracy"]
                 row = {"budget": budget, "strategy": strategy, "seed": seed, "accuracy": acc,
                        "labels_used": 0 if budget == 0 else len(parts.train) + len(parts.val),

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -19,6 +19,7 @@ from ..heads import TemperatureScaled
 from ..methods import STRATEGIES, StrategyInputs
 from ..methods.domain_adapt import check_domains
 from ..model import TransferModel
+from ..runtime import Runtime
 
 DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
 
@@ -47,10 +48,8 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 
 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
-                cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
-                device: Any = None, progress: bool = True, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                resume: bool = False, log: Callable[[str], None] = lambda m: None, target: Dataset | None = None,
-                calibrate: bool = True, ood: bool = True
+                runtime: Runtime | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                resume: bool = False, target: Dataset | None = None, calibrate: bool = True, ood: bool = True
                 ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
@@ -62,8 +61,11 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     negative log-likelihood); the returned model and test probabilities include it.
     ``ood``: fit an out-of-scope scorer on the training features, thresholded on validation
     (:class:`~headstart.evaluation.ood.OODScorer`), so predictions can say "unsure".
+    ``runtime``: device, feature cache, batch size, progress and log (:class:`~headstart.runtime.Runtime`).
     """
-    dev = pick_device(device)
+    rt = runtime or Runtime()
+    rt = rt.with_(device=pick_device(rt.device))
+    log = rt.log
     entry = STRATEGIES.get(strategy)
     if entry.needs_target and target is None:
         raise ConfigError(f"The strategy '{strategy}' adapts to a target domain and needs its (unlabelled) data.",
@@ -82,11 +84,9 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     if entry.needs_features:
         names = ("train", "val", "test") + (("target",) if target is not None else ())
         sets = [getattr(parts, s) for s in names[:3]] + ([target] if target is not None else [])
-        feats = dict(zip(names, extract_features_many(bb, sets, cache_dir=cache_dir, use_cache=use_cache,
-                                                      batch_size=batch_size, device=dev, progress=progress)))
-    inputs = StrategyInputs(parts, feats, ys, len(label_names), dev, seed, checkpoint_dir=checkpoint_dir,
-                            resume=resume, progress=progress, log=log, label_names=list(label_names), target=target,
-                            target_labels=target_labels)
+        feats = dict(zip(names, extract_features_many(bb, sets, **rt.extraction())))
+    inputs = StrategyInputs(parts, feats, ys, len(label_names), rt, seed, checkpoint_dir=checkpoint_dir,
+                            resume=resume, label_names=list(label_names), target=target, target_labels=target_labels)
     head, chosen, trained = entry.run(bb, inputs, config)
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
 
@@ -98,7 +98,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
             if not trained and split_name in feats:
                 final[split_name] = feats[split_name]
             elif len(data):
-                final[split_name] = model.features(data, batch_size=batch_size, device=device, progress=progress)
+                final[split_name] = model.features(data, batch_size=rt.batch_size, device=rt.device,
+                                                   progress=rt.progress)
             else:
                 final[split_name] = np.empty((0, bb.card.feature_dim), dtype=np.float32)
         return final[split_name]

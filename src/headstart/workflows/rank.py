@@ -14,6 +14,7 @@ from ..data import load_data, validate
 from ..errors import BackboneError, ConfigError
 from ..features import extract_features, source_probabilities
 from ..rank import RANKERS, score
+from ..runtime import Runtime
 
 DEFAULT_SCORES = ("logme", "hscore-shrink", "knn", "leep", "nce")
 
@@ -134,8 +135,8 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
             strategy = "lp-ft" if bb.trainable else "linear-probe"
             config = make_config(strategy, epochs=epochs) if strategy == "lp-ft" else make_config(strategy)
             log(f"Confirming {name}: {strategy}" + (f", {epochs} epoch(s)" if strategy == "lp-ft" else ""))
-            _, proba, ys, _ = train_model(bb, parts, names, strategy, config, seed=seed, cache_dir=cache_dir,
-                                          device=device, progress=progress, ood=False)  # only accuracy is kept
+            _, proba, ys, _ = train_model(bb, parts, names, strategy, config, seed=seed, ood=False,  # only accuracy is kept
+                                          runtime=Runtime(device=device, cache_dir=cache_dir, progress=progress))
             accs[name] = classification_metrics(ys["test"], proba, names)["accuracy"]
         rounds.append({"epochs": epochs, "accuracy": accs})
         ranked = sorted(alive, key=lambda n: -accs[n])

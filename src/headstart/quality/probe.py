@@ -1,0 +1,134 @@
+"""Out-of-fold class probabilities from a K-fold linear probe on frozen features.
+
+Confident learning needs, for every item, probabilities from a model that never saw that item's
+label; K-fold cross-fitting gives them at the cost of K probe fits. The probe is the one
+:mod:`headstart.train.linear_probe` uses (multinomial logistic regression on features standardised
+with the floored standardiser), with ``C`` chosen once, on the first fold, by held-out log-loss
+(calibrated probabilities matter more here than accuracy), and each fold warm-started from the
+previous fold's solution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..train.linear_probe import standardiser
+from ..train.logistic import fit_logistic
+
+__all__ = ["OOF_CS", "fit_probe", "fold_ids", "out_of_fold_proba", "principal_axes"]
+
+OOF_CS = (0.01, 0.1, 1.0)
+OOF_TOL = 1e-4  # loose: fold probabilities rank items; the last digits of the optimum change no ranking
+MAX_DIMS = 256
+
+
+def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """A fold number per item, stratified: each class is dealt round-robin over the folds after a
+    seeded shuffle, so every fold holds about ``1 / folds`` of every class."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        out[idx] = (np.arange(len(idx)) + offset) % folds
+        offset += len(idx)  # the next class starts where this one stopped, so fold sizes stay even
+    return out
+
+
+def principal_axes(x: np.ndarray, dims: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(mean, std, axes)`` mapping features to the probe's inputs: floored standardisation, then,
+    when the features are wider than ``dims``, their top ``dims`` principal axes (``axes`` is None when
+    they are not). The probe's cost grows with the width and its out-of-fold rankings barely move
+    (docs/concepts/data-quality.md). The axes come from the eigenvectors of the ``d x d`` covariance in
+    float32: one product and one symmetric eigendecomposition, cheaper than a randomised SVD's passes."""
+    mean, std = standardiser(np.asarray(x, dtype=np.float64))
+    if not dims or x.shape[1] <= dims or len(x) <= dims:
+        return mean, std, None
+    from threadpoolctl import threadpool_limits
+
+    z = ((x - mean) / std).astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):  # on shared cores, BLAS threads spin against each other
+        _, vecs = np.linalg.eigh(z.T @ z)
+    return mean, std, np.ascontiguousarray(vecs[:, ::-1][:, :dims])
+
+
+def apply_axes(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.ndarray | None) -> np.ndarray:
+    z = (np.asarray(x, dtype=np.float64) - mean) / std
+    return z if axes is None else (z.astype(np.float32) @ axes).astype(np.float64)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, dims: int | None = MAX_DIMS,
+              tol: float = OOF_TOL) -> Callable[[np.ndarray], np.ndarray]:
+    """The same probe fitted on all of ``x``; returns a function features -> probabilities."""
+    mean, std, axes = principal_axes(x, dims)
+    w, b = _fit(apply_axes(x, mean, std, axes), np.asarray(y, dtype=np.int64), num_classes, C, tol, None)
+    return lambda new: _softmax(apply_axes(new, mean, std, axes) @ w.T + b)
+
+
+def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5, seed: int = 0,
+                      Cs: tuple[float, ...] = OOF_CS, dims: int | None = MAX_DIMS, tol: float = OOF_TOL
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """``[N, num_classes]`` probabilities, each row from the probe fitted on the other folds.
+
+    ``dims``: project wider features onto that many principal axes first (``None``: never).
+    Returns the probabilities and ``{"C", "folds", "dims", "sweep"}``.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise DataError(f"features {x.shape} and labels ({len(y)}) do not match.")
+    counts = np.bincount(y, minlength=num_classes)
+    present = counts[counts > 0]
+    if len(present) < 2:
+        raise DataError("Label issues need at least two classes.", fix="check the label column.")
+    folds = int(min(folds, present.min())) if present.min() >= 2 else 2
+    if present.min() < 2:
+        raise DataError(f"Every class needs at least 2 items for cross-fitting; the smallest has {present.min()}.",
+                        fix="add items to that class or remove it.")
+    if not np.isfinite(x).all():
+        raise DataError("Some features are NaN or infinite.", fix="check the backbone and the inputs.")
+    # Standardised (and projected) once on all items: no labels are used, so no fold's labels leak.
+    z = apply_axes(x, *principal_axes(x, dims))
+    fold = fold_ids(y, folds, seed)
+    proba = np.zeros((len(y), num_classes))
+    sweep: list[dict[str, float]] = []
+    init = None
+    chosen = None
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        ztr, zte = z[tr], z[te]
+        if chosen is None:  # the first fold picks C by held-out log-loss, warm-started along the grid
+            fits = {}
+            for C in sorted(Cs):
+                w, b = _fit(ztr, y[tr], num_classes, C, tol, init)
+                init = fits[C] = (w, b)
+                p = _softmax(zte @ w.T + b)
+                sweep.append({"C": C, "log_loss": float(-np.log(np.clip(p[np.arange(te.sum()), y[te]], 1e-12, 1)).mean())})
+            chosen = min(sweep, key=lambda r: r["log_loss"])["C"]
+            w, b = fits[chosen]
+            init = (w, b)
+        else:
+            w, b = _fit(ztr, y[tr], num_classes, chosen, tol, init)
+            init = (w, b)
+        proba[te] = _softmax(zte @ w.T + b)
+    return proba, {"C": chosen, "folds": folds, "dims": int(z.shape[1]), "sweep": sweep}
+
+
+def _fit(x: np.ndarray, y: np.ndarray, k: int, C: float, tol: float, init: tuple[np.ndarray, np.ndarray] | None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    start = None if init is None else (torch.from_numpy(init[0]), torch.from_numpy(init[1]))
+    w, b = fit_logistic(x, y, k, C, tol=tol, init=start)
+    return w.numpy(), b.numpy()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
