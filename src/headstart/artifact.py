@@ -356,8 +356,9 @@ def _validate_head(head: dict[str, Any], file: Path, prefix: str, dim: int, n_la
         elif key in ("scale", "temperature"):
             fh.number(head, key, 0.0, 1e6, low_open=True)
         elif key == "inner":
-            if not isinstance(head.get("inner"), dict) or head["inner"].get("type") == "temperature":
-                raise fh.bad("inner", "the object of a trained head (not itself temperature-scaled)", head.get("inner"))
+            # One level of each wrapper: a prior-adjusted head may hold a temperature-scaled one, not itself.
+            if not isinstance(head.get("inner"), dict) or head["inner"].get("type") in ("prior", kind):
+                raise fh.bad("inner", f"the object of a trained head (not itself {kind}-wrapped)", head.get("inner"))
             _validate_head(head["inner"], file, prefix + "inner.", dim, n_labels)
         else:  # widths and counts: bounded, so a tampered file cannot ask for terabytes
             fh.integer(head, key, 1, 1_000_000 if key == "source_classes" else 65_536)

@@ -120,6 +120,29 @@ class TemperatureScaled(nn.Module):
                 "num_classes": inner["num_classes"], "temperature": float(self.temperature)}
 
 
+class PriorAdjusted(nn.Module):
+    """A trained head re-weighted to the class proportions of the domain it is deployed on.
+
+    Adds log(q_y / p_y) to each logit (q: the deployment domain's class proportions, p: those the
+    head was trained under); softmax renormalises, so the probabilities become p(y | x) q_y / p_y,
+    normalised. The offsets are a buffer, so they travel in the safetensors file and inside an
+    ONNX graph. It wraps a temperature-scaled head (calibrate first, then move the prior).
+    """
+
+    def __init__(self, head: nn.Module, log_weights: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = head
+        self.register_buffer("log_weights", torch.as_tensor(log_weights, dtype=torch.float32).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + self.log_weights
+
+    def spec(self) -> dict[str, Any]:
+        inner = self.inner.spec()
+        return {"type": "prior", "inner": inner, "in_features": inner["in_features"],
+                "num_classes": inner["num_classes"]}
+
+
 class ConSEHead(nn.Module):
     """ConSE as a deployable head on the image backbone's features: ImageNet head -> softmax ->
     top-k -> convex mix of the ImageNet names' text embeddings -> cosine to the class embeddings."""
@@ -156,7 +179,8 @@ def build_head(spec: dict[str, Any]) -> nn.Module:
 # The spec fields beyond type / in_features / num_classes that each head type's builder reads: the
 # artifact validates exactly these before building anything.
 HEAD_SPEC_FIELDS = {"linear": (), "mlp": ("hidden", "dropout"), "bottleneck": ("hidden", "dropout"), "cosine": (),
-                    "conse": ("source_classes", "text_dim", "top_k", "scale"), "temperature": ("temperature", "inner")}
+                    "conse": ("source_classes", "text_dim", "top_k", "scale"), "temperature": ("temperature", "inner"),
+                    "prior": ("inner",)}
 HEADS.register("linear", lambda s: LinearHead(int(s["in_features"]), int(s["num_classes"])))
 HEADS.register("mlp", lambda s: MLPHead(int(s["in_features"]), int(s["num_classes"]), int(s["hidden"]),
                                         float(s["dropout"])))
@@ -168,3 +192,4 @@ HEADS.register("conse", lambda s: ConSEHead(nn.Linear(int(s["in_features"]), int
                                             torch.zeros(int(s["num_classes"]), int(s["text_dim"])), int(s["top_k"]),
                                             float(s["scale"])))
 HEADS.register("temperature", lambda s: TemperatureScaled(build_head(s["inner"]), float(s["temperature"])))
+HEADS.register("prior", lambda s: PriorAdjusted(build_head(s["inner"]), torch.zeros(int(s["num_classes"]))))

@@ -15,7 +15,7 @@ from ..errors import BackboneError, ConfigError, DataError, HeadstartError
 from ..evaluation.calibration import fit_temperature
 from ..evaluation.ood import OODScorer
 from ..features import extract_features_many, pick_device
-from ..heads import TemperatureScaled
+from ..heads import PriorAdjusted, TemperatureScaled
 from ..methods import STRATEGIES, StrategyInputs
 from ..methods.domain_adapt import check_domains
 from ..model import TransferModel
@@ -109,6 +109,11 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         return model.proba_from_features(f) if len(f) else np.empty((0, len(label_names)))
 
     uses_labels = chosen.get("labelled_examples_used") != 0  # zero-shot promises to use no label at all
+    # A head re-weighted to the target's class proportions is calibrated underneath: the validation
+    # split has the source's proportions, so the temperature is fitted on the head it was trained as.
+    prior = model.head if isinstance(model.head, PriorAdjusted) else None
+    if prior is not None:
+        model.head = prior.inner
     if calibrate and uses_labels and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
@@ -118,6 +123,9 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         else:
             log(f"Calibration: {calibration.get('reason', 'not needed (temperature 1 fits the validation split best)')}")
         chosen = {**chosen, "calibration": calibration}
+    if prior is not None:
+        prior.inner = model.head
+        model.head = prior
     if ood and uses_labels and len(parts.val) and len(parts.train):
         try:
             with threadpool_limits(1):  # small dense algebra: BLAS threads only contend on a few cores
