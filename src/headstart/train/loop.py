@@ -34,6 +34,9 @@ from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
 from .augment import augment_image, length_bucketed_batches, mix_batch
 from .config import FineTuneConfig
+from .losses import StepOutput, batch_spectral_shrinkage, loss_terms, total_loss
+
+__all__ = ["Classifier", "TrainResult", "batch_spectral_shrinkage", "evaluate_logits", "run_fingerprint", "train"]
 
 
 @dataclass
@@ -46,14 +49,6 @@ class TrainResult:
     resumed_from_epoch: int | None = None
     stopped_early: bool = False
     processes: int = 1
-
-
-def batch_spectral_shrinkage(features: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """BSS (Chen et al., NeurIPS 2019): the squared k smallest singular values of the batch's
-    feature matrix. Fine-tuning on little data lets the small-spectrum directions carry noise the
-    pre-trained model did not have (negative transfer); shrinking them is the remedy."""
-    sv = torch.linalg.svdvals(features.float())
-    return (sv[-k:] ** 2).sum()
 
 
 class Classifier(nn.Module):
@@ -250,8 +245,9 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         opt_groups.append({"params": list(aligner.parameters()), "lr": config.head_lr, "weight_decay": config.weight_decay})
     # Fused AdamW: one kernel per step for all parameters, on CPU (torch >= 2.4) as on GPU.
     optimizer = torch.optim.AdamW(opt_groups, fused=True)
-    anchor = ({k: p.detach().clone() for k, p in backbone.named_parameters() if p.requires_grad}
-              if config.l2sp > 0 else {})
+    # The loss: cross-entropy plus the terms the config switches on (headstart.train.losses).
+    terms = loss_terms(config, backbone, aligned=aligner is not None, trade_off=trade_off)
+    mixing = image and (config.mixup > 0 or config.cutmix > 0)
 
     batches_per_epoch = math.ceil(len(train_data) / config.batch_size) // max(1, acc.num_processes)
     if config.max_steps_per_epoch:
@@ -325,31 +321,25 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         targets = target_batches(random.Random(epoch_seed + 1)) if aligner is not None else None
         # Each process takes every num_processes-th batch (the same count on every rank).
         mine = all_batches[acc.process_index::acc.num_processes][:batches_per_epoch]
-        total_loss, seen = 0.0, 0
+        loss_sum, seen = 0.0, 0
         with progress_bar(f"Epoch {epoch + 1}/{config.epochs}", total=len(mine),
                           enabled=progress and acc.is_main_process) as advance:
             for step, idx in enumerate(mine):
                 inputs, y = make_inputs(train_data, idx, rng), labels_t[idx].to(acc.device)
                 with acc.accumulate(model):
                     with acc.autocast():
-                        if targets is not None:
+                        if targets is not None:  # domain adaptation: a target batch through the same call
                             aligner.set_progress((epoch * len(mine) + step) / max(1, config.epochs * len(mine)))  # type: ignore[union-attr]
                             logits, align = model(target=make_inputs(target_data, next(targets), rng), **inputs)  # type: ignore[arg-type]
-                            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) + trade_off * align
-                        elif image and (config.mixup > 0 or config.cutmix > 0):
+                            out = StepOutput(logits, y, alignment=align)
+                        elif mixing:
                             px, ya, yb, lam = mix_batch(inputs["pixel_values"], y, config.mixup, config.cutmix, gen)
                             logits, feats = model(pixel_values=px, with_features=True)
-                            loss = lam * F.cross_entropy(logits, ya, label_smoothing=config.label_smoothing) + (
-                                1 - lam) * F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                            out = StepOutput(logits, ya, feats, mixed_labels=yb, mix_weight=lam)
                         else:
                             logits, feats = model(**inputs, with_features=True)
-                            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                        if config.bss > 0:  # never with an aligner (refused above), so feats is set
-                            loss = loss + config.bss * batch_spectral_shrinkage(feats)
-                        if anchor:
-                            drift = sum(((p - anchor[k]) ** 2).sum() for k, p in backbone.named_parameters()
-                                        if k in anchor and p.requires_grad)
-                            loss = loss + 0.5 * config.l2sp * drift
+                            out = StepOutput(logits, y, feats)
+                        loss = total_loss(terms, out)
                     acc.backward(loss)
                     if acc.sync_gradients and config.clip_grad > 0:
                         acc.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
@@ -357,12 +347,12 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                     if acc.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                total_loss += float(loss.detach()) * len(idx)
+                loss_sum += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 advance(1)
 
         val_acc, val_loss = evaluate_logits(acc.unwrap_model(model), backbone, val_data, y_val, acc.device, image)
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "val_accuracy": val_acc,
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_accuracy": val_acc,
                "val_loss": val_loss, "lr": scheduler.get_last_lr()[-1]}
         if val_score is not None:
             row["target_score"] = float(val_score(acc.unwrap_model(model)))
