@@ -1,0 +1,169 @@
+"""What the web app remembers: projects, data versions, runs and jobs, through SQLAlchemy.
+
+SQLite under the data folder is the embedded default (WAL journal, so the server and its worker
+processes read while one writes); any SQLAlchemy URL works (``postgresql+psycopg://...``). JSON
+columns hold what the library returns (check reports, ladder tables, metrics) as it returns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+JOB_KINDS = ("check", "deep", "ladder", "fit", "export")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    modality: Mapped[str | None] = mapped_column(String(16), nullable=True)  # set by the first upload
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+class DataVersion(Base):
+    """One immutable state of a project's data. An upload makes version 1 (or the next number); a
+    relabelling makes a new version from its parent; none is ever changed in place."""
+
+    __tablename__ = "versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "images" (class folders) or "table" (data.csv)
+    path: Mapped[str] = mapped_column(String(500))  # relative to the data folder
+    note: Mapped[str] = mapped_column(Text, default="")
+    n_items: Mapped[int] = mapped_column(Integer, default=0)
+    class_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # export: the run exported
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[datetime] = mapped_column(default=now)
+    started: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Run(Base):
+    """A trained model: its folder under the data folder and the numbers to compare it by."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    path: Mapped[str] = mapped_column(String(500))
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+def database_url(db: str | None, data_dir: Path) -> str:
+    """``db`` as given, or the SQLite file inside the data folder."""
+    return db or f"sqlite:///{(data_dir / 'headstart-app.sqlite').absolute()}"
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+            cur.execute("PRAGMA busy_timeout=30000")  # server and workers write the same file
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class Store:
+    """The engine and a session factory; ``with store.session() as s:`` commits on success."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def append_log(self, job_id: int, line: str) -> None:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                stamp = now().strftime("%H:%M:%S")
+                job.log = (job.log + f"{stamp} {line}\n")[-200_000:]
+
+    def finish(self, job_id: int, status: str, *, result: dict[str, Any] | None = None, error: str = "") -> bool:
+        """Move a running job to its final state; False when it is no longer running (cancelled)."""
+        with self.session() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                             .values(status=status, result=result, error=error, finished=now(), pid=None))
+            return bool(done.rowcount)
+
+    def claim_next(self, pid_placeholder: int = 0) -> Job | None:
+        """The oldest queued job whose project has no other job running, now marked running."""
+        with self.session() as s:
+            busy = set(s.scalars(select(Job.project_id).where(Job.status == "running")))
+            for job in s.scalars(select(Job).where(Job.status == "queued").order_by(Job.id)):
+                if job.project_id in busy:
+                    continue
+                claimed = s.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
+                                    .values(status="running", started=now(), attempts=Job.attempts + 1,
+                                            pid=pid_placeholder))
+                if claimed.rowcount:
+                    s.flush()
+                    s.refresh(job)
+                    return job
+        return None
+
+    def recover(self, max_attempts: int = 2) -> list[tuple[int, str]]:
+        """After a stop: every job left running is re-queued (or, after ``max_attempts``, marked
+        interrupted), each with a line in its log that says so. Returns (job id, new state)."""
+        changed = []
+        with self.session() as s:
+            for job in s.scalars(select(Job).where(Job.status == "running")):
+                stamp = now().strftime("%H:%M:%S")
+                if job.attempts < max_attempts:
+                    job.status, job.pid, job.started = "queued", None, None
+                    job.log += (f"{stamp} Re-queued: the server stopped while this job ran "
+                                f"(attempt {job.attempts} of {max_attempts}).\n")
+                else:
+                    job.status, job.pid, job.finished = "interrupted", None, now()
+                    job.error = (f"The server stopped while this job ran, {job.attempts} times; it was not "
+                                 "started again. Start it again from the project page.")
+                    job.log += f"{stamp} {job.error}\n"
+                changed.append((job.id, job.status))
+        return changed
