@@ -161,7 +161,7 @@ def test_best_epoch_is_restored(news, tiny_bert_dir) -> None:
 def test_config_validation_and_unknown_options() -> None:
     with pytest.raises(ConfigError, match="`lr` must be > 0, got -1"):
         FineTuneConfig(lr=-1)
-    with pytest.raises(ConfigError, match="`schedule` must be cosine, onecycle or constant"):
+    with pytest.raises(ConfigError, match="`schedule` must be one of cosine, onecycle, constant"):
         FineTuneConfig(schedule="step")
     with pytest.raises(ConfigError, match="has no option\\(s\\) learning_rate"):
         make_config("full", learning_rate=1e-3)

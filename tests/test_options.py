@@ -62,7 +62,7 @@ def test_declared_constraints_are_checked(strategy, options, message) -> None:
     with pytest.raises(ConfigError) as err:
         make_config(strategy, **options)
     assert message in str(err.value)
-    assert f"--strategy {strategy}" in str(err.value)  # the way out names the strategy's option list
+    assert f"headstart strategies {strategy}" in str(err.value)  # the way out: that strategy's option list
 
 
 def test_every_declared_constraint_names_a_real_option_and_accepts_its_default() -> None:

@@ -3,7 +3,7 @@
 Every strategy config derives from :class:`Config` and declares what its values may be, the way
 scikit-learn declares ``_parameter_constraints``: ``constraints = {"epochs": Interval(1), ...}``
 (merged along the class hierarchy, so a subclass that changes a default keeps the rule). The one
-declaration gives the errors on construction, the words in ``--option help`` and the docs.
+declaration gives the errors on construction, the table of ``headstart strategies NAME`` and the docs.
 
 ``--option KEY=VALUE`` and ``fit(options={...})`` both come through :func:`parse_options`, so a value
 is either the type the config declares or a clear ConfigError naming the option, what it expects
@@ -97,10 +97,9 @@ class Config:
         for name, rule in declared(type(self), "constraints").items():
             value = getattr(self, name)
             if not rule.check(value):
-                strategy = getattr(self, "type", "")
+                strategy = getattr(self, "type", None) or "NAME"
                 raise ConfigError(f"`{name}` must be {rule}, got {value!r}.",
-                                  fix=f"`headstart fit --strategy {strategy} --option help` lists every option "
-                                      "with its rule.")
+                                  fix=f"`headstart strategies {strategy}` lists every option with its rule.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
