@@ -27,6 +27,7 @@ from .artifact import MODEL_FOLDER
 from .model import TransferModel
 from .train.loop import CHECKPOINT_FOLDER, CHECKPOINT_MARKER
 from .workflows.pipeline import backbone_name, check_backbone_modality, encode_labels, train_model
+from .workflows.report import write_fit_report
 from .runtime import Runtime
 
 def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy: str = "linear-probe",
@@ -174,6 +175,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     # Under torchrun every process ends with the same model; the first one saves it.
     if out is not None and os.environ.get("RANK", "0") == "0":
         model.save(out, overwrite=overwrite)
+        write_fit_report(model, out, parts.test, test_proba, ys["test"])  # report.html beside the model
         say(f"Saved the model to {out}")
         if (ckpt is not None and not checkpoint_dir and is_owned(ckpt, CHECKPOINT_FOLDER)
                 and _mtime(ckpt / CHECKPOINT_MARKER) != ckpt_before):

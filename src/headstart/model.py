@@ -88,6 +88,48 @@ class TransferModel:
     def predict(self, inputs: Any, **kwargs: Any) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(inputs, **kwargs).argmax(1)]
 
+    def explain(self, items: Any, method: str | None = None, *, target: int | str | None = None,
+                settings: Any = None) -> list[Any]:
+        """Why the model gives each item its class: one :class:`~headstart.explain.Explanation` per
+        item (a heat map over the image, or a score per word of the text).
+
+        ``method``: a name in ``headstart.explain.EXPLAINERS`` (``grad-cam``, ``integrated-gradients``,
+        ``kernel-shap``); default: the one measured most faithful for this modality that the model
+        supports. ``target``: explain this class (index or name) instead of the predicted one.
+        """
+        from .explain import Settings, check_method, explain_items
+
+        if method is not None:  # an unknown or unsupported method fails before any item is read
+            check_method(method, self.backbone)
+        if isinstance(items, (str, Path)) and (self.modality == "text" or not Path(items).is_dir()):
+            items = [items]
+        if not isinstance(items, (Dataset, np.ndarray)) and len(items) == 0:
+            raise DataError("No items to explain.", fix="pass at least one image or text.")
+        self._refuse_other_modality(items)
+        data = self._as_dataset(items)
+        if len(data) == 0:
+            raise DataError(f"No items to explain in {data.source}.", fix="pass at least one image or text.")
+        decoded = [data.load(i) for i in range(len(data))]
+        return explain_items(self.backbone, self.head, self.label_names, decoded, data.ids, method=method,
+                             target=target, settings=settings or Settings())
+
+    def _refuse_other_modality(self, items: Any) -> None:
+        """A text given to an image model (or an image file to a text model) is named, not misread."""
+        if isinstance(items, (Dataset, np.ndarray)):
+            return
+        from .data.readers import IMAGE_EXTENSIONS
+
+        for i, item in enumerate(items):
+            if not isinstance(item, (str, Path)):
+                continue
+            looks_like_image = Path(str(item)).suffix.lower() in IMAGE_EXTENSIONS and len(str(item)) < 4096
+            if self.modality == "image" and not looks_like_image and not Path(str(item)).exists():
+                raise DataError(f"Item {i} ({str(item)[:40]!r}) is a text, but this model takes images.",
+                                fix="pass image files or arrays, or explain it with a text model.")
+            if self.modality == "text" and looks_like_image and Path(str(item)).is_file():
+                raise DataError(f"Item {i} ('{item}') is an image file, but this model takes texts.",
+                                fix="pass the texts themselves, or explain it with an image model.")
+
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save to the folder ``path`` (atomically). An existing model there is replaced only with
         ``overwrite=True``; a folder that is not a headstart model is never replaced."""

@@ -1,0 +1,101 @@
+"""Image attributions over input pixels: Grad-CAM, Integrated Gradients (both Captum, gradients)
+and KernelSHAP over a grid of cells (Captum, model-agnostic: it only runs the model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones.base import Backbone
+from .base import Prepared, Settings, Subject
+
+
+def last_conv(backbone: Backbone) -> nn.Conv2d | None:
+    """The last convolution of a convolutional backbone (Grad-CAM's layer), or None. A network with
+    a single convolution (a vision transformer's patch embedding) has no late convolutional stage."""
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1] if len(convs) > 1 else None
+
+
+def removed(x: torch.Tensor) -> torch.Tensor:
+    """What a removed pixel becomes: a heavy blur of the same image (the image squeezed to 1/32 of
+    its side and stretched back). It keeps the colours, so removing pixels does not add edges."""
+    size = max(2, x.shape[-1] // 32)
+    small = F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def black(subject: Subject, like: torch.Tensor) -> torch.Tensor:
+    """A black image, normalised as the backbone normalises its inputs."""
+    from ..backbones.base import normalise
+
+    zeros = torch.zeros((1, like.shape[-2], like.shape[-1], 3), dtype=torch.uint8)
+    return normalise(zeros, subject.backbone.card.input).expand_as(like).contiguous()
+
+
+def _batches(prep: Prepared, settings: Settings):  # type: ignore[no-untyped-def]
+    assert prep.x is not None
+    for i in range(0, len(prep), settings.batch_size):
+        yield i, prep.x[i:i + settings.batch_size]
+
+
+def grad_cam(subject: Subject, prep: Prepared, targets: np.ndarray, settings: Settings) -> list[np.ndarray]:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    layer = last_conv(subject.backbone)
+    assert layer is not None
+    cam = LayerGradCam(subject.image_logits, layer)
+    out: list[np.ndarray] = []
+    for i, x in _batches(prep, settings):
+        x = x.to(subject.device)
+        with torch.enable_grad():
+            a = cam.attribute(x, target=targets[i:i + len(x)].tolist(), relu_attributions=True)
+        a = LayerAttribution.interpolate(a.detach(), tuple(x.shape[-2:]), "bilinear")
+        out += list(a[:, 0].cpu().numpy().astype(np.float32))
+    return out
+
+
+def integrated_gradients(subject: Subject, prep: Prepared, targets: np.ndarray,
+                         settings: Settings) -> list[np.ndarray]:
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(subject.image_logits)
+    out: list[np.ndarray] = []
+    for i, x in _batches(prep, settings):
+        x = x.to(subject.device)
+        with torch.enable_grad():
+            a = ig.attribute(x, baselines=black(subject, x).to(subject.device), target=targets[i:i + len(x)].tolist(),
+                             n_steps=settings.steps, internal_batch_size=settings.batch_size)
+        out += list(a.detach().sum(1).cpu().numpy().astype(np.float32))
+    return out
+
+
+def cell_mask(size: int, grid: int) -> torch.Tensor:
+    """``[size, size]`` cell index of every pixel on a ``grid`` x ``grid`` partition."""
+    idx = torch.arange(size) * grid // size
+    return idx[:, None] * grid + idx[None, :]
+
+
+def kernel_shap_image(subject: Subject, prep: Prepared, targets: np.ndarray, settings: Settings) -> list[np.ndarray]:
+    from captum.attr import KernelShap
+
+    assert prep.x is not None
+
+    def proba(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return subject.image_logits(x).softmax(1)
+
+    shap = KernelShap(proba)
+    size = prep.x.shape[-1]
+    mask = cell_mask(size, settings.grid).to(subject.device)[None, None].expand(1, 3, size, size)
+    out: list[np.ndarray] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        for i in range(len(prep)):
+            x = prep.x[i:i + 1].to(subject.device)
+            a = shap.attribute(x, baselines=removed(x), target=int(targets[i]), feature_mask=mask,
+                               n_samples=settings.samples, perturbations_per_eval=settings.batch_size)
+            out.append(a[0, 0].detach().cpu().numpy().astype(np.float32))
+    return out
