@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -129,12 +130,18 @@ Examples:
 @click.option("--cache-dir", default=None, help="Feature cache folder (default: ~/.cache/headstart, or $HEADSTART_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 @click.option("--no-baseline", is_flag=True, help="Skip the no-transfer baseline.")
+@click.option("--track", is_flag=True, help="Log the run to MLflow (parameters, per-epoch and final metrics, report, "
+              "model folder): to --track-uri, else $MLFLOW_TRACKING_URI, else ./mlruns. Setting "
+              "MLFLOW_TRACKING_URI alone also tracks. Needs pip install 'headstart[track]'.")
+@click.option("--track-uri", default=None, metavar="URI", help="MLflow tracking server or store for --track, e.g. "
+              "http://127.0.0.1:5000.")
 @data_options
 def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
             extra: tuple[str, ...], target: str | None, adapt: str | None, budget: str | None, resume: bool,
             out_dir: str | None, overwrite: bool, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
-            device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, text_column: str | None,
+            device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, track: bool, track_uri: str | None,
+            text_column: str | None,
             label_column: str | None, encoding: str | None) -> None:
     """Validate DATA, extract features, adapt the backbone, evaluate against a baseline, save."""
     from ..api import fit
@@ -165,3 +172,8 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
                 text_column=text_column, label_column=label_column, split_column=split_column, encoding=encoding, log=log,
                 command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target, overwrite=overwrite)
     print_summary(model, out_dir)
+    if track or track_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        from ..workflows.tracking import track_run, tracking_uri
+
+        run_id = track_run(out_dir, uri=track_uri)
+        log(f"Tracked as MLflow run {run_id} in {tracking_uri(track_uri)}")

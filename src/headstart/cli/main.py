@@ -8,7 +8,8 @@ import warnings
 
 import click
 
-from . import app, backbones, check, demo, evaluate, export, fit, gap, ladder, predict, rank, serve, strategies, suggest
+from . import (app, backbones, check, demo, evaluate, explain, export, fit, gap, ladder, predict, rank, report, runs,
+               serve, strategies, suggest)
 
 EPILOG = """\b
 Examples:
@@ -31,7 +32,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (check, rank, fit, gap, ladder, evaluate, suggest, predict, export, serve, backbones, strategies, demo, app):
+for module in (check, rank, fit, gap, ladder, evaluate, suggest, predict, explain, report, runs, export, serve, backbones,
+               strategies, demo, app):
     cli.add_command(module.command)
 
 

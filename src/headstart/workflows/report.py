@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import write_text_atomic
+from .._io import FolderKind, atomic_dir, check_replaceable, write_json_atomic, write_text_atomic
 from ..artifact import CARD, read_meta
 from ..data import Dataset, load_data, split
 from ..errors import DataError, HeadstartError
@@ -22,7 +22,7 @@ from ..evaluation.calibration import reliability_bins
 from ..evaluation.intervals import bootstrap_metrics
 from ..evaluation.metrics import classification_metrics
 from ..explain import Settings, default_method, explain_items
-from ..report.html import Mistake, ReportInputs, render_report
+from ..report.html import Mistake, ReportInputs, png_data_uri, render_explanations, render_report
 from .pipeline import encode_labels
 
 REPORT = "report.html"
@@ -133,7 +133,7 @@ def _recorded_split(meta: dict[str, Any]) -> tuple[Dataset, str] | None:
 
 def rebuild_report(run: str | Path, data: Any = None, *, out: str | Path | None = None, batch_size: int = 64,
                    device: str | None = None, text_column: str | None = None, label_column: str | None = None,
-                   log: Any = None) -> Path:
+                   encoding: str | None = None, log: Any = None) -> Path:
     """Write the report of the model folder ``run`` again: on labelled ``data`` when given, else on
     the recorded test split (re-made from the recorded data when it can still be read). Written to
     ``out`` (default ``run/report.html``) in one step: a failure leaves the old file as it was."""
@@ -152,7 +152,7 @@ def rebuild_report(run: str | Path, data: Any = None, *, out: str | Path | None 
     note = ""
     if data is not None:
         dataset = data if isinstance(data, Dataset) else load_data(data, text_column=text_column,
-                                                                    label_column=label_column)
+                                                                    label_column=label_column, encoding=encoding)
         if dataset.modality != model.modality:
             raise DataError(f"{dataset.source} holds {dataset.modality}s but the model takes {model.modality}s.",
                             fix=f"give {model.modality} data to report on.")
@@ -179,3 +179,47 @@ def rebuild_report(run: str | Path, data: Any = None, *, out: str | Path | None 
     write_text_atomic(target, page)
     say(f"Wrote {target} ({len(page.encode()) / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
     return target
+
+
+# -- headstart explain -----------------------------------------------------------------------
+EXPLANATIONS = FolderKind("a headstart explanations folder", "explanations.json", "method",
+                          frozenset({"explanations.json", "index.html", "images"}))
+
+
+def explain_to_folder(run: str | Path, items: list[str], out: str | Path, *, method: str | None = None,
+                      target: str | None = None, settings: Settings | None = None, overwrite: bool = False) -> Path:
+    """Explain ``items`` (image paths, or texts: an existing ``.txt`` file is read as one text) with
+    the model in ``run``, and write ``out``: ``explanations.json``, ``index.html`` and, for images,
+    ``images/NNN.png`` (the evidence laid over the item). Everything is computed first and the folder
+    appears in one step, so a failure writes nothing."""
+    from ..model import load_model
+
+    read_meta(run)  # a folder that is not a model fails before the model is loaded
+    check_replaceable(out, EXPLANATIONS, overwrite=overwrite)
+    model = load_model(run)
+    if not items:
+        raise DataError("No items to explain.", fix="name at least one image file (image model) or text (text model).")
+    if model.modality == "text":
+        items = [Path(i).read_text(encoding="utf-8") if i.endswith(".txt") and Path(i).is_file() else i for i in items]
+    explanations = model.explain(items, method=method, target=target, settings=settings)
+    method = explanations[0].method
+    blocks, records = [], []
+    with atomic_dir(out, EXPLANATIONS, overwrite=overwrite) as tmp:
+        for n, ex in enumerate(explanations):
+            record = ex.to_dict()
+            title = f"{ex.item}: {ex.label} ({100 * ex.probability:.0f}%)"
+            if ex.modality == "image":
+                (tmp / "images").mkdir(exist_ok=True)
+                name = f"images/{n:03d}.png"
+                overlay = ex.overlay_png()
+                (tmp / name).write_bytes(overlay)
+                record["overlay"] = name
+                blocks.append((title, "<div class='pair'>" + f"<img src='{png_data_uri(ex.image_png())}' alt='input'>"
+                               + f"<img src='{png_data_uri(overlay)}' alt='evidence'></div>"))
+            else:
+                blocks.append((title, f"<p class='words'>{ex.words_html()}</p>"))
+            records.append(record)
+        write_json_atomic(tmp / "explanations.json", {"method": method, "model": str(run), "items": records})
+        (tmp / "index.html").write_text(render_explanations(f"Why the model decided ({method})", blocks),
+                                        encoding="utf-8")
+    return Path(out)
