@@ -118,9 +118,9 @@ def summarise(names: list[str]) -> None:
         for strategy, runs in res["curves"].items():
             arr = np.asarray(runs)
             mean, std = arr.mean(0), arr.std(0)
-            ax.plot(PER_CLASS, mean, marker="o", ms=3, label=strategy, lw=2.2 if strategy == "random" else 1.4,
-                    color="black" if strategy == "random" else None)
-            ax.fill_between(PER_CLASS, mean - std, mean + std, alpha=0.12)
+            (line,) = ax.plot(PER_CLASS, mean, marker="o", ms=3, label=strategy, lw=2.2 if strategy == "random" else 1.4,
+                              color="black" if strategy == "random" else None)
+            ax.fill_between(PER_CLASS, mean - std, mean + std, alpha=0.10, color=line.get_color())
             needed = labels_needed(list(mean), target, k)
             total = PER_CLASS[-1] * k
             saved = f"{1 - needed / total:.0%}" if needed is not None else "not reached"
