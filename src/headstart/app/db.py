@@ -7,6 +7,7 @@ columns hold what the library returns (check reports, ladder tables, metrics) as
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -69,6 +70,9 @@ class Job(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A fresh token per start: a worker writes only while the job is still the one it was given, so a
+    # process left over from before a restart can never write into the job's next attempt.
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created: Mapped[datetime] = mapped_column(default=now)
     started: Mapped[datetime | None] = mapped_column(nullable=True)
     finished: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -85,6 +89,10 @@ class Run(Base):
     path: Mapped[str] = mapped_column(String(500))
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created: Mapped[datetime] = mapped_column(default=now)
+
+
+class _NotRunning(Exception):
+    pass
 
 
 def database_url(db: str | None, data_dir: Path) -> str:
@@ -119,19 +127,32 @@ class Store:
         with self._sessions() as s, s.begin():
             yield s
 
-    def append_log(self, job_id: int, line: str) -> None:
+    def append_log(self, job_id: int, line: str, claim: str | None = None) -> None:
         with self.session() as s:
             job = s.get(Job, job_id)
-            if job is not None:
+            if job is not None and (claim is None or job.claim == claim):
                 stamp = now().strftime("%H:%M:%S")
                 job.log = (job.log + f"{stamp} {line}\n")[-200_000:]
 
-    def finish(self, job_id: int, status: str, *, result: dict[str, Any] | None = None, error: str = "") -> bool:
-        """Move a running job to its final state; False when it is no longer running (cancelled)."""
-        with self.session() as s:
-            done = s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                             .values(status=status, result=result, error=error, finished=now(), pid=None))
-            return bool(done.rowcount)
+    def finish(self, job_id: int, status: str, *, result: dict[str, Any] | None = None, error: str = "",
+               claim: str | None = None, run: Run | None = None) -> bool:
+        """Move a running job to its final state, with the ``run`` it made in the same transaction;
+        False (and no run) when the job is no longer running (cancelled) or, with ``claim``, no
+        longer the attempt that claim was given to."""
+        cond = [Job.id == job_id, Job.status == "running"] + ([Job.claim == claim] if claim is not None else [])
+        try:
+            with self.session() as s:
+                if run is not None:
+                    s.add(run)
+                    s.flush()
+                    result = {**(result or {}), "run_id": run.id}
+                done = s.execute(update(Job).where(*cond)
+                                 .values(status=status, result=result, error=error, finished=now(), pid=None))
+                if not done.rowcount:
+                    raise _NotRunning
+        except _NotRunning:
+            return False
+        return True
 
     def claim_next(self, pid_placeholder: int = 0) -> Job | None:
         """The oldest queued job whose project has no other job running, now marked running."""
@@ -142,7 +163,7 @@ class Store:
                     continue
                 claimed = s.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
                                     .values(status="running", started=now(), attempts=Job.attempts + 1,
-                                            pid=pid_placeholder))
+                                            pid=pid_placeholder, claim=uuid.uuid4().hex))
                 if claimed.rowcount:
                     s.flush()
                     s.refresh(job)
@@ -157,11 +178,11 @@ class Store:
             for job in s.scalars(select(Job).where(Job.status == "running")):
                 stamp = now().strftime("%H:%M:%S")
                 if job.attempts < max_attempts:
-                    job.status, job.pid, job.started = "queued", None, None
+                    job.status, job.pid, job.started, job.claim = "queued", None, None, None
                     job.log += (f"{stamp} Re-queued: the server stopped while this job ran "
                                 f"(attempt {job.attempts} of {max_attempts}).\n")
                 else:
-                    job.status, job.pid, job.finished = "interrupted", None, now()
+                    job.status, job.pid, job.finished, job.claim = "interrupted", None, now(), None
                     job.error = (f"The server stopped while this job ran, {job.attempts} times; it was not "
                                  "started again. Start it again from the project page.")
                     job.log += f"{stamp} {job.error}\n"

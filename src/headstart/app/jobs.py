@@ -28,7 +28,7 @@ logger = logging.getLogger("headstart.app")
 class Dispatcher:
     def __init__(self, store: Store, data_dir: Path, workers: int = 1, poll_s: float = 0.5) -> None:
         self.store, self.data_dir, self.workers, self.poll_s = store, data_dir, workers, poll_s
-        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.running: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.wake = threading.Event()
@@ -48,7 +48,7 @@ class Dispatcher:
         if self.thread is not None:
             self.thread.join(timeout=5)
         with self.lock:
-            for proc in self.running.values():
+            for proc, _ in self.running.values():
                 _kill(proc)
             self.running.clear()
 
@@ -60,33 +60,34 @@ class Dispatcher:
                     job = self.store.claim_next()
                     if job is None:
                         break
-                    self._spawn(job.id)
+                    self._spawn(job.id, job.claim or "")
             except Exception:  # the database was busy or gone for a moment: try again on the next tick
                 logger.exception("job dispatcher")
             self.wake.wait(self.poll_s)
             self.wake.clear()
 
-    def _spawn(self, job_id: int) -> None:
+    def _spawn(self, job_id: int, claim: str) -> None:
         env = {**os.environ, ENV_DB: self.store.url, ENV_DATA: str(self.data_dir)}
         log = open(self.data_dir / "logs" / f"job-{job_id}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "headstart.app.tasks", str(job_id)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "headstart.app.tasks", str(job_id), claim], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         log.close()
         with self.lock:
-            self.running[job_id] = proc
+            self.running[job_id] = (proc, claim)
         with self.store.session() as s:
             s.execute(update(Job).where(Job.id == job_id).values(pid=proc.pid))
 
     def _reap(self) -> None:
         with self.lock:
-            ended = {j: p for j, p in self.running.items() if p.poll() is not None}
+            ended = {j: pc for j, pc in self.running.items() if pc[0].poll() is not None}
             for j in ended:
                 del self.running[j]
-        for job_id, proc in ended.items():
+        for job_id, (proc, claim) in ended.items():
             # A process that died without writing its result (out of memory, killed): say so.
-            if self.store.finish(job_id, "failed", error=f"The worker process ended with code {proc.returncode} "
-                                                          "before it finished (out of memory, or killed)."):
+            if self.store.finish(job_id, "failed", claim=claim,
+                                 error=f"The worker process ended with code {proc.returncode} before it finished "
+                                       "(out of memory, or killed)."):
                 self.store.append_log(job_id, f"Worker process ended with code {proc.returncode}")
 
     def submitted(self) -> None:
@@ -103,9 +104,9 @@ class Dispatcher:
                                 .values(status="cancelled", finished=now(), error="Cancelled while it ran."))
         if running.rowcount:
             with self.lock:
-                proc = self.running.pop(job_id, None)
-            if proc is not None:
-                _kill(proc)
+                entry = self.running.pop(job_id, None)
+            if entry is not None:
+                _kill(entry[0])
             self.store.append_log(job_id, "Cancelled")
             self.wake.set()
             return "cancelled"

@@ -9,6 +9,7 @@ it starts again.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -34,15 +35,26 @@ def check_job(store: Store, job: Job, version: DataVersion, data_dir: Path, say:
     report = validate(data).to_dict()
     index = {item_id: i for i, item_id in enumerate(data.ids)}
     for finding in report["findings"]:  # type: ignore[union-attr]
-        shown = []
+        shown: dict[str, Any] = {}
         for where in finding["where"][:MAX_ITEMS_SHOWN]:
-            item_id = where.split(" (")[0]
-            if item_id in index:
-                shown.append(item_preview(data, index[item_id]))
-        finding["items"] = shown
+            for item_id in named_items(where, index):
+                shown.setdefault(item_id, item_preview(data, index[item_id]))
+        finding["items"] = list(shown.values())[:MAX_ITEMS_SHOWN]
     report["modality"] = data.modality
     report["summary"] = summary_words(report)
     return report
+
+
+def named_items(where: str, index: dict[str, int]) -> list[str]:
+    """The item ids in one of a finding's ``where`` strings: ``id``, ``id (reason)``, duplicate groups
+    ``a = b`` and label conflicts ``a=cat vs b=dog``."""
+    found = []
+    for part in re.split(r" = | vs ", where):
+        for candidate in (part, part.split(" (")[0], part.rsplit("=", 1)[0]):
+            if candidate in index:
+                found.append(candidate)
+                break
+    return found
 
 
 def summary_words(report: dict[str, Any]) -> str:
@@ -119,12 +131,7 @@ def fit_job(store: Store, job: Job, version: DataVersion, data_dir: Path, say: C
 
     if (out / REPORT).is_file():  # fit writes it beside the model
         summary["report"] = REPORT
-    with store.session() as s:
-        run = Run(project_id=job.project_id, version_id=version.id, job_id=job.id,
-                  path=str(out.relative_to(data_dir)), summary=summary)
-        s.add(run)
-        s.flush()
-        summary["run_id"] = run.id
+    summary["run"] = {"path": str(out.relative_to(data_dir))}  # recorded with the job's end, in one transaction
     return summary
 
 
@@ -169,7 +176,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def run_job(store: Store, job_id: int, data_dir: Path) -> None:
+def run_job(store: Store, job_id: int, data_dir: Path, claim: str | None = None) -> None:
     from ..errors import HeadstartError
 
     with store.session() as s:
@@ -177,19 +184,24 @@ def run_job(store: Store, job_id: int, data_dir: Path) -> None:
         assert job is not None
         version = s.get(DataVersion, job.version_id) if job.version_id else None
         s.expunge_all()
-    say = lambda line: store.append_log(job_id, line)  # noqa: E731
+    say = lambda line: store.append_log(job_id, line, claim)  # noqa: E731
     try:
         if version is None:
             raise HeadstartError("The job names no data version.")
-        result = TASKS[job.kind](store, job, version, data_dir, say)
-        store.finish(job_id, "done", result=_jsonable(result))
+        result = _jsonable(TASKS[job.kind](store, job, version, data_dir, say))
+        made = result.pop("run", None)
+        run = None
+        if made is not None:
+            summary = dict(result)
+            run = Run(project_id=job.project_id, version_id=version.id, job_id=job.id, path=made["path"], summary=summary)
+        store.finish(job_id, "done", result=result, claim=claim, run=run)
     except HeadstartError as err:
         say(f"Failed: {err}")
-        store.finish(job_id, "failed", error=str(err))
+        store.finish(job_id, "failed", error=str(err), claim=claim)
     except Exception as exc:  # a bug: keep the traceback in the job's log
         say(traceback.format_exc())
         store.finish(job_id, "failed", error=f"Unexpected {type(exc).__name__}: {exc}. This is a bug in headstart; "
-                                             "the job's log holds the traceback.")
+                                             "the job's log holds the traceback.", claim=claim)
 
 
 def _jsonable(value: Any) -> Any:
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     store = Store(os.environ[ENV_DB])
-    run_job(store, int(args[0]), Path(os.environ[ENV_DATA]))
+    run_job(store, int(args[0]), Path(os.environ[ENV_DATA]), args[1] if len(args) > 1 else None)
 
 
 if __name__ == "__main__":

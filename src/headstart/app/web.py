@@ -10,6 +10,7 @@ so another site cannot post to the app from a visitor's browser.
 
 
 import asyncio
+import functools
 import hmac
 import io
 import json
@@ -18,6 +19,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from collections import OrderedDict
@@ -42,6 +44,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_JSON_BYTES = 1024 * 1024
 MAX_TRY_BYTES = 16 * 1024 * 1024
+STAGING_TTL_S = 24 * 3600
 EXAMPLES = {"mnist": "MNIST handwritten digits (images)", "bbc-news": "BBC News articles in 5 topics (texts)"}
 FIT_STRATEGIES = ("auto", "linear-probe", "prototypes", "lp-ft", "full", "lora", "setfit", "zero-shot")
 
@@ -105,6 +108,9 @@ def create_app(config: AppConfig) -> Any:
     from .db import database_url
 
     store = Store(database_url(config.db_url, data_dir))
+    for stale in (data_dir / "staging").iterdir():  # uploads never turned into a version
+        if time.time() - stale.stat().st_mtime > STAGING_TTL_S:
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     dispatcher = Dispatcher(store, data_dir, workers=config.workers)
     models = Models()
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headstart-app")
@@ -117,6 +123,7 @@ def create_app(config: AppConfig) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any):  # type: ignore[no-untyped-def]
         dispatcher.start()
+        pool.submit(backbone_choices)  # warm: the first page should not wait for torch to import
         try:
             yield
         finally:
@@ -233,9 +240,10 @@ def create_app(config: AppConfig) -> Any:
 
     @app.get("/api/projects")
     async def projects() -> Any:
+        backbones = await off_loop(backbone_choices)  # the first call imports the backbones (torch): not on the loop
         with store.session() as s:
             return {"projects": [project_row(s, p) for p in s.scalars(select(Project).order_by(Project.id.desc()))],
-                    "examples": EXAMPLES, "strategies": list(FIT_STRATEGIES), "backbones": backbone_choices()}
+                    "examples": EXAMPLES, "strategies": list(FIT_STRATEGIES), "backbones": backbones}
 
     @app.post("/api/projects")
     async def create_project(request: Request) -> Any:
@@ -356,10 +364,12 @@ def create_app(config: AppConfig) -> Any:
         rel = Path("projects") / str(pid) / f"v{number}"
         dest = data_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        kind, data = build_version(file, dest, text_column=body.get("text_column") or None,
-                                   label_column=body.get("label_column") or None,
-                                   encoding=body.get("encoding") or None, limits=limits)
-        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            kind, data = build_version(file, dest, text_column=body.get("text_column") or None,
+                                       label_column=body.get("label_column") or None,
+                                       encoding=body.get("encoding") or None, limits=limits)
+        finally:  # used or refused, the staged file is not kept
+            shutil.rmtree(staged, ignore_errors=True)
         with store.session() as s:
             p = get_or_404(s, Project, pid, "project")
             if p.modality and p.modality != data.modality:
@@ -454,6 +464,8 @@ def create_app(config: AppConfig) -> Any:
         params = body.get("params") or {}
         if not isinstance(params, dict):
             raise ApiError(422, "`params` must be an object.")
+        if kind == "fit":
+            await off_loop(backbone_choices)  # imported (once) off the loop; validate_fit reads it
         with store.session() as s:
             get_or_404(s, Project, pid, "project")
             run_id = None
@@ -646,6 +658,7 @@ def create_app(config: AppConfig) -> Any:
     return app
 
 
+@functools.lru_cache(maxsize=1)
 def backbone_choices() -> list[dict[str, str]]:
     """The zoo, for the "advanced" part of the fit form; ``auto`` ranks them on the data first."""
     from ..backbones import list_backbones
