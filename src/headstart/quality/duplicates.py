@@ -56,12 +56,13 @@ def near_duplicates(features: np.ndarray, *, other: np.ndarray | None = None, th
     b = a if other is None else _unit(other, mean)
     pairs: list[Pair] = []
     for start in range(0, len(a), _CHUNK):
-        block = a[start:start + _CHUNK] @ b.T
+        first = start if other is None else 0  # within one set only the upper triangle is needed
+        block = a[start:start + _CHUNK] @ b[first:].T
         rows, cols = np.nonzero(block >= threshold)
         for r, c in zip(rows.tolist(), cols.tolist()):
-            i = start + r
-            if other is None and c <= i:
+            i, j = start + r, first + c
+            if other is None and j <= i:
                 continue
-            pairs.append(Pair(i, c, float(min(block[r, c], 1.0))))
+            pairs.append(Pair(i, j, float(min(block[r, c], 1.0))))
     pairs.sort(key=lambda p: (-p.similarity, p.first, p.second))
     return pairs

@@ -19,7 +19,7 @@ from ..errors import DataError
 from ..train.linear_probe import standardiser
 from ..train.logistic import fit_logistic
 
-__all__ = ["OOF_CS", "fit_probe", "fold_ids", "out_of_fold_proba", "principal_axes"]
+__all__ = ["OOF_CS", "fit_probe", "fold_ids", "out_of_fold_proba", "principal_axes", "probe_inputs"]
 
 OOF_CS = (0.01, 0.1, 1.0)
 OOF_TOL = 1e-4  # loose: fold probabilities rank items; the last digits of the optimum change no ranking
@@ -62,6 +62,11 @@ def apply_axes(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.ndarra
     return z if axes is None else (z.astype(np.float32) @ axes).astype(np.float64)
 
 
+def probe_inputs(x: np.ndarray, dims: int | None = MAX_DIMS) -> np.ndarray:
+    """What the probe reads: standardised features, on their top ``dims`` principal axes when wider."""
+    return apply_axes(x, *principal_axes(x, dims))
+
+
 def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, dims: int | None = MAX_DIMS,
               tol: float = OOF_TOL) -> Callable[[np.ndarray], np.ndarray]:
     """The same probe fitted on all of ``x``; returns a function features -> probabilities."""
@@ -71,11 +76,12 @@ def fit_probe(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, *, dims:
 
 
 def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5, seed: int = 0,
-                      Cs: tuple[float, ...] = OOF_CS, dims: int | None = MAX_DIMS, tol: float = OOF_TOL
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+                      Cs: tuple[float, ...] = OOF_CS, dims: int | None = MAX_DIMS, tol: float = OOF_TOL,
+                      prepared: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """``[N, num_classes]`` probabilities, each row from the probe fitted on the other folds.
 
-    ``dims``: project wider features onto that many principal axes first (``None``: never).
+    ``dims``: project wider features onto that many principal axes first (``None``: never);
+    ``prepared``: ``features`` are already :func:`probe_inputs` (computed once for several checks).
     Returns the probabilities and ``{"C", "folds", "dims", "sweep"}``.
     """
     x = np.asarray(features, dtype=np.float64)
@@ -93,7 +99,7 @@ def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, num_classes: int
     if not np.isfinite(x).all():
         raise DataError("Some features are NaN or infinite.", fix="check the backbone and the inputs.")
     # Standardised (and projected) once on all items: no labels are used, so no fold's labels leak.
-    z = apply_axes(x, *principal_axes(x, dims))
+    z = x if prepared else probe_inputs(x, dims)
     fold = fold_ids(y, folds, seed)
     proba = np.zeros((len(y), num_classes))
     sweep: list[dict[str, float]] = []
@@ -109,6 +115,8 @@ def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, num_classes: int
                 init = fits[C] = (w, b)
                 p = _softmax(zte @ w.T + b)
                 sweep.append({"C": C, "log_loss": float(-np.log(np.clip(p[np.arange(te.sum()), y[te]], 1e-12, 1)).mean())})
+                if len(sweep) > 1 and sweep[-1]["log_loss"] > sweep[-2]["log_loss"]:
+                    break  # past the best: weaker regularisation only costs more iterations from here
             chosen = min(sweep, key=lambda r: r["log_loss"])["C"]
             w, b = fits[chosen]
             init = (w, b)

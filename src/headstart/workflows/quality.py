@@ -26,6 +26,7 @@ from ..features import extract_features_many
 from ..model import TransferModel
 from ..quality import (DEFAULT_FILTER, DEFAULT_THRESHOLDS, OUTLIER_Z, find_label_issues, near_duplicates,
                        out_of_fold_proba, outlier_scores, select, slice_metrics)
+from ..quality.probe import probe_inputs
 from ..quality.selection import entropy_scores, margin_scores
 from .pipeline import backbone_name, check_backbone_modality, encode_labels
 
@@ -59,7 +60,8 @@ def deep_check(data: Dataset, *, test: Dataset | None = None, backbone: str | No
     t1 = time.perf_counter()
     names = data.label_names
     y = encode_labels(data.labels, names, data.source)
-    proba, info = out_of_fold_proba(feats[0], y, len(names), folds=folds)
+    z = probe_inputs(feats[0])  # once, for the probe and the outlier scores
+    proba, info = out_of_fold_proba(z, y, len(names), folds=folds, prepared=True)
     issues = find_label_issues(y, proba, filter_by=filter_by)
     t2 = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -88,11 +90,11 @@ def deep_check(data: Dataset, *, test: Dataset | None = None, backbone: str | No
                          "score": round(p.similarity, 6), "other": data.ids[p.first],
                          "detail": "a training item nearly identical to a test item: the test score is optimistic"})
     t3 = time.perf_counter()
-    _, z = outlier_scores(feats[0], y)
-    outliers = np.flatnonzero(z > outlier_z)
-    for i in outliers[np.argsort(-z[outliers])].tolist():
+    _, oz = outlier_scores(z, y)
+    outliers = np.flatnonzero(oz > outlier_z)
+    for i in outliers[np.argsort(-oz[outliers])].tolist():
         rows.append({"kind": "outlier", "item": data.ids[i], "label": names[y[i]], "suggested": "",
-                     "score": round(float(z[i]), 3), "other": "",
+                     "score": round(float(oz[i]), 3), "other": "",
                      "detail": "far from every class in feature space (robust z-score of the distance to the "
                                "nearest class mean)"})
     t4 = time.perf_counter()
