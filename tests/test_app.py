@@ -331,30 +331,41 @@ def test_jobs_survive_a_kill_9_of_the_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
     s = Server(data).start()
     fit = {"kind": "fit", "params": {"strategy": "prototypes", "backbone": "raw-pixels"}}
-    with s.client() as c:
-        jobs = []
-        for name in ("first", "second"):
-            pid = c.post("/api/projects", json={"name": name}).json()["id"]
-            r = upload(c, pid, "d.zip", class_zip(tmp_path / f"{name}.zip", {"a": 8, "b": 8}).read_bytes())
-            assert r.status_code == 200
-            wait_job(c, r.json()["check_job"])
-            jobs.append(c.post(f"/api/projects/{pid}/jobs", json=fit).json()["id"])
-        running, queued = jobs
-        deadline = time.time() + 60
-        while c.get(f"/api/jobs/{running}").json()["status"] != "running" and time.time() < deadline:
-            time.sleep(0.1)
-        worker = c.get(f"/api/jobs/{running}").json()
-        assert worker["status"] == "running"
-        assert c.get(f"/api/jobs/{queued}").json()["status"] == "queued"
+    try:
+        with s.client() as c:
+            projects = []
+            for name in ("first", "second"):
+                pid = c.post("/api/projects", json={"name": name}).json()["id"]
+                r = upload(c, pid, "d.zip", class_zip(tmp_path / f"{name}.zip", {"a": 8, "b": 8}).read_bytes())
+                assert r.status_code == 200
+                wait_job(c, r.json()["check_job"])
+                projects.append(pid)
+            jobs = [c.post(f"/api/projects/{pid}/jobs", json=fit).json()["id"] for pid in projects]
+            running, queued = jobs
+            deadline = time.time() + 60
+            while c.get(f"/api/jobs/{running}").json()["status"] == "queued" and time.time() < deadline:
+                time.sleep(0.05)
+            assert c.get(f"/api/jobs/{running}").json()["status"] == "running"
+            assert c.get(f"/api/jobs/{queued}").json()["status"] == "queued"  # one worker: it waits
+    except BaseException:
+        s.stop()
+        raise
     import sqlite3
 
-    worker_pid = sqlite3.connect(data / "headstart-app.sqlite").execute(
-        "select pid from jobs where id = ?", (running,)).fetchone()[0]
+    def worker_pid() -> int:
+        with contextlib.closing(sqlite3.connect(data / "headstart-app.sqlite")) as db:
+            return int(db.execute("select pid from jobs where id = ?", (running,)).fetchone()[0] or 0)
+
+    deadline = time.time() + 10
+    while not worker_pid() and time.time() < deadline:  # the dispatcher records it just after the start
+        time.sleep(0.05)
+    worker = worker_pid()
+    assert worker and _alive(worker)
     s.stop(signal.SIGKILL)
     deadline = time.time() + 10
-    while worker_pid and _alive(worker_pid) and time.time() < deadline:
+    while _alive(worker) and time.time() < deadline:
         time.sleep(0.1)
-    assert not (worker_pid and _alive(worker_pid)), "the worker outlived the server"
+    assert not _alive(worker), "the worker outlived the server"
 
     s2 = Server(data).start()
     try:

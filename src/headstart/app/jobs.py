@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from .db import Job, Store, now
-from .tasks import ENV_DATA, ENV_DB
+from .tasks import ENV_DATA, ENV_DB, ENV_PARENT
 
 logger = logging.getLogger("headstart.app")
 
@@ -67,7 +67,7 @@ class Dispatcher:
             self.wake.clear()
 
     def _spawn(self, job_id: int, claim: str) -> None:
-        env = {**os.environ, ENV_DB: self.store.url, ENV_DATA: str(self.data_dir)}
+        env = {**os.environ, ENV_DB: self.store.url, ENV_DATA: str(self.data_dir), ENV_PARENT: str(os.getpid())}
         log = open(self.data_dir / "logs" / f"job-{job_id}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "headstart.app.tasks", str(job_id), claim], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ from .storage import data_path, item_preview
 
 ENV_DB = "HEADSTART_APP_DB"
 ENV_DATA = "HEADSTART_APP_DATA"
+ENV_PARENT = "HEADSTART_APP_PARENT"
 MAX_ITEMS_SHOWN = 24
 
 
@@ -155,9 +156,10 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {"check": check_job, "deep": d
                                                     "fit": fit_job, "export": export_job}
 
 
-def _die_with_parent() -> None:
-    """Exit when the server that started this process is gone (killed with -9 included)."""
-    parent = os.getppid()
+def _die_with_parent(parent: int) -> None:
+    """Exit when the server ``parent`` that started this process is gone (killed with -9 included).
+    Its pid comes from the server: asked here, a server that died during this process's start
+    would already have been replaced by init."""
     try:
         import ctypes
 
@@ -171,9 +173,9 @@ def _die_with_parent() -> None:
                 os._exit(1)
             time.sleep(1)
 
-    threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:
+    if os.getppid() != parent:  # died before the signal was armed
         os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_job(store: Store, job_id: int, data_dir: Path, claim: str | None = None) -> None:
@@ -212,7 +214,7 @@ def _jsonable(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    _die_with_parent(int(os.environ[ENV_PARENT]))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     store = Store(os.environ[ENV_DB])

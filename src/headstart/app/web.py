@@ -139,8 +139,8 @@ def create_app(config: AppConfig) -> Any:
     async def guard(request: Request, call_next: Any) -> Any:
         path = request.url.path
         if config.loopback and not config.token:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0] if not (request.headers.get("host") or "").startswith("[") \
-                else (request.headers.get("host") or "").split("]")[0] + "]"
+            given = request.headers.get("host", "")
+            host = given.split("]")[0] + "]" if given.startswith("[") else given.rsplit(":", 1)[0]
             if host not in LOOPBACK_HOSTS:
                 return _err(403, f"Host '{host}' is not this machine's loopback name; open http://127.0.0.1 instead.",
                             "bad_host")
@@ -339,9 +339,8 @@ def create_app(config: AppConfig) -> Any:
     @app.post("/api/projects/{pid}/examples")
     async def example(pid: int, request: Request) -> Any:
         body = await json_body(request)
-        name = str(body.get("name", ""))
-        per_class = int(body.get("per_class", 20))
-        if name not in EXAMPLES or not 2 <= per_class <= 500:
+        name, per_class = str(body.get("name", "")), body.get("per_class", 20)
+        if name not in EXAMPLES or not isinstance(per_class, int) or not 2 <= per_class <= 500:
             raise ApiError(422, f"Choose one of {', '.join(EXAMPLES)} and 2 to 500 examples per class.")
         with store.session() as s:
             get_or_404(s, Project, pid, "project")
@@ -402,8 +401,11 @@ def create_app(config: AppConfig) -> Any:
 
     @app.get("/api/versions/{vid}/items")
     async def items(vid: int, offset: int = 0, limit: int = 60, label: str = "", ids: str = "") -> Any:
+        try:
+            wanted = {str(i) for i in json.loads(ids)} if ids else None
+        except (ValueError, TypeError):
+            raise ApiError(400, "`ids` must be a JSON list of item ids.") from None
         v, data = await off_loop(version_and_data, vid)
-        wanted = set(json.loads(ids)) if ids else None
         picked = [i for i in range(len(data)) if (not label or data.labels[i] == label)
                   and (wanted is None or data.ids[i] in wanted)]
         limit = max(1, min(limit, 500))
@@ -466,11 +468,14 @@ def create_app(config: AppConfig) -> Any:
             raise ApiError(422, "`params` must be an object.")
         if kind == "fit":
             await off_loop(backbone_choices)  # imported (once) off the loop; validate_fit reads it
+        for key in ("run_id", "version_id"):
+            if body.get(key) is not None and not isinstance(body[key], int):
+                raise ApiError(422, f"`{key}` must be a number.")
         with store.session() as s:
             get_or_404(s, Project, pid, "project")
             run_id = None
             if kind == "export":
-                run = get_or_404(s, Run, int(body.get("run_id", 0)), "run")
+                run = get_or_404(s, Run, int(body.get("run_id") or 0), "run")
                 if run.project_id != pid:
                     raise ApiError(422, "That run belongs to another project.")
                 run_id, version_id = run.id, run.version_id
