@@ -110,7 +110,11 @@ class TransferModel:
         if len(data) == 0:
             raise DataError(f"No items to explain in {data.source}.", fix="pass at least one image or text.")
         decoded = [data.load(i) for i in range(len(data))]
-        return explain_items(self.backbone, self.head, self.label_names, decoded, data.ids, method=method,
+        ids = data.ids
+        if self.modality == "image" and not isinstance(items, (Dataset, np.ndarray, str, Path)) \
+                and all(isinstance(x, (str, Path)) for x in items):
+            ids = [str(x) for x in items]  # a file is named by its path, not by its place in the list
+        return explain_items(self.backbone, self.head, self.label_names, decoded, ids, method=method,
                              target=target, settings=settings or Settings())
 
     def _refuse_other_modality(self, items: Any) -> None:
