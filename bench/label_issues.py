@@ -11,8 +11,9 @@ clean out-of-fold probe confuses it with most), 3 seeds each. For each corruptio
   ``cleanlab.filter.find_label_issues(labels, pred_probs)`` with cleanlab's defaults; precision,
   recall and F1 against the flipped items;
 - test accuracy of the same probe fitted on the clean labels, on the noisy labels, and on the noisy
-  labels minus headstart's flagged items (and minus cleanlab's), and the share of the accuracy lost
-  to noise that cleaning recovers.
+  labels minus headstart's flagged items (and minus cleanlab's), each with the C its own training
+  labels choose (the out-of-fold probe's rule), and the share of the accuracy lost to noise that
+  cleaning recovers.
 
     scripts/offline .venv/bin/python bench/label_issues.py      # -> bench/results/label_issues/
 """
@@ -34,7 +35,7 @@ from headstart.backbones import create_backbone  # noqa: E402
 from headstart.data import load_data, split  # noqa: E402
 from headstart.features import extract_features_many  # noqa: E402
 from headstart.quality import DEFAULT_FILTER, FILTERS, find_label_issues, out_of_fold_proba  # noqa: E402
-from headstart.quality.probe import fit_probe  # noqa: E402
+from headstart.quality.probe import choose_c, fit_probe  # noqa: E402
 
 SETS = {"mnist-5000": ("builtin:mnist:500", "efficientnet-lite0"), "bbc-news": ("builtin:bbc-news", "minilm-l6")}
 RATES = (0.05, 0.10)
@@ -111,10 +112,14 @@ def main() -> None:
                                        for f in FILTERS}}
                     keep_ours = np.setdiff1d(np.arange(len(noisy)), ours)
                     keep_theirs = np.setdiff1d(np.arange(len(noisy)), theirs)
+                    # Each probe picks its C on its own training labels, as the clean and the noisy one did.
+                    c_ours = choose_c(xtr[keep_ours], noisy[keep_ours], k)
+                    c_theirs = choose_c(xtr[keep_theirs], noisy[keep_theirs], k)
                     row["accuracy"] = {"clean": clean_acc,
                                        "noisy": accuracy(xtr, noisy, xte, yte, k, pinfo["C"]),
-                                       "cleaned_headstart": accuracy(xtr[keep_ours], noisy[keep_ours], xte, yte, k, pinfo["C"]),
-                                       "cleaned_cleanlab": accuracy(xtr[keep_theirs], noisy[keep_theirs], xte, yte, k, pinfo["C"])}
+                                       "cleaned_headstart": accuracy(xtr[keep_ours], noisy[keep_ours], xte, yte, k, c_ours),
+                                       "cleaned_cleanlab": accuracy(xtr[keep_theirs], noisy[keep_theirs], xte, yte, k, c_theirs)}
+                    row["C_cleaned"] = {"headstart": c_ours, "cleanlab": c_theirs}
                     a = row["accuracy"]
                     lost = a["clean"] - a["noisy"]
                     row["recovered_headstart"] = (a["cleaned_headstart"] - a["noisy"]) / lost if lost > 0 else None

@@ -19,7 +19,7 @@ from ..errors import DataError
 from ..train.linear_probe import standardiser
 from ..train.logistic import fit_logistic
 
-__all__ = ["OOF_CS", "fit_probe", "fold_ids", "out_of_fold_proba", "principal_axes", "probe_inputs"]
+__all__ = ["OOF_CS", "choose_c", "fit_probe", "fold_ids", "out_of_fold_proba", "principal_axes", "probe_inputs"]
 
 OOF_CS = (0.01, 0.1, 1.0)
 OOF_TOL = 1e-4  # loose: fold probabilities rank items; the last digits of the optimum change no ranking
@@ -102,29 +102,39 @@ def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, num_classes: int
     z = x if prepared else probe_inputs(x, dims)
     fold = fold_ids(y, folds, seed)
     proba = np.zeros((len(y), num_classes))
-    sweep: list[dict[str, float]] = []
-    init = None
-    chosen = None
+    chosen, sweep, init = _sweep(z, y, fold == 0, num_classes, Cs, tol)
     for k in range(folds):
         tr, te = fold != k, fold == k
-        ztr, zte = z[tr], z[te]
-        if chosen is None:  # the first fold picks C by held-out log-loss, warm-started along the grid
-            fits = {}
-            for C in sorted(Cs):
-                w, b = _fit(ztr, y[tr], num_classes, C, tol, init)
-                init = fits[C] = (w, b)
-                p = _softmax(zte @ w.T + b)
-                sweep.append({"C": C, "log_loss": float(-np.log(np.clip(p[np.arange(te.sum()), y[te]], 1e-12, 1)).mean())})
-                if len(sweep) > 1 and sweep[-1]["log_loss"] > sweep[-2]["log_loss"]:
-                    break  # past the best: weaker regularisation only costs more iterations from here
-            chosen = min(sweep, key=lambda r: r["log_loss"])["C"]
-            w, b = fits[chosen]
-            init = (w, b)
-        else:
-            w, b = _fit(ztr, y[tr], num_classes, chosen, tol, init)
-            init = (w, b)
-        proba[te] = _softmax(zte @ w.T + b)
+        if k:  # fold 0's fit at the chosen C came with the sweep
+            init = _fit(z[tr], y[tr], num_classes, chosen, tol, init)
+        w, b = init
+        proba[te] = _softmax(z[te] @ w.T + b)
     return proba, {"C": chosen, "folds": folds, "dims": int(z.shape[1]), "sweep": sweep}
+
+
+def _sweep(z: np.ndarray, y: np.ndarray, held: np.ndarray, k: int, Cs: tuple[float, ...], tol: float
+           ) -> tuple[float, list[dict[str, float]], tuple[np.ndarray, np.ndarray]]:
+    """``C`` by held-out log-loss on the items ``held`` (fitted on the others), warm-started along the
+    increasing grid and stopped once the loss rises; returns the C, the sweep and its fit."""
+    sweep: list[dict[str, float]] = []
+    fits = {}
+    init = None
+    for C in sorted(Cs):
+        init = fits[C] = _fit(z[~held], y[~held], k, C, tol, init)
+        p = _softmax(z[held] @ init[0].T + init[1])
+        sweep.append({"C": C, "log_loss": float(-np.log(np.clip(p[np.arange(len(p)), y[held]], 1e-12, 1)).mean())})
+        if len(sweep) > 1 and sweep[-1]["log_loss"] > sweep[-2]["log_loss"]:
+            break  # past the best: weaker regularisation only costs more iterations from here
+    chosen = min(sweep, key=lambda r: r["log_loss"])["C"]
+    return chosen, sweep, fits[chosen]
+
+
+def choose_c(x: np.ndarray, y: np.ndarray, num_classes: int, *, Cs: tuple[float, ...] = OOF_CS, seed: int = 0,
+             tol: float = OOF_TOL, prepared: bool = False) -> float:
+    """The ``C`` the out-of-fold probe would use on these labels (one held-out fifth, stratified)."""
+    z = x if prepared else probe_inputs(np.asarray(x, dtype=np.float64))
+    y = np.asarray(y, dtype=np.int64)
+    return _sweep(z, y, fold_ids(y, 5, seed) == 0, num_classes, Cs, tol)[0]
 
 
 def _fit(x: np.ndarray, y: np.ndarray, k: int, C: float, tol: float, init: tuple[np.ndarray, np.ndarray] | None
