@@ -315,6 +315,33 @@ def test_one_fit_per_project_and_cancel(server: Server, client: httpx.Client, tm
     client.post(f"/api/jobs/{again.json()['id']}/cancel")
 
 
+def test_recover_requeues_a_job_once_then_marks_it_interrupted(tmp_path: Path) -> None:
+    from headstart.app.db import Job, Project, Store
+
+    # Any SQLAlchemy URL: here a SQLite file outside any data folder.
+    store = Store(f"sqlite:///{tmp_path / 'elsewhere.sqlite'}")
+    with store.session() as s:
+        p = Project(name="p")
+        s.add(p)
+        s.flush()
+        s.add(Job(project_id=p.id, kind="fit"))
+    first = store.claim_next()
+    assert first is not None and first.status == "running" and first.claim
+    assert store.claim_next() is None  # one job per project at a time
+    assert store.recover() == [(first.id, "queued")]
+    # The first attempt's claim no longer writes: a left-over worker cannot touch the job.
+    store.append_log(first.id, "late line", claim=first.claim)
+    assert not store.finish(first.id, "done", claim=first.claim)
+    second = store.claim_next()
+    assert second is not None and second.id == first.id and second.attempts == 2 and second.claim != first.claim
+    assert store.recover() == [(first.id, "interrupted")]
+    with store.session() as s:
+        job = s.get(Job, first.id)
+        assert job.status == "interrupted" and "2 times" in job.error
+        assert "Re-queued: the server stopped" in job.log and "late line" not in job.log
+    assert store.claim_next() is None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -38,9 +38,15 @@ async function api(method, url, body, raw) {
   return data;
 }
 
+// Replace an element's children; arrays are spread and null / false / undefined left out.
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false)
+    .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
+}
+
 function flash(message, kind) {
   const el = document.getElementById("flash");
-  el.replaceChildren();
+  fill(el);
   if (message) el.append(h("div", {class: kind || "error", "data-testid": "flash"}, message));
 }
 
@@ -83,7 +89,7 @@ async function homePage() {
   const rows = data.projects.map((p) => h("tr", {},
     h("td", {}, h("a", {href: `#/p/${p.id}/data`}, p.name)), h("td", {}, p.modality || "no data yet"),
     h("td", {}, p.versions), h("td", {}, p.runs)));
-  $main().replaceChildren(
+  fill($main(), 
     h("h1", {}, "Projects"),
     h("p", {class: "muted"}, "A project holds one data set (and its versions), the checks, the models trained on it and how they compare."),
     form,
@@ -101,7 +107,7 @@ async function projectPage(pid, tab) {
   setCrumbs(["Projects", "#/"], [p.name, `#/p/${pid}/data`]);
   const tabs = h("div", {class: "tabs"}, TABS.map(([k, t]) => h("a", {href: `#/p/${pid}/${k}`, class: k === tab ? "on" : ""}, t)));
   const body = h("div", {id: "tab"});
-  $main().replaceChildren(h("h1", {}, p.name, " ", h("span", {class: "muted"}, p.modality ? `(${p.modality}s)` : "")), tabs, body);
+  fill($main(), h("h1", {}, p.name, " ", h("span", {class: "muted"}, p.modality ? `(${p.modality}s)` : "")), tabs, body);
   const views = {data: dataTab, check: checkTab, ladder: ladderTab, train: trainTab, runs: runsTab, relabel: relabelTab, jobs: jobsTab};
   await (views[tab] || dataTab)(p, body);
 }
@@ -109,7 +115,7 @@ async function projectPage(pid, tab) {
 function latestVersion(p) { return p.data_versions[0]; }
 function needData(p, body) {
   if (p.data_versions.length) return false;
-  body.replaceChildren(h("p", {}, "Upload data first: ", h("a", {href: `#/p/${p.id}/data`}, "go to Data"), "."));
+  fill(body, h("p", {}, "Upload data first: ", h("a", {href: `#/p/${p.id}/data`}, "go to Data"), "."));
   return true;
 }
 
@@ -135,7 +141,7 @@ function jobPanel(jobId, onDone) {
     }
     if (j.error) kids.push(h("div", {class: "error"}, j.error));
     kids.push(h("pre", {class: "log"}, j.log || "Waiting for a worker…"));
-    box.replaceChildren(...kids);
+    fill(box, ...kids);
     const pre = box.querySelector("pre");
     pre.scrollTop = pre.scrollHeight;
     if (!active) {
@@ -165,11 +171,11 @@ async function dataTab(p, body) {
 
   async function upload(f) {
     flash("");
-    status.replaceChildren(h("p", {class: "muted"}, `Uploading ${f.name} (${(f.size / 1e6).toFixed(1)} MB)…`));
+    fill(status, h("p", {class: "muted"}, `Uploading ${f.name} (${(f.size / 1e6).toFixed(1)} MB)…`));
     try {
       const staged = await api("POST", `/api/projects/${p.id}/uploads?filename=${encodeURIComponent(f.name)}`, undefined, f);
       await confirm(staged);
-    } catch (e) { status.replaceChildren(); flash(e.message); }
+    } catch (e) { fill(status); flash(e.message); }
   }
   async function confirm(staged) {
     if (staged.kind === "zip") return finish(staged, {});
@@ -177,7 +183,7 @@ async function dataTab(p, body) {
     const text = h("select", {id: "text-column"}, opts(staged.guess.text));
     const label = h("select", {id: "label-column"}, opts(staged.guess.label));
     const enc = h("select", {id: "encoding"}, ["", "utf-8", "cp1252", "latin-1", "utf-16"].map((e) => h("option", {value: e}, e || "detect")));
-    status.replaceChildren(h("form", {class: "card", onsubmit: (ev) => {
+    fill(status, h("form", {class: "card", onsubmit: (ev) => {
       ev.preventDefault(); finish(staged, {text_column: text.value, label_column: label.value, encoding: enc.value});
     }}, h("p", {}, `${staged.filename}: choose the columns.`), h("div", {class: "row"},
       h("label", {}, "Text column ", text), h("label", {}, "Label column ", label), h("label", {}, "Encoding ", enc),
@@ -188,17 +194,17 @@ async function dataTab(p, body) {
       const out = await api("POST", `/api/projects/${p.id}/versions`, {upload_id: staged.upload_id, ...cols});
       flash(`Version ${out.version.number} made: ${out.version.n_items} items. The check is running.`, "ok");
       location.hash = `#/p/${p.id}/check`;
-    } catch (e) { status.replaceChildren(); flash(e.message); }
+    } catch (e) { fill(status); flash(e.message); }
   }
   const examples = h("div", {class: "row"}, h("span", {class: "muted"}, "No data at hand? Use an example:"),
     h("button", {class: "secondary", onclick: () => example("mnist")}, "Digits (images)"),
     h("button", {class: "secondary", onclick: () => example("bbc-news")}, "News topics (texts)"));
   async function example(name) {
-    status.replaceChildren(h("p", {class: "muted"}, "Preparing the example…"));
+    fill(status, h("p", {class: "muted"}, "Preparing the example…"));
     try { await confirm(await api("POST", `/api/projects/${p.id}/examples`, {name, per_class: 20})); }
-    catch (e) { status.replaceChildren(); flash(e.message); }
+    catch (e) { fill(status); flash(e.message); }
   }
-  body.replaceChildren(
+  fill(body, 
     h("h2", {}, "Upload"), drop, status, p.data_versions.length ? null : examples,
     h("p", {class: "muted"}, "A table needs a text column and a label column (Excel: Save As “CSV UTF-8”). Each upload makes a new version; nothing is ever overwritten."),
     h("h2", {}, "Versions"),
@@ -239,25 +245,25 @@ async function checkTab(p, body) {
   };
   const again = h("button", {class: "secondary", onclick: submit("check")}, "Check again");
   const running = active("check");
-  if (running) { body.replaceChildren(h("p", {}, `Checking version ${v.number}…`), jobPanel(running.id, () => route())); return; }
-  if (!done) { body.replaceChildren(h("p", {}, `Version ${v.number} has not been checked yet.`), again); return; }
+  if (running) { fill(body, h("p", {}, `Checking version ${v.number}…`), jobPanel(running.id, () => route())); return; }
+  if (!done) { fill(body, h("p", {}, `Version ${v.number} has not been checked yet.`), again); return; }
   const r = done.result;
   const deepBox = h("div", {id: "deep"});
   const deepRunning = active("deep");
-  if (deepRunning) deepBox.replaceChildren(jobPanel(deepRunning.id, () => route()));
+  if (deepRunning) fill(deepBox, jobPanel(deepRunning.id, () => route()));
   else if (deep) {
     const d = deep.result;
     const issues = d.candidates.filter((c) => c.kind === "label-issue");
     const others = d.candidates.filter((c) => c.kind !== "label-issue").slice(0, 24);
-    deepBox.replaceChildren(h("p", {class: "card", "data-testid": "deep-summary"}, d.summary),
+    fill(deepBox, h("p", {class: "card", "data-testid": "deep-summary"}, d.summary),
       issues.length ? h("p", {}, h("a", {href: `#/p/${p.id}/relabel`, id: "review-labels"}, `Review the ${issues.length} label(s) that look wrong`)) : null,
       h("div", {class: "grid"}, issues.slice(0, 24).map((c) => deepCard(c, v.id, d.modality))),
       others.length ? h("details", {}, h("summary", {}, "Near-duplicates and outliers"), h("div", {class: "grid"}, others.map((c) => deepCard(c, v.id, d.modality)))) : null);
   } else {
-    deepBox.replaceChildren(h("button", {class: "secondary", id: "run-deep", onclick: submit("deep")}, "Look for wrong labels"),
+    fill(deepBox, h("button", {class: "secondary", id: "run-deep", onclick: submit("deep")}, "Look for wrong labels"),
       h("span", {class: "muted"}, " A model trained on the rest of the data judges each label (takes a minute or more)."));
   }
-  body.replaceChildren(
+  fill(body, 
     h("h2", {}, `Check of version ${v.number}`),
     h("p", {class: "card", "data-testid": "check-summary"}, r.summary),
     r.findings.length ? r.findings.map((f) => findingCard(f, v.id, r.modality)) : h("p", {class: "ok"}, "Nothing to fix."),
@@ -276,12 +282,12 @@ async function ladderTab(p, body) {
     catch (e) { flash(e.message); }
   }}, done ? "Measure again" : "Measure what labels buy");
   const intro = h("p", {}, "What would zero labels (class names only), 8, 32 or all labels per class give on this data? Each rung trains quick models and tests them on the same held-out items.");
-  if (running) { body.replaceChildren(intro, jobPanel(running.id, () => route())); return; }
-  if (!done) { body.replaceChildren(intro, start); return; }
+  if (running) { fill(body, intro, jobPanel(running.id, () => route())); return; }
+  if (!done) { fill(body, intro, start); return; }
   const r = done.result;
   const rows = r.summary.map((s) => h("tr", {}, h("td", {}, s.budget === "0" ? "0 (class names only)" : s.budget),
     h("td", {}, s.strategy), h("td", {}, pct(s.mean) + (s.runs > 1 ? ` ± ${pct(s.std)}` : "")), h("td", {}, s.seconds.toFixed(1) + " s")));
-  body.replaceChildren(intro,
+  fill(body, intro,
     h("p", {class: "card", "data-testid": "ladder-recommendation"}, "Recommendation: ", r.recommendation, "."),
     ...(r.warnings || []).map((w) => h("p", {class: "muted"}, w)),
     h("table", {id: "ladder-table"}, h("tr", {}, h("th", {}, "labels per class"), h("th", {}, "method"), h("th", {}, "test accuracy"), h("th", {}, "time")), rows),
@@ -306,26 +312,26 @@ async function trainTab(p, body) {
     try {
       const j = await api("POST", `/api/projects/${p.id}/jobs`, {kind: "fit", version_id: v.id,
         params: {budget_s: +budget.value, strategy: strategy.value, backbone: backbone.value || null}});
-      panel.replaceChildren(jobPanel(j.id, (jj) => { if (jj.status === "done") location.hash = `#/run/${jj.result.run_id}`; }));
+      fill(panel, jobPanel(j.id, (jj) => { if (jj.status === "done") location.hash = `#/run/${jj.result.run_id}`; }));
     } catch (e) { flash(e.message); }
   }}, h("p", {}, `Train on version ${v.number} (${v.n_items} items).`),
     h("label", {}, "Time budget ", budget),
     h("details", {}, h("summary", {}, "Advanced"), h("label", {}, "Method ", strategy), h("label", {}, "Pre-trained network ", backbone)),
     h("button", {type: "submit", id: "start-fit"}, "Train a model"));
-  body.replaceChildren(form, panel);
-  if (active) panel.replaceChildren(jobPanel(active.id, (jj) => { if (jj.status === "done") location.hash = `#/run/${jj.result.run_id}`; }));
+  fill(body, form, panel);
+  if (active) fill(panel, jobPanel(active.id, (jj) => { if (jj.status === "done") location.hash = `#/run/${jj.result.run_id}`; }));
 }
 
 // ---- runs
 
 async function runsTab(p, body) {
-  if (!p.run_list.length) { body.replaceChildren(h("p", {}, "No models yet: ", h("a", {href: `#/p/${p.id}/train`}, "train one"), ".")); return; }
+  if (!p.run_list.length) { fill(body, h("p", {}, "No models yet: ", h("a", {href: `#/p/${p.id}/train`}, "train one"), ".")); return; }
   const rows = p.run_list.map((r) => { const s = r.summary; return h("tr", {},
     h("td", {}, h("a", {href: `#/run/${r.id}`}, `model ${r.id}`)), h("td", {}, `v${s.version}`),
     h("td", {}, s.chosen), h("td", {}, s.backbone), h("td", {}, pct(s.accuracy) + ci(s.accuracy_ci95)),
     h("td", {}, pct(s.baseline_accuracy)), h("td", {}, s.gain === null || s.gain === undefined ? "–" : (s.gain >= 0 ? "+" : "") + (100 * s.gain).toFixed(1) + " pts"),
     h("td", {}, `${s.seconds} s`)); });
-  body.replaceChildren(h("h2", {}, "Compare models"),
+  fill(body, h("h2", {}, "Compare models"),
     h("table", {id: "runs-table"}, h("tr", {}, ["model", "data", "method", "network", "test accuracy (95% interval)", "without transfer", "transfer gain", "time"].map((t) => h("th", {}, t))), rows));
 }
 
@@ -335,7 +341,7 @@ async function jobsTab(p, body) {
   const rows = p.jobs.map((j) => h("tr", {}, h("td", {}, `#${j.id}`), h("td", {}, j.kind), h("td", {}, statusEl(j.status)),
     h("td", {}, j.error || j.last_line), h("td", {}, (j.status === "queued" || j.status === "running")
       ? h("button", {class: "danger", onclick: async () => { await api("POST", `/api/jobs/${j.id}/cancel`); route(); }}, "Cancel") : "")));
-  body.replaceChildren(h("table", {}, h("tr", {}, ["job", "kind", "state", "last line", ""].map((t) => h("th", {}, t))), rows));
+  fill(body, h("table", {}, h("tr", {}, ["job", "kind", "state", "last line", ""].map((t) => h("th", {}, t))), rows));
   if (p.jobs.some((j) => j.status === "queued" || j.status === "running")) timer = setInterval(route, 2000);
 }
 
@@ -363,7 +369,7 @@ async function relabelTab(p, body) {
     if (suspects && suspects.length && !filter.value) q.set("ids", JSON.stringify(suspects.map((s) => s.id)));
     const data = await api("GET", `/api/versions/${v.id}/items?${q}`);
     if (filter.options.length === 1) data.labels.forEach((l) => filter.append(h("option", {value: l}, l)));
-    grid.replaceChildren(...data.items.map((it) => {
+    fill(grid, ...data.items.map((it) => {
       const sel = h("select", {"data-id": it.id, "aria-label": `label of ${it.id}`}, data.labels.map((l) => h("option", {value: l, selected: l === (changes[it.id] || it.label)}, l)));
       const card = h("div", {class: "item" + (changes[it.id] ? " changed" : "")},
         data.modality === "image" ? h("img", {src: `/api/versions/${v.id}/file?id=${encodeURIComponent(it.id)}`, alt: it.id, loading: "lazy"}) : h("div", {class: "snippet"}, it.text),
@@ -376,13 +382,13 @@ async function relabelTab(p, body) {
       });
       return card;
     }));
-    pager.replaceChildren(h("span", {class: "muted"}, `${data.total ? offset + 1 : 0}–${Math.min(offset + 60, data.total)} of ${data.total}`),
+    fill(pager, h("span", {class: "muted"}, `${data.total ? offset + 1 : 0}–${Math.min(offset + 60, data.total)} of ${data.total}`),
       offset > 0 ? h("button", {class: "secondary", onclick: () => { offset -= 60; load(); }}, "Previous") : null,
       offset + 60 < data.total ? h("button", {class: "secondary", onclick: () => { offset += 60; load(); }}, "Next") : null);
   }
   const pager = h("div", {class: "row"});
   filter.addEventListener("change", () => { offset = 0; load(); });
-  body.replaceChildren(
+  fill(body, 
     h("p", {}, suspects ? "These items' labels look wrong to a model trained on the rest. Fix the ones that are wrong; saving makes a new version."
                         : "Change any label; saving makes a new version of the data (the upload is kept). Run “Look for wrong labels” on the Check tab to see the suspects first."),
     h("div", {class: "row"}, h("label", {}, "Show ", filter), save), grid, pager);
@@ -406,44 +412,44 @@ async function runPage(rid) {
   // Try it
   const out = h("div", {id: "prediction"});
   async function show(promise) {
-    out.replaceChildren(h("p", {class: "muted"}, "Predicting…"));
+    fill(out, h("p", {class: "muted"}, "Predicting…"));
     try {
       const res = await promise;
-      out.replaceChildren(h("p", {class: "big", "data-testid": "predicted"}, res.label, " ", h("span", {class: "muted"}, pct(res.confidence))),
+      fill(out, h("p", {class: "big", "data-testid": "predicted"}, res.label, " ", h("span", {class: "muted"}, pct(res.confidence))),
         res.unsure ? h("p", {class: "error"}, "Unsure: this input is unlike the training data.") : null,
         h("table", {}, res.probabilities.slice(0, 10).map((x) => { const bar = h("div", {class: "bar"}, h("span")); bar.firstChild.style.width = (100 * x.p) + "%";
           return h("tr", {}, h("td", {}, x.label), h("td", {}, bar), h("td", {}, pct(x.p))); })), whyButton, why);
-    } catch (e) { out.replaceChildren(h("p", {class: "error"}, e.message)); }
+    } catch (e) { fill(out, h("p", {class: "error"}, e.message)); }
   }
   let tryBox;
   let lastInput = null;
   const why = h("div", {id: "explanation"});
   async function explain() {
-    why.replaceChildren(h("p", {class: "muted"}, "Working out why (a few seconds)…"));
+    fill(why, h("p", {class: "muted"}, "Working out why (a few seconds)…"));
     try {
       const e = lastInput.text !== undefined ? await api("POST", `/api/runs/${rid}/explain`, {text: lastInput.text})
                                              : await api("POST", `/api/runs/${rid}/explain`, undefined, lastInput.file);
       const intro = h("p", {}, `Evidence for '${e.label}' (${e.method}): `);
-      if (e.overlay) why.replaceChildren(intro, h("img", {src: e.overlay, alt: "heat map of the evidence", id: "overlay"}));
+      if (e.overlay) fill(why, intro, h("img", {src: e.overlay, alt: "heat map of the evidence", id: "overlay"}));
       else {
         const peak = Math.max(1e-9, ...e.words.map((w) => Math.abs(w.score)));
-        why.replaceChildren(intro, h("p", {class: "snippet", id: "words"}, e.words.map((w) => {
+        fill(why, intro, h("p", {class: "snippet", id: "words"}, e.words.map((w) => {
           const span = h("span", {title: w.score.toFixed(3)}, w.word + " ");
           const a = Math.abs(w.score) / peak;
           span.style.background = w.score >= 0 ? `rgba(230,120,0,${a.toFixed(2)})` : `rgba(40,110,220,${a.toFixed(2)})`;
           return span;
         })));
       }
-    } catch (err) { why.replaceChildren(h("p", {class: "error"}, err.message)); }
+    } catch (err) { fill(why, h("p", {class: "error"}, err.message)); }
   }
   const whyButton = h("button", {class: "secondary", id: "why-button", onclick: explain}, "Why?");
   if (s.modality === "text") {
     const ta = h("textarea", {id: "try-text", rows: 4, cols: 80, placeholder: "Type or paste a text"});
-    tryBox = h("form", {onsubmit: (ev) => { ev.preventDefault(); lastInput = {text: ta.value}; why.replaceChildren(); show(api("POST", `/api/runs/${rid}/predict`, {text: ta.value})); }}, ta, h("div", {}, h("button", {type: "submit", id: "try-button"}, "Predict")));
+    tryBox = h("form", {onsubmit: (ev) => { ev.preventDefault(); lastInput = {text: ta.value}; fill(why); show(api("POST", `/api/runs/${rid}/predict`, {text: ta.value})); }}, ta, h("div", {}, h("button", {type: "submit", id: "try-button"}, "Predict")));
   } else {
     const f = h("input", {type: "file", id: "try-file", accept: "image/*"});
     const preview = h("img", {class: "thumb", alt: ""});
-    const send = (file) => { lastInput = {file}; why.replaceChildren(); preview.src = URL.createObjectURL(file); show(api("POST", `/api/runs/${rid}/predict`, undefined, file)); };
+    const send = (file) => { lastInput = {file}; fill(why); preview.src = URL.createObjectURL(file); show(api("POST", `/api/runs/${rid}/predict`, undefined, file)); };
     f.addEventListener("change", () => f.files[0] && send(f.files[0]));
     tryBox = h("div", {class: "drop"}, h("p", {}, "Drop an image here or choose one: "), f, preview);
     tryBox.addEventListener("dragover", (e) => e.preventDefault());
@@ -452,7 +458,7 @@ async function runPage(rid) {
 
   // Downloads
   const exportBtn = h("button", {class: "secondary", id: "export-onnx", onclick: async () => {
-    try { const j = await api("POST", `/api/projects/${p.id}/jobs`, {kind: "export", run_id: rid}); exportBox.replaceChildren(jobPanel(j.id, () => runPage(rid))); }
+    try { const j = await api("POST", `/api/projects/${p.id}/jobs`, {kind: "export", run_id: rid}); fill(exportBox, jobPanel(j.id, () => runPage(rid))); }
     catch (e) { flash(e.message); }
   }}, "Export to ONNX");
   const exportBox = h("div");
@@ -463,7 +469,7 @@ async function runPage(rid) {
   const classTable = perClass ? h("table", {}, h("tr", {}, ["class", "precision", "recall", "F1", "items"].map((t) => h("th", {}, t))),
     Object.entries(perClass).map(([k, m]) => h("tr", {}, h("td", {}, k), h("td", {}, pct(m.precision)), h("td", {}, pct(m.recall)), h("td", {}, pct(m.f1)), h("td", {}, m.support)))) : null;
 
-  $main().replaceChildren(h("h1", {}, `Model ${rid}`), headline,
+  fill($main(), h("h1", {}, `Model ${rid}`), headline,
     h("h2", {}, "Try it"), tryBox, out,
     h("h2", {}, "Download"), downloads, exportBox,
     h("h2", {}, "Report"),
