@@ -356,3 +356,17 @@ def test_deep_check_finds_flipped_labels_in_real_news(bbc_small, tmp_path: Path)
     assert sum(r["suggested"] == real[r["item"]] for r in issues if r["item"] in truth) >= 5
     out = write_candidates(result, tmp_path / "c.csv")
     assert out.read_text().splitlines()[0] == "kind,item,label,suggested,score,other,detail"
+
+
+def test_slice_report_gives_the_scores_of_evaluate(tmp_path: Path, images: Path) -> None:
+    import headstart
+    from headstart.data import load_data
+    from headstart.workflows.quality import slice_report
+
+    model = headstart.load(_pixel_model(tmp_path / "run"))
+    data = load_data(str(images))
+    plain = headstart.evaluate(model, data, progress=False)
+    both = slice_report(model, data, ["x", "x", "x", "y", "y", "y"], progress=False)
+    for key in ("n", "accuracy", "macro_f1", "ece", "confusion_matrix", "per_class", "ci95"):
+        assert both[key] == plain[key], key
+    assert sum(r["n"] for r in both["slices"]["groups"]) == len(data)

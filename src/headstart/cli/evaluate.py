@@ -47,7 +47,13 @@ def command(run: str, data: str, json_path: str | None, batch_size: int, device:
         from ..workflows.quality import read_groups
 
         groups = read_groups(dataset, data, column=group_column, mapping=groups_file, encoding=encoding)
-    metrics = evaluate(model, dataset, batch_size=batch_size, device=device)
+    if groups is None:
+        metrics = evaluate(model, dataset, batch_size=batch_size, device=device)
+    else:  # the same scores and the slices from one pass over the data
+        from ..workflows.quality import slice_report
+
+        metrics = slice_report(model, dataset, groups, batch_size=batch_size, device=device)
+        metrics["slices"]["column"] = group_column
     ci = metrics.get("ci95", {})
     span = lambda key: f" ({100 * ci[key][0]:.1f}-{100 * ci[key][1]:.1f})" if key in ci else ""  # noqa: E731
     out.print(f"[bold]{data}[/bold] (n = {metrics['n']}): accuracy {100 * metrics['accuracy']:.1f}%{span('accuracy')}, "
@@ -66,11 +72,7 @@ def command(run: str, data: str, json_path: str | None, batch_size: int, device:
         cm.add_row(name, *[str(v) for v in row])
     out.print(cm)
     if groups is not None:
-        from ..workflows.quality import slice_report
-
-        metrics["slices"] = slices = slice_report(model, dataset, groups, batch_size=batch_size, device=device)
-        metrics["slices"]["column"] = group_column
-        _print_slices(slices, group_column)
+        _print_slices(metrics["slices"], group_column)
     if json_path:
         write_json_atomic(json_path, metrics)
         click.echo(f"Metrics written to {json_path}")

@@ -229,8 +229,21 @@ def read_groups(data: Dataset, source: str, *, column: str, mapping: str | None 
 
 def slice_report(model: TransferModel, data: Dataset, groups: Sequence[str], *, batch_size: int = 64,
                  device: str | None = None, progress: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Accuracy, macro-F1, ECE and n per group; the largest gap; parity differences for two classes."""
+    """The scores of ``headstart.evaluate`` (accuracy, macro-F1, ECE, per class, intervals) with the
+    slices under ``"slices"``: accuracy, macro-F1, ECE and n per group, the largest gap, parity
+    differences for two classes. One pass of the model over the data serves both."""
+    from ..data import validate
+    from ..evaluation.intervals import bootstrap_metrics
+    from ..evaluation.metrics import classification_metrics
+
+    report = validate(data, require_labels=True, min_per_class=1)
+    blocking = [f for f in report.errors if f.code not in ("single-class",)]
+    if blocking:
+        report.findings = blocking
+        report.raise_for_errors()
     y = encode_labels(data.labels, model.label_names, data.source)
-    # Through the feature cache: a second look at the same test data (another group column) is free.
-    feats = model.features(data, use_cache=True, batch_size=batch_size, device=device, progress=progress)
-    return slice_metrics(y, model.proba_from_features(feats), groups, model.label_names, seed=seed)
+    proba = model.predict_proba(data, batch_size=batch_size, device=device, progress=progress)
+    metrics = classification_metrics(y, proba, model.label_names)
+    metrics["ci95"] = bootstrap_metrics(y, proba)
+    metrics["slices"] = slice_metrics(y, proba, groups, model.label_names, seed=seed)
+    return metrics
