@@ -370,3 +370,11 @@ def test_slice_report_gives_the_scores_of_evaluate(tmp_path: Path, images: Path)
     for key in ("n", "accuracy", "macro_f1", "ece", "confusion_matrix", "per_class", "ci95"):
         assert both[key] == plain[key], key
     assert sum(r["n"] for r in both["slices"]["groups"]) == len(data)
+
+
+def test_suggest_default_strategy_is_the_registry_default() -> None:
+    from headstart.cli.suggest import command
+    from headstart.quality import DEFAULT_SELECTOR
+
+    default = next(p.default for p in command.params if p.name == "strategy")
+    assert default == DEFAULT_SELECTOR and DEFAULT_SELECTOR in SELECTORS
