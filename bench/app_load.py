@@ -204,6 +204,15 @@ def main() -> None:
         versions = c.get(f"/api/projects/{pid}").json()["data_versions"]
         result["refusals"] = refused
         result["versions_after_refusals"] = len(versions)
+
+        t = time.perf_counter()
+        ex = wait(c.post(f"/api/projects/{a}/jobs", json={"kind": "export", "run_id": rid}).json()["id"])
+        dl = c.get(f"/api/runs/{rid}/onnx")
+        names = zipfile.ZipFile(io.BytesIO(dl.content)).namelist() if dl.status_code == 200 else []
+        result["onnx_export"] = {"status": ex["status"], "error": ex["error"], "seconds": round(time.perf_counter() - t, 1),
+                                 "download_status": dl.status_code, "files": names,
+                                 "parity": (ex.get("result") or {}).get("parity")}
+        print(f"ONNX export: {ex['status']} in {result['onnx_export']['seconds']} s; download {dl.status_code}, {names}")
         (OUT / "load.json").write_text(json.dumps(result, indent=2))
         lines = ["| measure | value |", "|---|---|",
                  f"| clients x seconds | {args.clients} x {args.seconds:g} s, while a fit ran on another project |",
@@ -213,7 +222,9 @@ def main() -> None:
                  f"{result['try_it'].get('p99_ms')} ms |",
                  f"| page + project JSON p50 / p99 (every 0.5 s) | {result['ui_page_and_project'].get('p50_ms')} / "
                  f"{result['ui_page_and_project'].get('p99_ms')} ms |",
-                 f"| model | {result['model']['chosen']} on {result['model']['backbone']} |"]
+                 f"| model | {result['model']['chosen']} on {result['model']['backbone']} |",
+                 f"| ONNX export job, then download | {result['onnx_export']['status']} in "
+                 f"{result['onnx_export']['seconds']} s; {len(result['onnx_export']['files'])} files |"]
         (OUT / "load.md").write_text("\n".join(lines) + "\n")
         rl = ["| upload | status | message |", "|---|---|---|"] + [
             f"| {r['upload']} | {r['status']} | {r['message'].replace('|', '/')} |" for r in refused]

@@ -457,6 +457,8 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
         page.select_option("#budget", "60")
         page.click("#start-fit")
         page.wait_for_selector("#fit-job [data-status=running]", timeout=120_000)
+        page.wait_for_function("document.querySelector('#fit-job pre.log').textContent.includes('Backbone')",
+                               timeout=120_000)  # the log streams in while it runs
         _shot(page, tmp_path, "04-training")
         page.wait_for_url("**/#/run/*", timeout=600_000)
         page.wait_for_selector("[data-testid=accuracy]")
@@ -465,9 +467,11 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
         assert acc > 30  # 10 classes: chance is 10%
         page.set_input_files("#try-file", files=[{"name": "seven.png", "mimeType": "image/png",
                                                   "buffer": zipfile.ZipFile(tmp_path / "digits.zip").read("digits/7/0.png")}])
-        page.wait_for_selector("[data-testid=predicted]")
+        page.wait_for_selector("#prediction .big, #prediction .error", timeout=180_000)  # the first loads the model
+        assert page.locator("[data-testid=predicted]").count() == 1, page.inner_text("#prediction")
         page.click("#why-button")
-        page.wait_for_selector("#overlay, #explanation .error", timeout=120_000)
+        page.wait_for_selector("#overlay, #explanation .error", timeout=180_000)
+        assert page.locator("#overlay").count() == 1, page.inner_text("#explanation")
         _shot(page, tmp_path, "05-model")
 
         with page.expect_download() as dl:
@@ -495,6 +499,9 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
         (tmp_path / "timing.json").write_text(json.dumps({"to_trained_model_s": trained_s}))
         if SCREENS is not None:
             (SCREENS / "image-flow-timing.json").write_text(json.dumps({"start_to_trained_model_s": round(trained_s, 1)}))
+    except BaseException:
+        _shot(page, tmp_path, "failed-image-flow")
+        raise
     finally:
         page.close()
         s.stop()
@@ -530,12 +537,27 @@ def test_text_flow_in_a_browser(browser, tmp_path: Path) -> None:
         page.wait_for_url("**/#/run/*", timeout=600_000)
         page.fill("#try-text", "The central bank raised interest rates again as inflation rose and shares fell.")
         page.click("#try-button")
-        page.wait_for_selector("[data-testid=predicted]")
-        assert page.inner_text("[data-testid=predicted]").startswith("business")
+        page.wait_for_selector("#prediction .big, #prediction .error", timeout=180_000)  # the first loads the model
+        assert page.inner_text("#prediction").startswith("business"), page.inner_text("#prediction")
         page.click("#why-button")
-        page.wait_for_selector("#words, #explanation .error", timeout=120_000)
+        page.wait_for_selector("#words, #explanation .error", timeout=180_000)
+        assert page.locator("#words").count() == 1, page.inner_text("#explanation")
         _shot(page, tmp_path, "13-text-model")
         assert errors == []
+    except BaseException:
+        _shot(page, tmp_path, "failed-text-flow")
+        raise
     finally:
         page.close()
         s.stop()
+
+
+def test_the_command_has_examples_and_keeps_its_token(tmp_path: Path) -> None:
+    from headstart.app import access_token
+
+    out = subprocess.run([sys.executable, "-m", "headstart", "app", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Examples:" in out.stdout and "--data-dir" in out.stdout
+    token, made = access_token(tmp_path)
+    assert made and len(token) >= 24
+    assert (tmp_path / "access-token").stat().st_mode & 0o077 == 0  # only its owner may read it
+    assert access_token(tmp_path) == (token, False)  # the same token at the next start

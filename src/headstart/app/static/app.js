@@ -140,7 +140,7 @@ function jobPanel(jobId, onDone) {
       kids.push(bar);
     }
     if (j.error) kids.push(h("div", {class: "error"}, j.error));
-    kids.push(h("pre", {class: "log"}, j.log || "Waiting for a worker…"));
+    kids.push(h("pre", {class: "log"}, j.log || (j.status === "queued" ? "Waiting for a worker…" : "Starting…")));
     fill(box, ...kids);
     const pre = box.querySelector("pre");
     pre.scrollTop = pre.scrollHeight;
