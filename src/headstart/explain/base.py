@@ -117,7 +117,7 @@ def word_spans(backbone: Backbone, text: str) -> tuple[list[tuple[int, int]], li
     tok = getattr(backbone, "tokenizer", None)
     limit = backbone.card.input.max_length or 512
     if tok is not None and getattr(tok, "is_fast", False):
-        full = tok(text, add_special_tokens=True, truncation=False)
+        full = tok(text, add_special_tokens=True, truncation=False, verbose=False)  # longer than the window is expected
         cut = tok(text, add_special_tokens=True, truncation=True, max_length=limit)
         words = [w for w in dict.fromkeys(full.word_ids()) if w is not None]
         whole, seen = Counter(full.word_ids()), Counter(cut.word_ids())
