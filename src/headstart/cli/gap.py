@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..domain.label_shift import SHIFT_ESTIMATORS
 from ._common import data_options, log, out
 
 
@@ -11,7 +12,9 @@ from ._common import data_options, log, out
 Examples:
   headstart gap studio_photos/ shop_photos/ --out runs/gap
   headstart gap builtin:mnist builtin:digits --backbone efficientnet-lite0 --out runs/mnist-digits
-  headstart gap tickets_2024.csv tickets_2025.csv --backbone minilm-l6
+  headstart gap tickets_2024.csv tickets_2025.csv --backbone minilm-l6 --estimator bbse
+With source labels it also estimates the target's class proportions (no target labels needed)
+and says whether the shift is in the labels, the inputs, or both.
 Writes gap.json, gap.md and gap.png (a t-SNE of both sets) to --out.
 """)
 @click.argument("source")
@@ -19,14 +22,20 @@ Writes gap.json, gap.md and gap.png (a t-SNE of both sets) to --out.
 @click.option("--backbone", "-b", default=None, help="Backbone whose features are compared (default by modality).")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder for gap.json, gap.md and the plot gap.png.")
 @click.option("--permutations", default=200, show_default=True, help="Permutations of the MMD test.")
+@click.option("--estimator", type=click.Choice(SHIFT_ESTIMATORS.names()), default="em", show_default=True,
+              help="How the target's class proportions are estimated without its labels (needs source labels).")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap resamples for the intervals of the proportions (0 = none).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: a GPU when there is one).")
 @click.option("--cache-dir", default=None, help="Feature cache folder.")
 @data_options
-def command(source: str, target: str, backbone: str | None, out_dir: str | None, permutations: int, seed: int,
+def command(source: str, target: str, backbone: str | None, out_dir: str | None, permutations: int, estimator: str,
+            bootstrap: int, seed: int,
             device: str | None, cache_dir: str | None, text_column: str | None, label_column: str | None,
             encoding: str | None) -> None:
-    """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift."""
+    """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift,
+    and the target's class proportions (label shift) with intervals."""
     from ..data import load_data
     from ..workflows.gap import gap
 
@@ -34,7 +43,7 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
     source_data, target_data = (load_data(d, text_column=text_column, label_column=label_column, encoding=encoding,
                                           labelled=None) for d in (source, target))
     result = gap(source_data, target_data, backbone=backbone, out=out_dir, permutations=permutations, seed=seed,
-                 device=device, cache_dir=cache_dir, log=log)
+                 device=device, cache_dir=cache_dir, estimator=estimator, bootstrap=bootstrap, log=log)
     m, pad = result["mmd"], result["proxy_a_distance"]
     out.print(f"[bold]MMD²[/bold] {m['mmd2']:.4f} (permutation p = {m['p_value']:.3f}, {m['permutations']} permutations)")
     out.print(f"[bold]Proxy A-distance[/bold] {pad['pad']:.2f} of 2 (domain classifier accuracy "
@@ -43,5 +52,16 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
         out.print(f"  class {row['class']}: MMD² {row['mmd2']:.4f}, share {100 * row['source_share']:.0f}% -> "
                   f"{100 * row['target_share']:.0f}%")
     out.print(f"[bold]Verdict[/bold]: {result['verdict']}")
+    shift = result.get("label_shift")
+    if shift:
+        if shift.get("target") is not None:
+            interval = shift.get("interval")
+            out.print(f"[bold]Class proportions[/bold] (target estimated by {shift['estimator']}"
+                      + (f", {round(100 * shift['level'])}% intervals" if interval else "") + "):")
+            for i, c in enumerate(shift["classes"][:20]):
+                span = f" [{100 * interval[i][0]:.0f}-{100 * interval[i][1]:.0f}%]" if interval else ""
+                out.print(f"  {c}: source {100 * shift['source_proportions'][i]:.0f}% -> target "
+                          f"{100 * shift['target'][i]:.0f}%{span}")
+        out.print(f"[bold]Shift[/bold]: {shift['in_words']}")
     if out_dir:
         out.print(f"Report and plot: {out_dir}/ (gap.json, gap.md, gap.png)")

@@ -8,6 +8,9 @@
 - :func:`per_class_shift`: when both sides have labels, the shift of each class's features (MMD
   between the class's source and target examples) and of the class proportions.
 - :func:`plot_projection`: a 2-D t-SNE of both samples, source vs target, coloured by class.
+- :func:`label_shift_report`: with source labels, the target's class proportions estimated
+  without its labels (:mod:`.label_shift`), and whether the inputs still differ once the source
+  is re-weighted to them: in words, is the shift in the labels, the inputs, or both.
 """
 
 from __future__ import annotations
@@ -154,4 +157,51 @@ def measure_gap(xs: np.ndarray, xt: np.ndarray, *, ys: list[str] | None = None, 
     out: dict[str, Any] = {"mmd": mmd, "proxy_a_distance": pad, "verdict": verdict(pad["pad"], mmd["p_value"])}
     if ys is not None and yt is not None:
         out["per_class"] = per_class_shift(xs, ys, xt, yt, seed=seed)
+    return out
+
+
+def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimator: str = "em", bootstrap: int = 200,
+                       seed: int = 0, permutations: int = 200) -> dict[str, Any]:
+    """The target's class proportions against the source's, and the shift in words.
+
+    A linear probe on 70% of the source (stratified, seeded) is the black box; its probabilities
+    on the other 30% and on the target feed the estimator. The source is then resampled to the
+    estimated proportions: if the MMD test and the proxy A-distance still tell it from the target,
+    the inputs differ beyond what the labels explain.
+    """
+    from ..train.linear_probe import LinearProbeConfig, linear_probe
+    from .label_shift import class_weights, describe_shift, estimate_prior, resample_indices
+
+    names = sorted(set(ys))
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[v] for v in ys], dtype=np.int64)
+    k = len(names)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for c in range(k):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        held[idx[: int(round(0.3 * len(idx)))]] = True
+    source_shares = np.bincount(y, minlength=k) / len(y)
+    out: dict[str, Any] = {"estimator": estimator, "classes": names, "source_proportions": source_shares.tolist()}
+    if k < 2 or held.all() or not held.any() or len(np.unique(y[~held])) < k:
+        out["warning"] = (f"no label-shift estimate: the source has {k} class(es) and too few items per class to "
+                          "hold some out")
+        out["in_words"] = describe_shift(None, None, names).replace("the source has no labels", out["warning"])
+        return out
+    probe, _ = linear_probe(xs[~held], y[~held], xs[held], y[held], k, LinearProbeConfig())
+    with torch.inference_mode():
+        p_held = probe(torch.as_tensor(xs[held], dtype=torch.float32)).softmax(1).double().numpy()
+        p_t = probe(torch.as_tensor(xt, dtype=torch.float32)).softmax(1).double().numpy()
+    est = estimate_prior(estimator, p_held, y[held], p_t, source_prior=source_shares, bootstrap=bootstrap, seed=seed)
+    out.update(est.to_dict())
+    out["source_proportions"] = source_shares.tolist()
+    input_shift: bool | None = None
+    if est.ok:
+        idx = resample_indices(y, class_weights(est), seed=seed)  # type: ignore[arg-type]
+        mmd = mmd_test(xs[idx], xt, permutations=permutations, seed=seed)
+        pad = proxy_a_distance(xs[idx], xt, seed=seed)
+        input_shift = bool(mmd["p_value"] <= 0.05 and pad["pad"] >= 0.5)
+        out["after_reweighting"] = {"mmd2": mmd["mmd2"], "p_value": mmd["p_value"], "pad": pad["pad"]}
+    out["input_shift"] = input_shift
+    out["in_words"] = describe_shift(est, input_shift, names)
     return out

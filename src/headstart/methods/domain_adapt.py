@@ -29,16 +29,20 @@ from ..backbones.cached import CachedFeatures, feature_dataset
 from ..data.dataset import Dataset
 from ..data.splits import Splits
 from ..domain.gap import mmd_test, proxy_a_distance
+from ..domain.label_shift import (SHIFT_ESTIMATORS, PriorEstimate, class_weights, estimate_prior,
+                                  SHIFT_TOLERANCE, label_shift_significant, resample_indices, reweight, source_proportions)
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
 from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
-from ..heads import BottleneckHead
+from ..heads import BottleneckHead, PriorAdjusted
 from ..train.config import FineTuneConfig
 from ..train.loop import Classifier, train
 from .base import StrategyInputs, register_strategy
 
 SOURCE_ONLY = "source-only"
+PRIOR = "+prior"  # suffix of a candidate whose target probabilities are re-weighted to the estimated proportions
+LABEL_SHIFT_MODES = ("off", "auto", "on")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class AdaptConfig(FineTuneConfig):
     head_dropout: float = 0.0
     augment: str = "none"
     patience: int = 100  # every epoch is scored by the validator; no early stop by default
+    label_shift: str = "auto"  # off | auto (correct when the test and the guard agree) | on (whenever estimable)
+    shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
     type: str = field(default="domain-adapt", init=False)
 
     constraints: ClassVar[dict[str, Constraint]] = {
@@ -66,6 +72,7 @@ class AdaptConfig(FineTuneConfig):
         "mode": OneOf(("features", "finetune")), "bottleneck": Interval(1),
         "bottleneck_dropout": Interval(0, 1, high_open=True), "trade_off": Interval(0),
         "validator": OneOf(lambda: VALIDATORS.names()), "seeds": Interval(1),
+        "label_shift": OneOf(LABEL_SHIFT_MODES), "shift_estimator": OneOf(lambda: SHIFT_ESTIMATORS.names()),
     }
     notes: ClassVar[dict[str, str]] = {
         "method": "the alignment; auto tries each and keeps the validators' choice",
@@ -75,6 +82,9 @@ class AdaptConfig(FineTuneConfig):
         "guard": "keep source-only when adaptation does not look better",
         "seeds": "runs per method (mean +- std in the card; adversarial methods are unstable)",
         "patience": "every epoch is scored by the validator; no early stop by default",
+        "label_shift": "off; auto: re-weight to the estimated target class proportions when a test says they moved "
+                       "and reverse validation does not drop; on: whenever they can be estimated",
+        "shift_estimator": "how the target's class proportions are estimated without its labels",
     }
 
 
@@ -95,10 +105,11 @@ class DomainResult:
     reasons: list[str]
     gap_before: dict[str, Any]
     gap_after: dict[str, Any]
+    label_shift: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "summary": self.summary, "reasons": self.reasons, "runs": self.runs,
-                "gap_before": self.gap_before, "gap_after": self.gap_after}
+                "gap_before": self.gap_before, "gap_after": self.gap_after, "label_shift": self.label_shift}
 
 
 def check_domains(source: Dataset, target: Dataset) -> None:
@@ -131,7 +142,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: list[str], y: dict[str, np.ndarray],
                  config: AdaptConfig, *, seeds: tuple[int, ...] = (0,), target_labels: np.ndarray | None = None,
                  features: dict[str, np.ndarray] | None = None, device: Any = None, progress: bool = True,
-                 candidates: tuple[str, ...] | None = None,
+                 candidates: tuple[str, ...] | None = None, guard_with_labels: bool = True,
                  log: Callable[[str], None] = lambda m: None) -> DomainResult:
     """Train source-only and the chosen alignment method(s) over ``seeds``; choose; guard.
 
@@ -176,19 +187,33 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         return np.concatenate(probs), np.concatenate(embs)
 
     def validator_inputs(model: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """Target probabilities, and the embeddings and labels reverse validation also needs."""
+        """Target probabilities, and the embeddings and labels reverse validation also needs
+        (plus the source validation probabilities, which the label-shift estimators read)."""
         proba, z_t = outputs(model, tgt)
-        _, z_s = outputs(model, src_val)
-        return proba, {"z_t": z_t, "z_s": z_s, "y_s": y["val"]}
+        proba_s, z_s = outputs(model, src_val)
+        return proba, {"z_t": z_t, "z_s": z_s, "y_s": y["val"], "proba_s": proba_s}
 
     def epoch_score(model: Any) -> float:
         proba, context = validator_inputs(model)
         return VALIDATORS.get(config.validator)(proba, **context)
 
+    def estimate(proba_s: np.ndarray, proba_t: np.ndarray, prior: np.ndarray, seed: int,
+                 bootstrap: int = 0) -> PriorEstimate:
+        return estimate_prior(config.shift_estimator, proba_s, y["val"], proba_t, source_prior=prior,
+                              bootstrap=bootstrap, seed=seed)
+
+    shift = config.label_shift != "off"
+    train_prior = source_proportions(y["train"], k)
+    weighted: tuple[Dataset, np.ndarray, np.ndarray] | None = None  # the source resampled to the target's proportions
+    weighting: dict[str, Any] = {"used": False}
     runs: list[dict[str, Any]] = []
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
+    probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # source val, target, prior
     methods = _method_list(config, candidates)
     for method in methods:
+        if shift and method != SOURCE_ONLY and weighted is None and not weighting.get("decided"):
+            weighted, weighting = _importance_weighting(probas, seeds[0], estimate, train_prior, parts, features,
+                                                        y["train"], finetune, log)
         for seed in seeds:
             started, cpu_started = time.perf_counter(), time.process_time()
             torch.manual_seed(seed)
@@ -201,13 +226,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             body = backbone if finetune else CachedFeatures(backbone.card)
             aligner = None if method == SOURCE_ONLY else build_aligner(method, config.bottleneck, k)
             trade = config.trade_off or TRADE_OFF.get(method, 1.0)
+            # Under label shift the aligners see the source at the target's class proportions
+            # (importance-weighted by resampling), or they would align mismatched mixtures of classes.
+            train_data, train_y, prior = ((weighted[0], weighted[1], weighted[2]) if weighted is not None
+                                          and method != SOURCE_ONLY else (src_train, y["train"], train_prior))
             log(f"Domain adaptation: {method}, seed {seed}")
-            result = train(body, head, src_train, src_val, y["train"], y["val"], config, seed=seed,
+            result = train(body, head, train_data, src_val, train_y, y["val"], config, seed=seed,
                            device=str(device) if device is not None else None, progress=progress,
                            target_data=tgt, aligner=aligner, trade_off=trade, val_score=epoch_score)
             proba, context = validator_inputs(Classifier(body, head, 0.0))
-            row: dict[str, Any] = {"method": method, "seed": seed, "seconds": time.perf_counter() - started,
-                                   "cpu_seconds": time.process_time() - cpu_started,
+            proba_s = context.pop("proba_s")
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            row: dict[str, Any] = {"method": method, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
                                    "best_epoch": result.best_epoch,
                                    "source_val_accuracy": result.best_val_accuracy,
                                    **validator_readings(proba, **context)}
@@ -217,19 +247,107 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             log("  " + ", ".join(f"{a} {b:.4f}" if isinstance(b, float) else f"{a} {b}" for a, b in row.items()))
             kept[(method, seed)] = (head, {n: v.detach().clone() for n, v in backbone.state_dict().items()}
                                     if finetune else None)
+            probas[(method, seed)] = (proba_s, proba, prior)
+            if shift:
+                est = estimate(proba_s, proba, prior, seed)
+                if est.ok:
+                    corrected = reweight(proba, est.weights())  # type: ignore[arg-type]
+                    prow: dict[str, Any] = {**row, "method": method + PRIOR,
+                                            **validator_readings(corrected, **context),
+                                            "estimated_proportions": est.target.tolist()}  # type: ignore[union-attr]
+                    if target_labels is not None:
+                        prow["target_accuracy"] = float((corrected.argmax(1) == target_labels).mean())
+                    runs.append(prow)
+                else:
+                    log(f"  {est.warning}")
 
     summary: dict[str, dict[str, Any]] = {}
-    for method in methods:
+    keys = ("source_val_accuracy", *VALIDATORS.names(), *(("target_accuracy",) if target_labels is not None else ()))
+    for method in [m for base in methods for m in (base, base + PRIOR)]:
         rows = [r for r in runs if r["method"] == method]
-        summary[method] = {key: _mean_std([r[key] for r in rows])
-                           for key in ("source_val_accuracy", *VALIDATORS.names(),
-                                       *(("target_accuracy",) if target_labels is not None else ()))}
-    chosen, reasons = choose(summary, config, labelled=target_labels is not None)
+        if rows:
+            summary[method] = {key: _mean_std([r[key] for r in rows]) for key in keys}
+    aligned = {m: v for m, v in summary.items() if not m.endswith(PRIOR)}
+    labelled = target_labels is not None and guard_with_labels
+    chosen, reasons = choose(aligned, config, labelled=labelled)
     head, state = kept[(chosen, seeds[0])]
     if finetune and state is not None:
         backbone.load_state_dict(state)
     before, after = _gaps(head, backbone, features, parts, target, finetune, k, runs)
-    return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after)
+    label_shift: dict[str, Any] = {"mode": config.label_shift, "estimator": config.shift_estimator,
+                                   "importance_weighting": weighting, "applied": False}
+    final = chosen
+    if shift:
+        proba_s, proba_t, prior = probas[(chosen, seeds[0])]
+        est = estimate(proba_s, proba_t, prior, seeds[0], bootstrap=100)
+        apply, why = _decide_prior(est, chosen, summary, config, labelled=labelled)
+        reasons.append(why)
+        label_shift.update({"estimate": est.to_dict(), "applied": apply})
+        if apply:
+            head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
+            final = chosen + PRIOR
+    return DomainResult(final, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
+                        label_shift)
+
+
+def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int,
+                          estimate: Callable[..., PriorEstimate], train_prior: np.ndarray, parts: Splits,
+                          features: dict[str, np.ndarray] | None, y_train: np.ndarray, finetune: bool,
+                          log: Callable[[str], None]) -> tuple[tuple[Dataset, np.ndarray, np.ndarray] | None,
+                                                               dict[str, Any]]:
+    """The source training split resampled to the target's class proportions, as source-only's
+    first seed estimates them, when they moved (else None: the aligners train on the source as is)."""
+    proba_s, proba_t, _ = probas[(SOURCE_ONLY, seed)]
+    est = estimate(proba_s, proba_t, train_prior, seed, bootstrap=100)
+    info: dict[str, Any] = {"decided": True, "used": False, "estimate": est.to_dict()}
+    if not est.ok:
+        info["reason"] = est.warning
+        log(f"Importance weighting off: {est.warning}")
+        return None, info
+    if not label_shift_significant(est):
+        info["reason"] = "the estimated class proportions match the source's within their intervals"
+        return None, info
+    w = class_weights(est)
+    idx = resample_indices(y_train, w, seed=seed)  # type: ignore[arg-type]
+    data = parts.train.subset(idx)
+    if not finetune:
+        assert features is not None
+        data = feature_dataset(features["train"][idx], data)
+    new_y = y_train[idx]
+    info.update({"used": True, "class_weights": w.tolist(),  # type: ignore[union-attr]
+                 "reason": "the aligners train on the source resampled to the estimated target proportions"})
+    log("Importance weighting: the aligners see the source resampled to the estimated target class proportions")
+    return (data, new_y, source_proportions(new_y, len(train_prior))), info
+
+
+def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, Any]], config: AdaptConfig,
+                  labelled: bool) -> tuple[bool, str]:
+    """Whether the kept model's probabilities are re-weighted to the estimated target proportions, and why.
+
+    ``on``: whenever they could be estimated. ``auto``: when they moved (some class's share by at
+    least SHIFT_TOLERANCE, with its bootstrap interval clear of the source share; Saerens et al.'s
+    likelihood-ratio test is reported but not used, as it also flags the sampling noise of the
+    source validation split's own proportions) and the guard agrees: reverse validation must not drop (information maximisation is not
+    asked: it rewards predictions spread evenly over the classes, which a correct skew is not); with
+    target labels given for evaluation, target accuracy must not drop instead.
+    """
+    if not est.ok:
+        return False, str(est.warning)
+    shares = ", ".join(f"{100 * q:.0f}%" for q in est.target)  # type: ignore[union-attr]
+    if config.label_shift == "on":
+        return True, f"prior correction on: target class proportions estimated by {est.method} as {shares}"
+    if not label_shift_significant(est):
+        return False, (f"no prior correction: the target class proportions ({shares}) did not measurably move (no "
+                       f"share moved by {100 * SHIFT_TOLERANCE:.0f} points with its interval clear of the source's)")
+    plain, fixed = summary[chosen], summary.get(chosen + PRIOR)
+    if fixed is None:
+        return False, "no prior correction: the proportions could not be estimated for every seed"
+    key, name = ("target_accuracy", "target accuracy") if labelled else ("rv", "reverse validation")
+    if fixed[key][0] < plain[key][0]:
+        return False, (f"no prior correction: the target proportions moved ({shares}), but {name} drops with the "
+                       f"correction ({fixed[key][0]:.3f} vs {plain[key][0]:.3f})")
+    return True, (f"prior correction: target class proportions estimated by {est.method} as {shares} (moved "
+                  f"beyond their intervals); {name} {fixed[key][0]:.3f} vs {plain[key][0]:.3f} without")
 
 
 def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bool) -> tuple[str, list[str]]:

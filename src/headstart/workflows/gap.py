@@ -9,18 +9,23 @@ from typing import Any
 
 from ..backbones import create_backbone
 from ..data import load_data
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..features import extract_features_many
-from ..domain.gap import measure_gap, plot_projection
+from ..domain.gap import label_shift_report, measure_gap, plot_projection
+from ..domain.label_shift import SHIFT_ESTIMATORS
 from .pipeline import backbone_name, check_backbone_modality
 
 
 def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Path | None = None,
         permutations: int = 200, seed: int = 0, device: str | None = None, cache_dir: str | Path | None = None,
+        estimator: str = "em", bootstrap: int = 200,
         progress: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Features of both sets through ``backbone`` (cached), then every gap measure and a verdict.
 
     Labels are optional on both sides; with labels on both, the per-class shift is reported too.
+    With source labels, the target's class proportions are estimated without its labels
+    (``estimator``, a name in ``SHIFT_ESTIMATORS``, with ``bootstrap`` resamples for the intervals)
+    and the shift is put in words: in the labels, the inputs, or both.
     With ``out``: ``gap.json``, ``gap.md`` and ``gap.png`` (t-SNE, source vs target, by class).
     """
     src = load_data(source, labelled=None)
@@ -32,6 +37,9 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
     if src.modality != tgt.modality:
         raise DataError(f"The source {src.source} holds {src.modality}s but the target {tgt.source} holds "
                         f"{tgt.modality}s.", fix="compare two image sets or two text sets.")
+    SHIFT_ESTIMATORS.get(estimator)  # an unknown name fails before any feature is extracted
+    if bootstrap < 0:
+        raise ConfigError(f"`bootstrap` must be >= 0, got {bootstrap}.", fix="use e.g. --bootstrap 200 (0 = no intervals).")
     name = backbone_name(backbone, src.modality)
     bb = create_backbone(name)
     check_backbone_modality(bb, name, src.modality)
@@ -39,6 +47,10 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
     xs, xt = extract_features_many(bb, [src, tgt], cache_dir=cache_dir, device=device, progress=progress)
     log(f"MMD permutation test ({permutations} permutations) and proxy A-distance")
     result = measure_gap(xs, xt, ys=src.labels, yt=tgt.labels, seed=seed, permutations=permutations)
+    if src.labels is not None:
+        log(f"Label shift: the target's class proportions by {estimator}, {bootstrap} bootstrap resamples")
+        result["label_shift"] = label_shift_report(xs, src.labels, xt, estimator=estimator, bootstrap=bootstrap,
+                                                   seed=seed, permutations=permutations)
     result.update({"source": src.source, "target": tgt.source, "backbone": bb.card.name,
                    "n_source": len(src), "n_target": len(tgt)})
     if out is not None:
@@ -66,5 +78,20 @@ def render(result: dict[str, Any]) -> str:
         lines += ["| class | MMD^2 | source share | target share |", "|---|---|---|---|"]
         lines += [f"| {r['class']} | {r['mmd2']:.4f} | {100 * r['source_share']:.1f}% | {100 * r['target_share']:.1f}% |"
                   for r in result["per_class"]]
+    shift = result.get("label_shift")
+    if shift:
+        lines += ["", "## Class proportions", ""]
+        if shift.get("target") is not None:
+            level = round(100 * shift.get("level", 0.95))
+            lines += [f"Estimated without target labels ({shift['estimator']}), {level}% bootstrap intervals.", "",
+                      "| class | source | target (estimated) | interval |", "|---|---|---|---|"]
+            interval = shift.get("interval")
+            for i, c in enumerate(shift["classes"]):
+                span = f"{100 * interval[i][0]:.1f}-{100 * interval[i][1]:.1f}%" if interval else "n/a"
+                lines.append(f"| {c} | {100 * shift['source_proportions'][i]:.1f}% | {100 * shift['target'][i]:.1f}% "
+                             f"| {span} |")
+        elif shift.get("warning"):
+            lines.append(f"- {shift['warning']}")
+        lines += ["", f"- Shift: {shift['in_words']}"]
     lines += ["", "![source vs target](gap.png)", ""]
     return "\n".join(lines)
