@@ -457,7 +457,7 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
         page.select_option("#budget", "60")
         page.click("#start-fit")
         page.wait_for_selector("#fit-job [data-status=running]", timeout=120_000)
-        page.wait_for_function("document.querySelector('#fit-job pre.log').textContent.includes('Backbone')",
+        page.wait_for_function("() => document.querySelector('#fit-job pre.log').textContent.includes('Backbone')",
                                timeout=120_000)  # the log streams in while it runs
         _shot(page, tmp_path, "04-training")
         page.wait_for_url("**/#/run/*", timeout=600_000)
@@ -519,6 +519,11 @@ def test_text_flow_in_a_browser(browser, tmp_path: Path) -> None:
         page.fill("input[name=name]", "News topics")
         page.click("text=Create project")
         page.wait_for_selector("#file")
+        # A bad file first: the page says what is wrong, and the project stays empty.
+        page.set_input_files("#file", files=[{"name": "empty.csv", "mimeType": "text/csv", "buffer": b""}])
+        page.wait_for_selector("[data-testid=flash]")
+        assert "empty (0 bytes)" in page.inner_text("[data-testid=flash]")
+        assert "No data yet." in page.inner_text("#tab")
         page.set_input_files("#file", str(bbc_csv(tmp_path / "news.csv", 16)))
         page.wait_for_selector("#text-column")
         page.select_option("#text-column", "article")  # not a default name: the person chooses it
