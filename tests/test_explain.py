@@ -272,3 +272,16 @@ def test_explain_items_accepts_decoded_items_directly(image_model: TransferModel
     assert [e.item for e in out] == ["a", "b"]
     summary = out[0].to_dict()
     assert len(summary["grid"]) == 14 and json.dumps(summary)
+
+
+def test_explain_help_lists_every_registered_method() -> None:
+    from click.testing import CliRunner
+
+    from headstart.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["explain", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for name in EXPLAINERS:
+        assert name in text
+    assert "Examples:" in res.output
