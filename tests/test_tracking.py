@@ -112,12 +112,14 @@ def test_fit_track_logs_to_a_local_store(tmp_path: Path, tiny_bert_dir: Path, mo
     res = CliRunner().invoke(cli, ["fit", "news.csv", "--backbone", f"hf:{tiny_bert_dir}", "--out", "runs/a",
                                    "--val", "0.25", "--test", "0.25", "--track"])
     assert res.exit_code == 0, res.output
-    store = (tmp_path / "mlruns").as_uri()
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("headstart")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1 and runs[0].data.params["strategy"] == "linear-probe"
     assert runs[0].info.run_name == "a"
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert "report.html" in artifacts and (tmp_path / "mlruns" / "artifacts").is_dir()
 
 
 def test_bad_places_are_named(finetuned_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +141,7 @@ def test_tracking_needs_no_server_to_name_the_store(monkeypatch: pytest.MonkeyPa
     from headstart.workflows.tracking import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri().endswith("/mlruns") and tracking_uri().startswith("file://")
+    assert tracking_uri() == f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
     assert tracking_uri("http://example:1") == "http://example:1"

@@ -1,7 +1,10 @@
 """Experiment history: log a fitted run to MLflow, and list saved model folders side by side.
 
 MLflow is optional (``pip install 'headstart[track]'``). Where the runs go: the ``uri`` given,
-else ``$MLFLOW_TRACKING_URI``, else a local store in ``./mlruns``.
+else ``$MLFLOW_TRACKING_URI``, else a local store in ``./mlruns``: an SQLite database
+(``mlruns/mlflow.db``) with the artifacts beside it (``mlruns/artifacts``), because MLflow 3 no
+longer writes its plain-file store. ``mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db``
+browses it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ def tracking_uri(uri: str | None = None) -> str:
     if uri:
         return uri
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return env or Path(LOCAL_STORE).absolute().as_uri()
+    return env or f"sqlite:///{(Path(LOCAL_STORE) / 'mlflow.db').absolute()}"
+
+
+def _is_local_default(uri: str) -> bool:
+    return uri == f"sqlite:///{(Path(LOCAL_STORE) / 'mlflow.db').absolute()}"
 
 
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -85,10 +92,15 @@ def track_run(folder: str | Path, *, uri: str | None = None, experiment: str = "
     folder = Path(folder)
     meta = read_meta(folder)
     target = tracking_uri(uri)
-    client = MlflowClient(tracking_uri=target)
+    local = _is_local_default(target)
     try:
+        if local:
+            Path(LOCAL_STORE).mkdir(exist_ok=True)
+        client = MlflowClient(tracking_uri=target)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        artifacts = (Path(LOCAL_STORE) / "artifacts").absolute().as_uri() if local else None
+        experiment_id = (found.experiment_id if found is not None
+                         else client.create_experiment(experiment, artifact_location=artifacts))
         run = client.create_run(experiment_id, run_name=run_name or folder.name,
                                 tags={"headstart.folder": str(folder.absolute()),
                                       "headstart.command": str(meta.get("command", ""))[:5000]})
