@@ -1,6 +1,6 @@
 """Slices on real data: is a model fitted on a few labels worse for short, medium or long articles?
 
-BBC News (``builtin:bbc-news``, 2225 articles, minilm-l6). The group column is made from the data
+BBC News (``builtin:bbc-news``, 2225 articles, minilm-l6 reading the first 128 tokens). The group column is made from the data
 itself: each article's length in words, cut at the terciles of the whole set into short / medium /
 long. A model is fitted with ``headstart fit`` (linear probe) on 20 articles per topic and scored
 with ``headstart eval --group-column length`` on every other article. A second, binary task
@@ -51,7 +51,7 @@ def task(name: str, data, keep: set[str], work: Path) -> dict:
     rows = lambda ids: [(data.items[i], data.labels[i], str(bucket[i])) for i in ids]  # noqa: E731
     write(work / f"{name}-train.csv", rows(sorted(train)))
     write(work / f"{name}-test.csv", rows([i for i in idx if i not in train]))
-    run("fit", str(work / f"{name}-train.csv"), "--out", str(work / f"run-{name}"), "--overwrite")
+    run("fit", str(work / f"{name}-train.csv"), "--out", str(work / f"run-{name}"), "--overwrite", "--max-length", "128")
     printed = run("eval", str(work / f"run-{name}"), str(work / f"{name}-test.csv"), "--group-column", "length",
                   "--json", str(OUT / f"{name}.json"))
     (OUT / f"{name}.txt").write_text(printed)
