@@ -155,7 +155,8 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         "seed": seed,
         "strategy": {"type": strategy, "config": config.to_dict(),
                      "chosen": {k: v for k, v in chosen.items()
-                                if k in ("chosen_strategy", "C", "best_epoch", "trainable_params", "adapter_params")},
+                                if k in ("chosen_strategy", "chosen_lr", "C", "best_epoch", "trainable_params",
+                                         "adapter_params")},
                      "reasons": chosen.get("reasons", []),
                      "details": {k: v for k, v in chosen.items() if k != "calibration"}},
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),

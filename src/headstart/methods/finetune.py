@@ -64,7 +64,7 @@ def fit_backbone(backbone: Any, head: nn.Module, inputs: Any, config: FineTuneCo
     return {"best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "history": result.history,
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "resumed_from_epoch": result.resumed_from_epoch, "stopped_early": result.stopped_early,
-            "processes": result.processes}
+            "stopped_reason": result.stopped_reason, "processes": result.processes}
 
 
 def new_head(backbone: Any, num_classes: int, seed: int) -> LinearHead:

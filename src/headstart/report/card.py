@@ -16,7 +16,7 @@ def _floats(values: list[float]) -> str:
 
 
 # How the strategies' choices read in the card.
-_CHOSEN = {"chosen_strategy": "strategy", "C": "regularisation C", "best_epoch": "epoch (best on validation)",
+_CHOSEN = {"chosen_strategy": "strategy", "chosen_lr": "learning rate", "C": "regularisation C", "best_epoch": "epoch (best on validation)",
            "trainable_params": "number of trained parameters", "adapter_params": "number of adapter parameters"}
 
 
@@ -52,6 +52,24 @@ def gain_sentence(gain: float, baseline_name: str, interval: list[float] | None 
         return (f"WARNING: negative transfer. The pre-trained backbone is {-points:.1f} points *worse* than "
                 f"the baseline ({baseline_name}). Prefer the baseline, or try another backbone or strategy.")
     return f"Transfer gain: {points:+.1f} accuracy points over the baseline ({baseline_name})."
+
+
+def _search_section(search: list[dict[str, Any]] | None) -> list[str]:
+    """``auto``'s search: every candidate run, its validation score with a 95% interval, time, fate."""
+    if not search:
+        return []
+    lines = ["", "### The search (`auto`)", "",
+             "| candidate | learning rate | epochs | validation accuracy (95% interval) | seconds | outcome |",
+             "|---|---|---|---|---|---|"]
+    for r in search:
+        acc = "-" if r.get("val_accuracy") is None else (
+            f"{100 * r['val_accuracy']:.1f}%" + (f" ({100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})"
+                                                 if r.get("ci95") else ""))
+        lr = "-" if r.get("lr") is None else f"{r['lr']:.2g}"
+        outcome = r["status"] + (f": {r['note']}" if r.get("note") else "")
+        lines.append(f"| {r['strategy']} | {lr} | {r.get('epochs') or '-'} | {acc} | {r.get('seconds', 0):.1f} | "
+                     f"{outcome} |")
+    return lines
 
 
 def _domain_section(details: dict[str, Any], target: dict[str, Any] | None) -> list[str]:
@@ -125,6 +143,7 @@ def render_card(meta: dict[str, Any]) -> str:
         lines.append(f"- Chosen {_CHOSEN.get(key, key)}: {value}")
     if strategy.get("reasons"):
         lines += [f"- Why: {r}" for r in strategy["reasons"]]
+    lines += _search_section(strategy.get("details", {}).get("search"))
     lines += _domain_section(strategy.get("details", {}), data.get("target"))
     ci = test.get("ci95", {})
     lines += ["", "## What it bought (held-out test split)", "",

@@ -34,6 +34,7 @@ class FineTuneConfig(Config):
     freeze: int = 0
     gradual: bool = False
     max_steps_per_epoch: int = 0
+    stop_at_chance: int = 0
 
     constraints: ClassVar[dict[str, Constraint]] = {
         "epochs": Interval(1), "lr": Interval(0, low_open=True), "head_lr": Interval(0, low_open=True),
@@ -43,7 +44,7 @@ class FineTuneConfig(Config):
         "label_smoothing": Interval(0, 1, high_open=True), "head_dropout": Interval(0, 1, high_open=True),
         "l2sp": Interval(0), "bss": Interval(0), "mixup": Interval(0), "cutmix": Interval(0),
         "augment": OneOf(("none", "crop", "crop-flip")), "patience": Interval(1), "freeze": Interval(0),
-        "max_steps_per_epoch": Interval(0),
+        "max_steps_per_epoch": Interval(0), "stop_at_chance": Interval(0),
     }
     notes: ClassVar[dict[str, str]] = {
         "lr": "backbone learning rate (of the top group, see layer_decay)",
@@ -61,4 +62,6 @@ class FineTuneConfig(Config):
         "freeze": "freeze the first k parameter groups (input side)",
         "gradual": "ULMFiT: unfreeze one more group from the top each epoch",
         "max_steps_per_epoch": "0 = whole epochs; a cap for quick runs and benchmarks",
+        "stop_at_chance": "stop a run whose validation accuracy is no better than always answering the "
+                          "commonest class after this many epochs (a collapse); 0 = off",
     }

@@ -48,6 +48,7 @@ class TrainResult:
     total_params: int = 0
     resumed_from_epoch: int | None = None
     stopped_early: bool = False
+    stopped_reason: str = ""  # "diverged" (the loss stopped being a number), "collapsed", "no progress"
     processes: int = 1
 
 
@@ -283,6 +284,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
     model, optimizer = acc.prepare(model, optimizer)
 
     lengths = [len(str(x)) for x in train_data.items] if text else None
+    # Always answering the commonest validation class scores this; a run that does no better collapsed.
+    chance = float(np.bincount(np.asarray(y_val, dtype=np.int64)).max() / len(y_val)) if len(y_val) else 0.0
     labels_t = torch.as_tensor(y_train, dtype=torch.long)
 
     def make_inputs(data: Dataset, idx: list[int], rng: random.Random) -> dict[str, torch.Tensor]:
@@ -321,7 +324,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         targets = target_batches(random.Random(epoch_seed + 1)) if aligner is not None else None
         # Each process takes every num_processes-th batch (the same count on every rank).
         mine = all_batches[acc.process_index::acc.num_processes][:batches_per_epoch]
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen, diverged = 0.0, 0, None
         with progress_bar(f"Epoch {epoch + 1}/{config.epochs}", total=len(mine),
                           enabled=progress and acc.is_main_process) as advance:
             for step, idx in enumerate(mine):
@@ -340,6 +343,9 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                             logits, feats = model(**inputs, with_features=True)
                             out = StepOutput(logits, y, feats)
                         loss = total_loss(terms, out)
+                    if not torch.isfinite(loss.detach()):
+                        diverged = float(loss.detach())
+                        break  # a NaN or infinite loss poisons every later step
                     acc.backward(loss)
                     if acc.sync_gradients and config.clip_grad > 0:
                         acc.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip_grad)
@@ -351,6 +357,11 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                 seen += len(idx)
                 advance(1)
 
+        if diverged is not None:
+            result.stopped_early, result.stopped_reason = True, "diverged"
+            log(f"Stopped in epoch {epoch + 1}: the training loss became {diverged:.3g} (diverged); "
+                "a lower learning rate usually fixes this")
+            break
         val_acc, val_loss = evaluate_logits(acc.unwrap_model(model), backbone, val_data, y_val, acc.device, image)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_accuracy": val_acc,
                "val_loss": val_loss, "lr": scheduler.get_last_lr()[-1]}
@@ -372,13 +383,22 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                               "best_epoch": result.best_epoch, "history": result.history, "config": config.to_dict()},
                              best_state, fingerprint)
         acc.wait_for_everyone()
+        if config.stop_at_chance and epoch + 1 >= config.stop_at_chance and val_acc <= chance + 1e-9:
+            result.stopped_early, result.stopped_reason = True, "collapsed"
+            log(f"Stopped after epoch {epoch + 1}: validation accuracy {val_acc:.3f} is no better than always "
+                f"answering the commonest class ({chance:.3f}): the run collapsed")
+            break
         if bad_epochs >= config.patience:
-            result.stopped_early = True
+            result.stopped_early, result.stopped_reason = True, "no progress"
             log(f"Early stop: no better validation score for {bad_epochs} epochs")
             break
 
     final = acc.unwrap_model(model)
-    if best_state is not None and config.restore_best:
+    if result.stopped_reason == "diverged" and best_state is None:
+        raise ConfigError(f"Training diverged in its first epoch (the loss became {diverged:.3g}) at lr={config.lr:g}, "
+                          f"head_lr={config.head_lr:g}; no epoch finished to fall back on.",
+                          fix="lower the learning rate (--lr, --option head_lr=...), or keep clip_grad > 0.")
+    if best_state is not None and (config.restore_best or result.stopped_reason == "diverged"):
         final.load_state_dict(best_state)
     final.eval()
     if image:
