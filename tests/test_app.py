@@ -166,6 +166,18 @@ def test_upload_makes_a_version_and_a_check_that_names_the_problem(server: Serve
     img = client.get(f"/api/versions/{version['id']}/file", params={"id": "dog/copy.png"})
     assert img.status_code == 200 and img.content == png_bytes(0)
     assert client.get(f"/api/versions/{version['id']}/file", params={"id": "../../headstart-app.sqlite"}).status_code == 404
+    # Relabelling makes version 2; 'cat/0.png' moves to 'dog', which already holds a '0.png'.
+    r = client.post(f"/api/versions/{version['id']}/relabel", json={"changes": {"cat/0.png": "dog"}})
+    assert r.status_code == 200, r.text
+    v2 = r.json()["version"]
+    assert v2["number"] == 2 and v2["n_items"] == 13 and v2["class_counts"] == {"cat": 3, "dog": 6, "owl": 4}
+    v1_dir = server.data_dir / "projects" / str(pid) / "v1" / "data"
+    assert (v1_dir / "cat" / "0.png").read_bytes() == png_bytes(0)  # the upload is untouched
+    assert (v1_dir / "dog" / "0.png").read_bytes() == png_bytes(100)
+    moved = client.get(f"/api/versions/{v2['id']}/items", params={"label": "dog", "limit": 100}).json()["items"]
+    assert len(moved) == 6
+    served = {client.get(f"/api/versions/{v2['id']}/file", params={"id": it["id"]}).content for it in moved}
+    assert png_bytes(0) in served and png_bytes(100) in served
 
 
 def _bomb() -> bytes:
@@ -455,6 +467,8 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
 
         page.click("text=Train")
         page.select_option("#budget", "60")
+        page.click("text=Advanced")
+        page.select_option("#strategy", "linear-probe")
         page.click("#start-fit")
         page.wait_for_selector("#fit-job [data-status=running]", timeout=120_000)
         page.wait_for_function("() => document.querySelector('#fit-job pre.log').textContent.includes('Backbone')",

@@ -249,6 +249,10 @@ def relabel(parent_dir: Path, kind: str, changes: dict[str, str], dest: Path) ->
                 parts[pos] = labels[i]
                 target = tmp / "data" / Path(*parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
+                k = 1
+                while target.exists():  # the new class may hold a file of the same name: keep both
+                    target = target.with_name(f"{rel.stem}-{k}{rel.suffix}")
+                    k += 1
                 src = root / rel
                 try:
                     os.link(src, target)

@@ -59,10 +59,14 @@ function statusEl(s) { return h("span", {class: `status status-${s}`, "data-stat
 
 // ---------------------------------------------------------------------------------------------- routes
 
+let nextFlash = null;  // a message for the page a change navigates to
+function flashAfter(message) { nextFlash = message; }
+
 async function route() {
   clearInterval(timer);
   timer = null;
-  flash("");
+  flash(nextFlash || "", nextFlash ? "ok" : undefined);
+  nextFlash = null;
   const parts = (location.hash.replace(/^#\/?/, "") || "").split("/").filter(Boolean);
   try {
     if (parts[0] === "p") await projectPage(+parts[1], parts[2] || "data");
@@ -192,7 +196,7 @@ async function dataTab(p, body) {
   async function finish(staged, cols) {
     try {
       const out = await api("POST", `/api/projects/${p.id}/versions`, {upload_id: staged.upload_id, ...cols});
-      flash(`Version ${out.version.number} made: ${out.version.n_items} items. The check is running.`, "ok");
+      flashAfter(`Version ${out.version.number} made: ${out.version.n_items} items. The check is running.`);
       location.hash = `#/p/${p.id}/check`;
     } catch (e) { fill(status); flash(e.message); }
   }
@@ -359,7 +363,7 @@ async function relabelTab(p, body) {
   const save = h("button", {id: "save-labels", disabled: true, onclick: async () => {
     try {
       const out = await api("POST", `/api/versions/${v.id}/relabel`, {changes});
-      flash(`Saved as version ${out.version.number} (${Object.keys(changes).length} label(s) changed). Version ${v.number} is kept as it was.`, "ok");
+      flashAfter(`Saved as version ${out.version.number} (${Object.keys(changes).length} label(s) changed). Version ${v.number} is kept as it was.`);
       location.hash = `#/p/${p.id}/data`;
     } catch (e) { flash(e.message); }
   }}, "Save as a new version");
