@@ -378,3 +378,40 @@ def test_suggest_default_strategy_is_the_registry_default() -> None:
 
     default = next(p.default for p in command.params if p.name == "strategy")
     assert default == DEFAULT_SELECTOR and DEFAULT_SELECTOR in SELECTORS
+
+
+def test_check_deep_on_a_folder_finds_a_flip_and_a_leak(tmp_path: Path, capsys) -> None:
+    """End to end on the parameter-free raw-pixels backbone: one image filed under the wrong class and
+    a test image that is a training image with one pixel changed (its hash differs)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    train, test = tmp_path / "train", tmp_path / "test"
+    for name, rgb in colours.items():
+        for i in range(15):
+            arr = np.clip(np.array(rgb) + rng.integers(-100, 101, (32, 32, 3)), 0, 255).astype(np.uint8)
+            folder = "green" if (name, i) == ("red", 0) else name  # a red image filed as green
+            (train / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(train / folder / f"{name}{i}.png")
+    leak = np.asarray(Image.open(train / "blue" / "blue3.png")).copy()
+    leak[0, 0] = 0
+    (test / "blue").mkdir(parents=True)
+    Image.fromarray(leak).save(test / "blue" / "copy.png")
+    other = np.clip(np.array((30, 30, 200)) + rng.integers(-100, 101, (32, 32, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(other).save(test / "blue" / "other.png")  # a new blue image: no leak
+    out = tmp_path / "c.csv"
+    code = cli("check", str(train), "--test", str(test), "--deep", "--backbone", "raw-pixels", "--folds", "3",
+               "--deep-out", str(out))
+    assert code == 0, capsys.readouterr().err
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    issues = [r for r in rows if r["kind"] == "label-issue"]
+    assert [r["item"] for r in issues] == [str(Path("green") / "red0.png")]
+    assert issues[0]["label"] == "green" and issues[0]["suggested"] == "red"
+    leaks = [r for r in rows if r["kind"] == "near-duplicate-test"]
+    assert [(r["item"], r["other"]) for r in leaks] == [(f"test: {Path('blue') / 'copy.png'}",
+                                                          str(Path("blue") / "blue3.png"))]
+    assert not [r for r in rows if r["kind"] == "near-duplicate"]  # no two training images are near-copies
+    assert "Near-duplicates of test items" in capsys.readouterr().out

@@ -42,19 +42,26 @@ def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
 
 def principal_axes(x: np.ndarray, dims: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(mean, std, axes)`` mapping features to the probe's inputs: floored standardisation, then,
-    when the features are wider than ``dims``, their top ``dims`` principal axes (``axes`` is None when
-    they are not). The probe's cost grows with the width and its out-of-fold rankings barely move
-    (docs/concepts/data-quality.md). The axes come from the eigenvectors of the ``d x d`` covariance in
-    float32: one product and one symmetric eigendecomposition, cheaper than a randomised SVD's passes."""
-    mean, std = standardiser(np.asarray(x, dtype=np.float64))
-    if not dims or x.shape[1] <= dims or len(x) <= dims:
-        return mean, std, None
+    when the features are wider than ``dims`` (or than the number of items), their top principal axes
+    (``axes`` is None when nothing is cut; ``dims=None``: never). The probe's cost grows with the width
+    and its out-of-fold rankings barely move (docs/concepts/data-quality.md); with fewer items than
+    features, the items' own span loses nothing a linear model could use. The axes come from the
+    ``d x d`` covariance's eigenvectors, or from an SVD of the items when they are fewer, in float32."""
     from threadpoolctl import threadpool_limits
 
-    z = ((x - mean) / std).astype(np.float32)
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = standardiser(x)
+    n, d = x.shape
+    k = min(dims, d, n) if dims else d
+    if k >= d:
+        return mean, std, None
+    z = ((x - mean) / std).astype(np.float32)  # the probe's own scaling first, so the axes kept are the ones it weighs
     with threadpool_limits(1, user_api="blas"):  # on shared cores, BLAS threads spin against each other
-        _, vecs = np.linalg.eigh(z.T @ z)
-    return mean, std, np.ascontiguousarray(vecs[:, ::-1][:, :dims])
+        if n < d:
+            axes = np.linalg.svd(z, full_matrices=False)[2][:k].T
+        else:
+            axes = np.linalg.eigh(z.T @ z)[1][:, ::-1][:, :k]
+    return mean, std, np.ascontiguousarray(axes)
 
 
 def apply_axes(x: np.ndarray, mean: np.ndarray, std: np.ndarray, axes: np.ndarray | None) -> np.ndarray:
