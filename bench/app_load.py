@@ -134,7 +134,8 @@ def main() -> None:
         zipped, images = mnist_zip(20)
         a = project("digits-a", zipped)
         t0 = time.perf_counter()
-        fit = c.post(f"/api/projects/{a}/jobs", json={"kind": "fit", "params": {"budget_s": 60}}).json()
+        fit = c.post(f"/api/projects/{a}/jobs", json={"kind": "fit", "params": {"budget_s": 60,
+                                                                                "strategy": "linear-probe"}}).json()
         done = wait(fit["id"])
         assert done["status"] == "done", done["log"][-3000:]
         fit_s = time.perf_counter() - t0
@@ -145,7 +146,8 @@ def main() -> None:
         busy = c.post(f"/api/projects/{b}/jobs", json={"kind": "fit", "params": {"budget_s": 120}}).json()
         while c.get(f"/api/jobs/{busy['id']}").json()["status"] != "running":
             time.sleep(0.2)
-        c.post(f"/api/runs/{rid}/predict", content=images[0], headers={"content-type": "image/png"}).raise_for_status()
+        first = c.post(f"/api/runs/{rid}/predict", content=images[0], headers={"content-type": "image/png"})
+        assert first.status_code == 200, first.text
 
         stop = time.perf_counter() + args.seconds
         lat: list[float] = []

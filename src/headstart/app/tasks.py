@@ -138,7 +138,7 @@ def fit_job(store: Store, job: Job, version: DataVersion, data_dir: Path, say: C
 
 def export_job(store: Store, job: Job, version: DataVersion, data_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from ..data import load_data
-    from ..export import export_onnx
+    from ..export.onnx import export_onnx
 
     with store.session() as s:
         run = s.get(Run, job.run_id)
