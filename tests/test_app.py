@@ -418,6 +418,11 @@ def test_jobs_survive_a_kill_9_of_the_server(tmp_path: Path) -> None:
                 assert done["result"]["run_id"]
             runs = [c.get(f"/api/runs/{c.get(f'/api/jobs/{j}').json()['result']['run_id']}").json() for j in jobs]
             assert all(r["summary"]["chosen"] == "prototypes" for r in runs)
+            # The ONNX export job runs the library's export, whose refusal for raw pixels reaches the page.
+            ex = c.post(f"/api/projects/{runs[0]['project_id']}/jobs", json={"kind": "export", "run_id": runs[0]["id"]})
+            done = wait_job(c, ex.json()["id"])
+            assert done["status"] == "failed" and "cannot be exported" in done["error"], done["error"]
+            assert c.get(f"/api/runs/{runs[0]['id']}/onnx").status_code == 404
     finally:
         s2.stop()
 
@@ -505,6 +510,7 @@ def test_image_flow_in_a_browser(browser, tmp_path: Path) -> None:
         page.click("#save-labels")
         page.wait_for_selector("[data-testid=flash]")
         assert "Saved as version 2" in page.inner_text("[data-testid=flash]")
+        page.wait_for_selector("text=relabelled 1 item(s) of version 1")  # the Data page lists the new version
         _shot(page, tmp_path, "07-relabelled")
         assert errors == []
         with s.client() as c:
