@@ -415,3 +415,13 @@ def test_check_deep_on_a_folder_finds_a_flip_and_a_leak(tmp_path: Path, capsys) 
                                                           str(Path("blue") / "blue3.png"))]
     assert not [r for r in rows if r["kind"] == "near-duplicate"]  # no two training images are near-copies
     assert "Near-duplicates of test items" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["suggest", "check", "eval"])
+def test_help_shows_examples_and_the_new_options(command: str, capsys) -> None:
+    assert cli(command, "--help") == 0
+    text = capsys.readouterr().out
+    assert "Examples:" in text
+    wanted = {"suggest": ["--strategy", "kcenter", "badge", "mix"], "check": ["--deep", "--deep-out"],
+              "eval": ["--group-column", "--groups"]}[command]
+    assert all(w in text for w in wanted)
