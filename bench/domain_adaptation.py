@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--trade-off", type=float, default=0.0)
     ap.add_argument("--lr", type=float, default=1e-4, help="backbone learning rate (finetune mode)")
     ap.add_argument("--head-lr", type=float, default=1e-3)
+    ap.add_argument("--freeze", type=int, default=0, help="finetune mode: freeze the first k parameter groups")
+    ap.add_argument("--label-shift", default="off", choices=("off", "auto", "on"),
+                    help="the strategy's label-shift handling (off: alignment alone, as measured before it existed)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -77,7 +80,7 @@ def main() -> None:
     yt = encode_labels(target.labels, names, "target")
     in_domain = in_domain_accuracy(tg, yt)
     config = AdaptConfig(method=args.method, mode=args.mode, epochs=args.epochs, trade_off=args.trade_off, lr=args.lr,
-                         head_lr=args.head_lr,
+                         head_lr=args.head_lr, freeze=args.freeze, label_shift=args.label_shift,
                          max_steps_per_epoch=args.max_steps)
     candidates = tuple(m for m in args.methods.split(",") if m) or None
     t = time.perf_counter()
@@ -97,7 +100,7 @@ def main() -> None:
     per_run_cpu = {m: float(np.mean([r["cpu_seconds"] for r in res.runs if r["method"] == m])) for m in res.summary}
     out = {"mode": args.mode, "seeds": seeds, "epochs": args.epochs, "source_per_class": args.source_per_class or 500,
            "max_steps_per_epoch": args.max_steps, "batch_size": config.batch_size,
-           "n_source_train": len(parts.train), "n_target": len(target), "lr": args.lr, "head_lr": args.head_lr,
+           "n_source_train": len(parts.train), "n_target": len(target), "lr": args.lr, "head_lr": args.head_lr, "freeze": args.freeze, "label_shift": args.label_shift,
            "features_seconds": t_feat, "adapt_seconds": t_adapt, "in_domain_accuracy": in_domain,
            "summary": res.summary, "runs": res.runs, "best_by_target_labels": best_by_labels,
            "label_free_choice": label_free, "label_free_reasons": why,
@@ -107,6 +110,7 @@ def main() -> None:
     lines = [f"mode {args.mode}, {len(parts.train)} MNIST training images ({out['source_per_class']} per class before "
              f"the validation split), {len(target)} UCI digits as target, {args.epochs} epochs"
              + (f" of at most {args.max_steps} steps of {config.batch_size}" if args.max_steps else "")
+             + (f", first {args.freeze} parameter groups frozen" if args.freeze else "")
              + f", seeds {seeds}",
              "", "| method | target accuracy (mean +- std) | gap closed | IM | RV | SND | source val accuracy "
              "| seconds per run (wall / CPU) |", "|---|---|---|---|---|---|---|---|"]

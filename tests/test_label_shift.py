@@ -271,7 +271,8 @@ def test_gap_reports_target_proportions_with_intervals_and_names_the_shift(tmp_p
     assert (low <= np.array(shift["target"]) + 1e-9).all() and (np.array(shift["target"]) <= high + 1e-9).all()
     assert shift["in_words"].startswith("in the labels"), shift["in_words"]
     md = (tmp_path / "gap" / "gap.md").read_text()
-    assert "## Class proportions" in md and "| 0 | 33.3% |" in md
+    assert "## Class proportions" in md and "| class | source | target (estimated) | interval |" in md
+    assert f"| 0 | {100 * shift['source_proportions'][0]:.1f}% | {100 * shift['target'][0]:.1f}% |" in md
 
     flipped = Dataset("image", [255 - im for im in target.items], None, list(target.ids), source="flipped")
     both = gap(source, flipped, backbone="raw-pixels", permutations=50, bootstrap=20, progress=False)
