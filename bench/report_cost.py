@@ -105,7 +105,19 @@ def main() -> None:
         shutil.copyfile(work / "text" / "report.html", OUT / "report-text.html")
         rows.append(text)
         print(json.dumps(text), file=sys.stderr, flush=True)
-    (OUT / "cost.json").write_text(json.dumps(rows, indent=1))
+    write_tables(rows)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write_tables(rows: list[dict]) -> None:
+    """Merge ``rows`` into cost.json (a part run again replaces its own row) and write cost.md."""
+    path = OUT / "cost.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    key = lambda r: (r["data"], r["cache"])  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in rows})
+    rows = list(merged.values())
+    path.write_text(json.dumps(rows, indent=1))
     lines = ["| data | options | test items | feature cache | fit without report (s) | report (s) | added | "
              "report size |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -114,7 +126,6 @@ def main() -> None:
                      f"{r['report_bytes'] / 1e6:.2f} MB |")
     (OUT / "cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ MISTAKES = 4  # explained mistakes per report: enough to see a pattern, cheap en
 # stays a small part of a fit (the ranking of the evidence barely moves; see docs/benchmarks.md).
 REPORT_SETTINGS = Settings(steps=16, samples=64, grid=6, batch_size=16)
 THUMB = 160  # px of the images shown
+# Methods cheap enough to run inside every fit (one pass per item). Integrated Gradients on a text
+# encoder cost as much as the linear-probe fit itself (bench/report_cost.py: +85% on BBC News), so a
+# fit's report lists a text model's mistakes unexplained and `headstart report` adds the explanations.
+FIT_METHODS = frozenset({"grad-cam"})
 
 
 def _version() -> str:
@@ -43,14 +47,18 @@ def _version() -> str:
 
 
 def confident_mistakes(model: Any, data: Dataset, proba: np.ndarray, y: np.ndarray, *, k: int = MISTAKES,
-                       method: str | None = None) -> list[Mistake]:
-    """The ``k`` wrong items with the highest confidence, each explained for the class the model said."""
+                       method: str | None = None, explain: bool = True) -> list[Mistake]:
+    """The ``k`` wrong items with the highest confidence, each explained for the class the model said
+    (with ``explain``; otherwise shown as they are)."""
     pred = proba.argmax(1)
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:k]
     if len(wrong) == 0:
         return []
     items = [data.load(int(i)) for i in wrong]
+    if not explain:
+        return [_unexplained(model, data.ids[int(i)], item, int(y[i]), int(pred[i]), float(proba[i, pred[i]]))
+                for i, item in zip(wrong, items)]
     method = method or default_method(model.backbone)
     explanations = explain_items(model.backbone, model.head, model.label_names, items,
                                  [data.ids[int(i)] for i in wrong], method=method, target=None,
@@ -67,9 +75,25 @@ def confident_mistakes(model: Any, data: Dataset, proba: np.ndarray, y: np.ndarr
     return out
 
 
+def _unexplained(model: Any, item_id: str, item: Any, truth: int, pred: int, confidence: float) -> Mistake:
+    import html
+    import io
+
+    m = Mistake(item=item_id, true_label=model.label_names[truth], predicted=model.label_names[pred],
+                confidence=confidence)
+    if isinstance(item, str):
+        m.words_html = html.escape(item[:1500]) + ("…" if len(item) > 1500 else "")
+    else:
+        thumb = item.convert("RGB").resize((THUMB, THUMB))
+        buf = io.BytesIO()
+        thumb.save(buf, format="PNG")
+        m.image_png = buf.getvalue()
+    return m
+
+
 def build_report(model: Any, meta: dict[str, Any], data: Dataset | None, proba: np.ndarray | None,
                  y: np.ndarray | None, *, evaluated_on: str, card: str = "", evaluation: dict[str, Any] | None = None,
-                 mistakes_note: str = "") -> str:
+                 mistakes_note: str = "", explain: bool = True) -> str:
     """The page for ``model`` (its record ``meta``), scored on ``data`` (``proba`` and labels ``y``)."""
     metrics = meta.get("metrics", {})
     if evaluation is None:
@@ -80,9 +104,12 @@ def build_report(model: Any, meta: dict[str, Any], data: Dataset | None, proba: 
         reliability = reliability_bins(proba, y)
         if data is not None:
             try:
-                mistakes = confident_mistakes(model, data, proba, y)
+                mistakes = confident_mistakes(model, data, proba, y, explain=explain)
                 if not mistakes:
                     mistakes_note = "The model made no mistake on these items."
+                elif not explain:
+                    mistakes_note = ("These mistakes are shown without their explanations, which would cost about as "
+                                     "much time as the fit for this model; `headstart report RUN` adds them.")
             except HeadstartError as err:  # an item that no longer decodes must not cost the whole report
                 mistakes_note = f"The mistakes could not be explained: {err}"
     same_items = evaluation is metrics.get("test")
@@ -101,7 +128,7 @@ def write_fit_report(model: Any, folder: str | Path, test: Dataset, test_proba: 
     card = (folder / CARD).read_text(encoding="utf-8") if (folder / CARD).is_file() else ""
     page = build_report(model, meta, test, test_proba, y_test,
                         evaluated_on=f"the held-out test split of {meta.get('data', {}).get('source', 'the data')}",
-                        card=card)
+                        card=card, explain=default_method(model.backbone) in FIT_METHODS)
     write_text_atomic(folder / REPORT, page)
     return folder / REPORT
 
