@@ -272,11 +272,7 @@ def materialise_builtin(spec: str, staging: Path) -> Path:
     (images) or a CSV (texts). Goes through the same checks as any upload."""
     from io import BytesIO
 
-    from PIL import Image
-
-    from ..data import load_data as _load
-
-    data = _load(f"builtin:{spec}")
+    data = load_data(f"builtin:{spec}")
     if data.modality == "image":
         out = staging / f"{safe_name(spec.replace(':', '-'))}.zip"
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:

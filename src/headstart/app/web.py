@@ -12,7 +12,6 @@ so another site cannot post to the app from a visitor's browser.
 import asyncio
 import functools
 import hmac
-import io
 import json
 import logging
 import secrets
