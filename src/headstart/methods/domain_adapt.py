@@ -3,7 +3,10 @@
 ``adapt_domain`` trains ``source-only`` (always: it is the reference) and each requested alignment
 method, over one or more seeds; reads the label-free validators on the target domain; picks a
 method (under ``auto`` by the validators alone); and keeps source-only when the adapted model does
-not look better, saying so. Target labels, when the user has some, are used only to report
+not look better, saying so. Then, unless ``label_shift="off"``, it estimates the target's class
+proportions (:mod:`headstart.domain.label_shift`) and re-weights the kept model's probabilities
+to them when they moved and reverse validation agrees; the aligners train on the source resampled
+to source-only's estimate. Target labels, when the user has some, are used only to report
 accuracy and, if given, to judge the guard; never to train.
 
 Two modes share all of this:
@@ -63,7 +66,7 @@ class AdaptConfig(FineTuneConfig):
     head_dropout: float = 0.0
     augment: str = "none"
     patience: int = 100  # every epoch is scored by the validator; no early stop by default
-    label_shift: str = "auto"  # off | auto (correct when the test and the guard agree) | on (whenever estimable)
+    label_shift: str = "auto"  # off | auto (correct when the proportions moved and the guard agrees) | on
     shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
     type: str = field(default="domain-adapt", init=False)
 
@@ -82,8 +85,8 @@ class AdaptConfig(FineTuneConfig):
         "guard": "keep source-only when adaptation does not look better",
         "seeds": "runs per method (mean +- std in the card; adversarial methods are unstable)",
         "patience": "every epoch is scored by the validator; no early stop by default",
-        "label_shift": "off; auto: re-weight to the estimated target class proportions when a test says they moved "
-                       "and reverse validation does not drop; on: whenever they can be estimated",
+        "label_shift": "off; auto: re-weight to the estimated target class proportions when they moved beyond their "
+                       "intervals and reverse validation does not drop; on: whenever they can be estimated",
         "shift_estimator": "how the target's class proportions are estimated without its labels",
     }
 
