@@ -47,16 +47,19 @@ def test_every_strategy_option_has_a_parseable_annotation() -> None:
 
 
 @pytest.mark.parametrize("strategy,options,message", [
-    ("lp-ft", {"lr": 0}, "`lr` must be > 0, got 0"),  # lp-ft changes lr's default; the parent's rule still holds
-    ("linear-probe", {"Cs": ()}, "`Cs` must be a non-empty list of values > 0"),
-    ("linear-probe", {"Cs": (1.0, -1.0)}, "`Cs` must be a non-empty list of values > 0"),
+    ("lp-ft", {"lr": 0}, "`lr` must be a finite number > 0, got 0"),  # lp-ft changes lr's default; the parent's rule still holds
+    ("linear-probe", {"Cs": ()}, "`Cs` must be a non-empty list of values, each a finite number > 0"),
+    ("linear-probe", {"Cs": (1.0, -1.0)}, "`Cs` must be a non-empty list of values, each a finite number > 0"),
     ("full", {"warmup": 1.0}, "`warmup` must be in [0, 1)"),
     ("full", {"layer_decay": 0}, "`layer_decay` must be in (0, 1]"),
     ("full", {"schedule": "linear"}, "`schedule` must be one of cosine, onecycle, constant"),
     ("domain-adapt", {"method": "dan"}, "`method` must be one of source-only, auto, dann"),
-    ("lora", {"r": 0}, "`r` must be >= 1"),
+    ("lora", {"r": 0}, "`r` must be a finite number >= 1"),
     ("setfit", {"head": "svm"}, "`head` must be one of linear, mlp"),
-    ("auto", {"budget_s": float("nan")}, "`budget_s` must be > 0"),
+    ("auto", {"budget_s": float("nan")}, "`budget_s` must be a finite number > 0"),
+    ("full", {"lr": float("inf")}, "`lr` must be a finite number > 0, got inf"),
+    ("linear-probe", {"Cs": "1,1e400"}, "`Cs` must be a non-empty list of values, each a finite number > 0"),
+    ("full", {"warmup": float("-inf")}, "`warmup` must be in [0, 1)"),
 ])
 def test_declared_constraints_are_checked(strategy, options, message) -> None:
     with pytest.raises(ConfigError) as err:
@@ -89,3 +92,21 @@ def test_strategies_command_lists_options_with_their_rules() -> None:
     assert all(n in listing.output for n in STRATEGIES.names())
     bad = CliRunner().invoke(cli, ["strategies", "nope"])
     assert bad.exit_code == 2 and "linear-probe" in bad.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--budget", "90s"], "--budget is the time budget of --strategy auto"),
+    (["--strategy", "auto", "--budget", "-5s"], "--budget must be a positive, finite time"),
+    (["--strategy", "auto", "--budget", "infs"], "--budget must be a positive, finite time"),
+    (["--strategy", "auto", "--lr", "1e-3"], "--lr does not apply to it"),
+    (["--strategy", "prototypes", "--option", "lr=1"], "it takes no options"),
+])
+def test_fit_flags_that_do_not_apply_are_refused_before_any_work(args, message, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from headstart.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["fit", "builtin:digits:4", "--out", str(tmp_path / "m"), *args])
+    said = result.output + str(result.exception or "")  # headstart's errors reach main() as exceptions
+    assert result.exit_code != 0 and message in said, said
+    assert not (tmp_path / "m").exists()

@@ -258,3 +258,26 @@ def test_agreement_skips_a_score_that_ties_every_backbone() -> None:
 
     rows = [{"scores": {"logme": float(i), "knn": 0.5, "leep": float(-i)}} for i in range(4)]
     assert score_agreement(rows, ["logme", "knn", "leep"]) == {"logme ~ leep": -1.0}
+
+
+def test_a_tie_in_an_early_round_is_called_a_tie(bbc_small, monkeypatch) -> None:
+    """Two candidates equally accurate in round 1: both would be 'the winner', so neither is
+    eliminated by the order they happened to be listed in, and the verdict is a tie."""
+    import types
+
+    import headstart.workflows.pipeline as pipeline
+    import headstart.workflows.rank as rank_mod
+
+    monkeypatch.setattr(rank_mod, "create_backbone", lambda name, **kw: types.SimpleNamespace(trainable=False))
+
+    def same_accuracy(bb, parts, names, strategy, config, **kw):
+        y = np.array([names.index(v) for v in parts.test.labels])
+        proba = np.eye(len(names))[np.where(np.arange(len(y)) % 2 == 0, y, (y + 1) % len(names))]
+        return None, proba, {"test": y}, {}
+
+    monkeypatch.setattr(pipeline, "train_model", same_accuracy)
+    check = rank_mod.confirm_ranking(bbc_small, ["a", "b", "c"], 3, progress=False)
+    first = check["rounds"][0]["accuracy"]
+    assert first["a"] == first["b"] == first["c"]
+    assert check["verdict"] == "tie" and check["top_choice_held"] is False
+    assert sorted(check["tied"]) == ["a", "b", "c"]

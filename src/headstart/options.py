@@ -42,15 +42,16 @@ class Interval(Constraint):
     high_open: bool = False
 
     def check(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False  # NaN and infinity are never a setting
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a number"
+            return (f"a finite number {'>' if self.low_open else '>='} {self.low:g}" if self.low is not None
+                    else "a finite number")
         if self.low is None:
             return f"{'<' if self.high_open else '<='} {self.high:g}"
         return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
@@ -83,7 +84,7 @@ class Each(Constraint):
         return isinstance(value, tuple) and (bool(value) or not self.non_empty) and all(map(self.inner.check, value))
 
     def __str__(self) -> str:
-        return f"{'a non-empty list' if self.non_empty else 'a list'} of values {self.inner}"
+        return f"{'a non-empty list' if self.non_empty else 'a list'} of values, each {self.inner}"
 
 
 class Config:
@@ -206,7 +207,7 @@ def parse_options(config_class: type, options: dict[str, Any], *, strategy: str)
     unknown = sorted(set(options) - set(fields))
     if unknown:
         raise ConfigError(f"Strategy '{strategy}' has no option(s) {', '.join(unknown)}.",
-                          fix=f"its options are: {', '.join(sorted(fields))}.")
+                          fix=f"its options are: {', '.join(sorted(fields))}." if fields else "it takes no options.")
     return {k: _convert(k, v, fields[k]) for k, v in options.items()}
 
 

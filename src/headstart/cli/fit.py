@@ -160,7 +160,16 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
     if budget is not None:
         from ..methods.auto import parse_budget
 
-        options["budget_s"] = parse_budget(budget)
+        if strategy != "auto":
+            raise ConfigError(f"--budget is the time budget of --strategy auto; --strategy {strategy} trains for "
+                              "its epochs.", fix="add --strategy auto, or drop --budget (cap a run with --epochs).")
+        seconds = parse_budget(budget)
+        if not seconds > 0 or seconds == float("inf"):
+            raise ConfigError(f"--budget must be a positive, finite time such as 90s, 10m or 1h, got {budget!r}.")
+        options["budget_s"] = seconds
+    if lr is not None and strategy == "auto":
+        raise ConfigError("--strategy auto tries several learning rates itself; --lr does not apply to it.",
+                          fix="scale its grid with --option lr_factors=0.3,1,3, or fix a strategy with --strategy.")
     for key, value in (("head", head), ("epochs", epochs), ("lr", lr)):
         if value is not None:
             options[key] = value

@@ -218,14 +218,23 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         reasons.append(f"The smallest class has {smallest} training examples (< {config.min_per_class}): too few to "
                        "tell fine-tuning runs apart on validation, so only the feature-based candidates were tried.")
         tuning = []
+    left = config.budget_s - (time.perf_counter() - start)
+    if tuning and left <= 0:
+        reasons.append(f"The budget ({config.budget_s:g} s) was spent on the feature-based candidates: no "
+                       "fine-tuning run was tried.")
+        tuning = []
     if tuning:
+        # Before anything runs the backbone in training mode (the timing below moves BatchNorm's
+        # statistics): every run, and a feature-based winner, starts from these weights.
+        original = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
         per_item = seconds_per_item(backbone, inputs)
+        backbone.load_state_dict(original)
         n_train = len(inputs.splits.train)
+        chance = float(np.bincount(inputs.labels["val"]).max() / n_val) if n_val else 0.0
         pool = [(name, f) for name in tuning for f in sorted(config.lr_factors)]
         excluded: dict[str, float] = {}  # strategy -> the smallest learning rate that collapsed
         first = min(config.first_rung_epochs, config.epochs)
         rungs = [first, config.epochs] if first < config.epochs else [config.epochs]
-        original = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
         for r, epochs in enumerate(rungs):
             results: list[tuple[_Run, tuple[str, float]]] = []
             for name, factor in pool:
@@ -249,19 +258,25 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 t = time.perf_counter()
                 try:
                     head, info, trained = entry.run(backbone, quiet, cfg)
-                except HeadstartError as err:  # e.g. diverged in its first epoch
+                except (HeadstartError, RuntimeError) as err:  # diverged in its first epoch; out of memory
                     _unwrap_adapters(backbone)
                     run.seconds = time.perf_counter() - t
                     run.status, run.note = ("diverged" if "diverged" in str(err) else "failed"), str(err).split(". ")[0]
-                    excluded[name] = min(excluded.get(name, lr), lr)
+                    if run.status == "diverged":
+                        excluded[name] = min(excluded.get(name, lr), lr)
                     log(f"auto: {_label(run)}: {run.status} ({run.note})")
                     continue
                 run.seconds = time.perf_counter() - t
                 run.val_accuracy = _val_accuracy(backbone, head, info, inputs, trained)
                 stopped = info.get("stopped_reason", "")
-                if stopped in ("collapsed", "diverged") or not np.isfinite(run.val_accuracy):
-                    run.status = stopped or "diverged"
-                    run.note = "stopped early; this learning rate and larger ones are excluded"
+                if not np.isfinite(run.val_accuracy):
+                    stopped = "diverged"
+                elif run.val_accuracy <= chance + 1e-9:
+                    stopped = "collapsed"  # no better than always answering the commonest class
+                if stopped in ("collapsed", "diverged"):
+                    run.status = stopped
+                    run.note = ("no better than the commonest class's share of validation; this learning rate and "
+                                "larger ones are excluded")
                     excluded[name] = min(excluded.get(name, lr), lr)
                 log(f"auto: {_label(run)}: "
                     + (f"validation accuracy {run.val_accuracy:.3f}" if run.status == "done" else run.status)
@@ -284,6 +299,10 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     if best["trained"]:
         backbone.load_state_dict(best["state"])
     reasons.extend(_why(win, probe, runs))
+    spent = time.perf_counter() - start
+    if spent > config.budget_s * 1.05:
+        reasons.append(f"The search took {spent:.0f} s, over the {config.budget_s:g} s budget: the feature-based "
+                       "candidates always run, and each run's cost is only an estimate.")
     log("auto: " + " ".join(reasons))
     info = {**best["info"], "chosen_strategy": win.strategy, "reasons": reasons,
             "search": [r.row() for r in runs], "search_seconds": round(time.perf_counter() - start, 1),
@@ -303,14 +322,16 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
     skipped = [r for r in runs if r.status == "over budget"]
     if skipped:
         said.append(f"{len(skipped)} run(s) did not fit in the budget.")
-    if probe is not None and win is not probe and probe.status == "done":
+    if probe is not None and win is not probe and probe.status == "done" and win.val_accuracy == probe.val_accuracy:
+        said.append("It tied with the linear probe on validation; the cheaper of the two was kept.")
+    elif probe is not None and win is not probe and probe.status == "done":
         lo_w = wilson(win.val_accuracy * win.n_val, win.n_val)[0]
         hi_p = wilson(probe.val_accuracy * probe.n_val, probe.n_val)[1]
         margin = win.val_accuracy - probe.val_accuracy
         said.append(f"It beat the linear probe by {100 * margin:.1f} points on validation"
                     + (", inside the split's noise (the 95% intervals overlap): treat the two as close."
                        if lo_w <= hi_p else ", beyond the split's noise."))
-    elif probe is not None and win is probe and len(finished) > 1:
+    elif probe is not None and win is probe and any(r.lr is not None for r in finished):
         said.append("The linear probe was kept: no fine-tuning run beat it on validation.")
     return said
 

@@ -143,11 +143,16 @@ def confirm_ranking(data: Any, order: Sequence[str], k: int, *, seed: int = 0, c
         if len(alive) == 1:
             break
         keep = math.ceil(len(alive) / 2)
+        # Candidates tied with the last one kept go on too: an order among equal scores is no evidence.
+        while keep < len(ranked) and accs[ranked[keep]] == accs[ranked[keep - 1]]:
+            keep += 1
+        if keep == len(ranked):
+            break  # all tied: another round at more epochs would not tell them apart either way
         eliminated.insert(0, ranked[keep:])
         alive = ranked[:keep]
         epochs *= 2
-    confirmed = alive + [n for group in eliminated for n in group]
-    # A tie in the last round's accuracy cannot confirm or refute the order: say so instead.
+    confirmed = sorted(alive, key=lambda n: -rounds[-1]["accuracy"][n]) + [n for group in eliminated for n in group]
+    # A tie at the top of the last round cannot confirm or refute the order: say so instead.
     last = rounds[-1]["accuracy"]
     tied = sorted(n for n in last if last[n] == max(last.values()))
     verdict = "tie" if len(tied) > 1 else ("held" if confirmed[0] == order[0] else "changed")
