@@ -5,8 +5,8 @@ method, over one or more seeds; reads the label-free validators on the target do
 method (under ``auto`` by the validators alone); and keeps source-only when the adapted model does
 not look better, saying so. Then, unless ``label_shift="off"``, it estimates the target's class
 proportions (:mod:`headstart.domain.label_shift`) and re-weights the kept model's probabilities
-to them when they moved and reverse validation agrees; the aligners train on the source resampled
-to source-only's estimate. Target labels, when the user has some, are used only to report
+to them when they moved and reverse validation agrees; with ``label_shift="on"`` the aligners also
+train on the source resampled to source-only's estimate. Target labels, when the user has some, are used only to report
 accuracy and, if given, to judge the guard; never to train.
 
 Two modes share all of this:
@@ -98,7 +98,10 @@ def auto_candidates() -> tuple[str, ...]:
 
 @dataclass
 class DomainResult:
-    """Everything ``adapt_domain`` found; ``head`` (and the backbone, in finetune mode) is the kept model."""
+    """Everything ``adapt_domain`` found; ``head`` (and the backbone, in finetune mode) is the kept model.
+
+    ``chosen`` names the alignment kept; ``label_shift["applied"]`` says whether ``head`` also
+    re-weights to the estimated target proportions (a ``PriorAdjusted`` head)."""
 
     chosen: str
     head: nn.Module
@@ -214,7 +217,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # source val, target, prior
     methods = _method_list(config, candidates)
     for method in methods:
-        if shift and method != SOURCE_ONLY and weighted is None and not weighting.get("decided"):
+        # Only when asked ("on"): fed a wrong estimate (a large input shift breaks the estimators),
+        # the resampled source made MMD collapse onto one class on MNIST -> UCI digits.
+        if config.label_shift == "on" and method != SOURCE_ONLY and weighted is None and not weighting.get("decided"):
             weighted, weighting = _importance_weighting(probas, seeds[0], estimate, train_prior, parts, features,
                                                         y["train"], finetune, log)
         for seed in seeds:
@@ -279,7 +284,6 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     before, after = _gaps(head, backbone, features, parts, target, finetune, k, runs)
     label_shift: dict[str, Any] = {"mode": config.label_shift, "estimator": config.shift_estimator,
                                    "importance_weighting": weighting, "applied": False}
-    final = chosen
     if shift:
         proba_s, proba_t, prior = probas[(chosen, seeds[0])]
         est = estimate(proba_s, proba_t, prior, seeds[0], bootstrap=100)
@@ -288,8 +292,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         label_shift.update({"estimate": est.to_dict(), "applied": apply})
         if apply:
             head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
-            final = chosen + PRIOR
-    return DomainResult(final, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
+    return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
                         label_shift)
 
 
@@ -425,7 +428,8 @@ def run_domain_adapt(backbone: Any, inputs: StrategyInputs, config: AdaptConfig)
                           inputs.labels, config, seeds=tuple(inputs.seed + i for i in range(config.seeds)),
                           target_labels=inputs.target_labels, features=feats, device=inputs.device,
                           progress=inputs.progress, log=inputs.log)
-    info = {**result.to_dict(), "chosen_strategy": result.chosen}
+    info = {**result.to_dict(), "chosen_strategy": result.chosen,
+            "prior_correction": bool(result.label_shift.get("applied"))}
     return result.head, info, result.backbone_trained
 
 
