@@ -4,9 +4,9 @@ The search, in order:
 
 1. The cheap candidates on cached features (the linear probe, class prototypes) always run: they
    take seconds, and the probe is the floor the result is measured against.
-2. The fine-tuning candidates (partial, full, LP-FT, LoRA when the backbone has attention
-   projections, SetFit for text) x a small grid of learning rates (the strategy's default times
-   ``lr_factors``) enter a successive-halving race (Jamieson & Talwalkar 2016; AutoGluon and
+2. The fine-tuning candidates (LP-FT, LoRA when the backbone has attention projections, full,
+   partial, SetFit for text; in that order, each at its default learning rate before any at
+   another of ``lr_factors``) enter a successive-halving race (Jamieson & Talwalkar 2016; AutoGluon and
    Optuna's pruners work the same way): a short first rung for every candidate, then the best
    third continue at full length. Each run's cost is estimated from timed forward + backward
    batches on real training items before it starts; a run that would not fit in what is left of
@@ -41,7 +41,10 @@ from ..options import Config, Constraint, Each, Interval
 from .base import STRATEGIES, StrategyInputs, register_strategy
 
 FEATURE_CANDIDATES = ("linear-probe", "prototypes")
-FINETUNE_CANDIDATES = ("partial", "full", "lp-ft", "lora", "setfit")
+# In the order they enter the race, most promising per second first: LP-FT (Kumar et al. 2022)
+# keeps the probed head and rarely loses to it; LoRA trains a fraction of the weights; then full and
+# partial fine-tuning, then SetFit. A tight budget runs the first few.
+FINETUNE_CANDIDATES = ("lp-ft", "lora", "full", "partial", "setfit")
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,11 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         backbone.load_state_dict(original)
         n_train = len(inputs.splits.train)
         chance = float(np.bincount(inputs.labels["val"]).max() / n_val) if n_val else 0.0
-        pool = [(name, f) for name in tuning for f in sorted(config.lr_factors)]
+        # Each strategy's default learning rate first (factor closest to 1), then the others: under a
+        # tight budget every strategy gets its most likely setting before any gets a second one.
+        factors = sorted(config.lr_factors, key=lambda f: (abs(np.log(f)), f))
+        order = sorted(tuning, key=lambda n: FINETUNE_CANDIDATES.index(n) if n in FINETUNE_CANDIDATES else 99)
+        pool = [(name, f) for f in factors for name in order]
         excluded: dict[str, float] = {}  # strategy -> the smallest learning rate that collapsed
         first = min(config.first_rung_epochs, config.epochs)
         rungs = [first, config.epochs] if first < config.epochs else [config.epochs]
@@ -283,8 +290,9 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     + f" ({run.seconds:.0f} s)")
                 if run.status == "done":
                     results.append((run, (name, factor)))
-                    if r == len(rungs) - 1:
-                        consider(run, head, info, trained, backbone)
+                    # A finished short run is a measured model too: it counts when the budget
+                    # stops the longer rung (a longer run of the same setting replaces it if better).
+                    consider(run, head, info, trained, backbone)
             if r < len(rungs) - 1:  # successive halving: the best share goes on
                 results.sort(key=lambda x: -x[0].val_accuracy)
                 pool = [c for _, c in results[:max(1, int(np.ceil(len(results) * config.keep)))]]
