@@ -72,6 +72,10 @@ SPECS = {
               "scale": 20.0},
     "temperature": {"type": "temperature", "inner": {"type": "linear", "in_features": 4, "num_classes": 3},
                     "in_features": 4, "num_classes": 3, "temperature": 2.0},
+    "prior": {"type": "prior", "inner": {"type": "temperature", "inner": {"type": "linear", "in_features": 4,
+                                                                          "num_classes": 3},
+                                         "in_features": 4, "num_classes": 3, "temperature": 2.0},
+              "in_features": 4, "num_classes": 3},
 }
 
 
