@@ -26,7 +26,7 @@ def text_model(bbc_small, tmp_path_factory):
 
 def test_save_load_predict_identical(text_model, bbc_small) -> None:
     model, out = text_model
-    assert sorted(p.name for p in out.iterdir()) == ["headstart.json", "model.safetensors", "transfer_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["headstart.json", "model.safetensors", "report.html", "transfer_card.md"]
     loaded = headstart.load(out)
     texts = bbc_small.items[:20] + ["An entirely new sentence about interest rates."]
     assert np.array_equal(model.predict_proba(texts), loaded.predict_proba(texts))
