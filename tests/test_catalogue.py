@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import unicodedata
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,15 +149,18 @@ def _cwd_backbone(ctx: dict) -> None:
 
 
 def _scrambled_shard(ctx: dict) -> None:
-    shards = sorted(Path(os.environ["HEADSTART_CACHE"]).rglob("shard-*.safetensors"))
+    # The shards this module's fits wrote (the session's cache also holds other tests' shards, which
+    # the fit below would never read): every one of them is scrambled.
+    shards = sorted(p for p in Path(os.environ["HEADSTART_CACHE"]).rglob("shard-*.safetensors")
+                    if p.stat().st_mtime >= ctx["started"] - 1)
     assert shards, "the model fixture filled the cache"
-    shard = shards[0]
-    raw = bytearray(shard.read_bytes())
-    header = struct.unpack("<Q", raw[:8])[0]
-    for k in range(8 + header + 64, min(len(raw), 8 + header + 4096), 7):
-        raw[k] ^= 0x5A
-    ctx["scrambled"] = shard
-    shard.write_bytes(bytes(raw))
+    for shard in shards:
+        raw = bytearray(shard.read_bytes())
+        header = struct.unpack("<Q", raw[:8])[0]
+        for k in range(8 + header + 64, min(len(raw), 8 + header + 4096), 7):
+            raw[k] ^= 0x5A
+        shard.write_bytes(bytes(raw))
+    ctx["scrambled"] = shards[0]
 
 
 def _disk_full(monkeypatch: pytest.MonkeyPatch, ctx: dict) -> None:
@@ -313,12 +317,13 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict:
         for i in range(6):
             write_png(images / name / f"{i}.png", value=100 * c + i)
     model = root / "model"
+    started = time.time()
     headstart.fit(str(digits), backbone="efficientnet-lite0", image_size=32, out=model, progress=False, baseline=False)
     # a checkpoint of a fine-tune on the same folder, kept as the run would leave it after a crash
     ckpt = root / "ft.ckpt"
     headstart.fit(str(digits), backbone="efficientnet-lite0", image_size=32, strategy="full",
                   options={"epochs": 1, "batch_size": 16}, progress=False, baseline=False, checkpoint_dir=ckpt)
-    return {"digits": digits, "images": images, "model": model, "ckpt": ckpt}
+    return {"digits": digits, "images": images, "model": model, "ckpt": ckpt, "started": started}
 
 
 # -- what a hostile review found after the first round ------------------------------------------
