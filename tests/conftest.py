@@ -132,9 +132,12 @@ def chromium_path() -> str | None:
     return os.environ.get("HEADSTART_CHROMIUM")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium driven by Playwright. In CI a missing browser is a failure, not a skip."""
+    """A headless Chromium driven by Playwright. In CI a missing browser is a failure, not a skip.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it is
+    open, and later tests that call ``asyncio.run`` (the serve tests) must not find it."""
     exe = chromium_path()
     if exe is None:
         if os.environ.get("CI"):

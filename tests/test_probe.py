@@ -81,9 +81,9 @@ def test_mlp_head_learns_separable_features() -> None:
 def test_probe_config_validation() -> None:
     from headstart.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="`Cs` must be positive"):
+    with pytest.raises(ConfigError, match="`Cs` must be a non-empty list of values, each a finite number > 0"):
         LinearProbeConfig(Cs=(0.0,))
-    with pytest.raises(ConfigError, match="`head` must be 'linear' or 'mlp', got 'svm'"):
+    with pytest.raises(ConfigError, match="`head` must be one of linear, mlp, got 'svm'"):
         LinearProbeConfig(head="svm")  # type: ignore[arg-type]
 
 
