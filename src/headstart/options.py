@@ -13,6 +13,7 @@ silently False.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import typing
@@ -25,11 +26,12 @@ __all__ = ["Config", "Constraint", "Interval", "OneOf", "describe", "describe_op
            "parse_options", "parse_pairs"]
 
 
-class Constraint:
+class Constraint(abc.ABC):
     """A rule a config value must satisfy; ``str()`` says it in words ("> 0", "one of a, b")."""
 
-    def check(self, value: Any) -> bool:  # pragma: no cover - the subclasses define it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def check(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the rule."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ the batch was mixed), the pooled features and, under domain adaptation, the alig
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +33,12 @@ class StepOutput:
     alignment: torch.Tensor | None = None  # the aligner's loss on this source + target batch
 
 
-class LossTerm(nn.Module):
+class LossTerm(nn.Module, abc.ABC):
     """One additive part of the loss; ``forward(out) -> scalar tensor``."""
 
-    def forward(self, out: StepOutput) -> torch.Tensor:  # pragma: no cover - the subclasses define it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, out: StepOutput) -> torch.Tensor:
+        """This term's value on one step's outputs."""
 
 
 class CrossEntropy(LossTerm):
