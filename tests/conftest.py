@@ -151,3 +151,102 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding PostgreSQL's ``initdb`` and ``pg_ctl`` (Debian: /usr/lib/postgresql/<ver>/bin)."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server on 127.0.0.1 (password login), one database per ``database()``."""
+
+    user, password = "headstart", "pg-s3cret-word"
+
+    def __init__(self, bindir: Path, folder: Path, port: int) -> None:
+        self.bindir, self.folder, self.port = bindir, folder, port
+        self._n = 0
+
+    def url(self, database: str = "postgres", password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql+psycopg://{self.user}:{pw}@127.0.0.1:{self.port}/{database}"
+
+    def database(self) -> str:
+        """A fresh, empty database; its URL."""
+        from sqlalchemy import create_engine, text
+
+        self._n += 1
+        name = f"app_{self._n}"
+        engine = create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of its own (initdb into a temporary folder, ``pg_ctl start``), stopped
+    and deleted on every way out. Postgres refuses to run as root: then it runs as the ``postgres``
+    system user. In CI a missing PostgreSQL or driver is a failure, not a skip."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    def missing(why: str) -> None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (the CI script installs postgresql with apt; the test extra installs psycopg)")
+        pytest.skip(f"{why}; CI runs these tests")
+
+    bindir = postgres_bin()
+    if bindir is None:
+        missing("PostgreSQL is not installed: apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("the PostgreSQL driver is not installed: pip install 'psycopg[binary]'")
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    # Not under pytest's tmp_path: as root that folder is closed to the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="headstart-pg-"))
+    started = False
+    try:
+        os.chmod(folder, 0o700)
+        pwfile = folder / "pw"
+        pwfile.write_text(PostgresCluster.password + "\n")
+        if as_root:
+            shutil.chown(folder, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        data = folder / "data"
+        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", PostgresCluster.user,
+                        f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
+                        "--no-locale", "--no-sync"], check=True, capture_output=True, timeout=120)
+        for attempt in range(5):  # the free port may be taken between the probe and the start
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c max_connections=60"
+            out = subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"),
+                                  "-o", opts, "-w", "-t", "60", "start"], capture_output=True, text=True, timeout=90)
+            started = out.returncode == 0
+            if started:
+                break
+        if not started:
+            log = (folder / "server.log").read_text(errors="replace") if (folder / "server.log").is_file() else ""
+            pytest.fail(f"PostgreSQL did not start: {out.stderr}\n{log[-2000:]}")
+        yield PostgresCluster(bindir, folder, port)
+    finally:
+        if started:
+            subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w",
+                            "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
