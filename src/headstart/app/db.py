@@ -1,12 +1,21 @@
 """What the web app remembers: projects, data versions, runs and jobs, through SQLAlchemy.
 
 SQLite under the data folder is the embedded default (WAL journal, so the server and its worker
-processes read while one writes); any SQLAlchemy URL works (``postgresql+psycopg://...``). JSON
-columns hold what the library returns (check reports, ladder tables, metrics) as it returns it.
+processes read while one writes); any SQLAlchemy URL works, PostgreSQL tested
+(``postgresql+psycopg://...``, the ``postgres`` extra). JSON columns hold what the library returns
+(check reports, ladder tables, metrics) as it returns it, with NaN and infinities stored as null
+(standard JSON, which PostgreSQL's ``json`` type and the pages' ``JSON.parse`` both require).
+
+Several processes, perhaps on several machines, share the queue: a job is claimed by one
+conditional UPDATE (``status = 'queued'``), and claims are serialised so two dispatchers never start
+two jobs of one project (on PostgreSQL a transaction-level advisory lock; SQLite has a single writer).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,13 +23,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, create_engine, event, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, create_engine, event, select, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from ..errors import ConfigError
 
 JOB_KINDS = ("check", "deep", "ladder", "fit", "export")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+CLAIM_LOCK = 0x6865616473746172  # "headstar": the advisory lock that serialises claims on PostgreSQL
+CONNECT_TIMEOUT_S = 10
 
 
 def now() -> datetime:
@@ -100,8 +114,60 @@ def database_url(db: str | None, data_dir: Path) -> str:
     return db or f"sqlite:///{(data_dir / 'headstart-app.sqlite').absolute()}"
 
 
+def hide_password(url: str) -> str:
+    """The URL as it may be shown: the password (in the authority or as ``password=``) replaced by ***."""
+    shown = re.sub(r"^(.*?//[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", shown)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """Standard JSON for the JSON columns: NaN and infinities (a metric with no value) become null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def clean_text(value: str) -> str:
+    """Text a text column can hold anywhere: PostgreSQL refuses NUL characters."""
+    return value.replace("\x00", "\ufffd")
+
+
+_URL_FIX = ("Give a SQLAlchemy URL such as postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE (characters such "
+            "as @ : / in the password percent-encoded), or leave --db out to keep the database in SQLite inside "
+            "--data-dir.")
+
+
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    """The engine, its tables made if missing; a URL that cannot be used raises ConfigError naming it
+    (password hidden) and the fix, never a driver's traceback."""
+    shown = hide_password(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"The database URL '{shown}' is not a SQLAlchemy URL ({exc}).", fix=_URL_FIX) from None
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}  # an unreachable host fails soon
+    try:
+        engine = create_engine(parsed, future=True, pool_pre_ping=True, json_serializer=json_dumps, **options)
+    except NoSuchModuleError:
+        raise ConfigError(f"The database URL '{shown}' names a database or driver SQLAlchemy does not know "
+                          f"('{parsed.drivername}').", fix=_URL_FIX) from None
+    except ImportError as exc:
+        extra = " (pip install 'headstart[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise ConfigError(f"The database URL '{shown}' needs the driver '{exc.name or exc}', which is not installed.",
+                          fix=f"Install it{extra}, or leave --db out to use SQLite inside --data-dir.") from None
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
@@ -110,7 +176,20 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")  # server and workers write the same file
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
-    Base.metadata.create_all(engine)
+    try:
+        Base.metadata.create_all(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0].rstrip(".")
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        if engine.dialect.name == "sqlite":
+            fix = "Check that the file's folder exists and that this user may write in it; or leave --db out."
+        else:
+            fix = ("Check that the database server runs and accepts connections at that host and port, that the "
+                   "user, password and database name are right (create the database first, e.g. createdb), and "
+                   "that the user may create tables in it; or leave --db out to use SQLite inside --data-dir.")
+        raise ConfigError(f"Could not use the database at '{shown}': {reason}.", fix=fix) from None
     return engine
 
 
@@ -129,10 +208,11 @@ class Store:
 
     def append_log(self, job_id: int, line: str, claim: str | None = None) -> None:
         with self.session() as s:
-            job = s.get(Job, job_id)
+            # Locked (PostgreSQL: FOR UPDATE), so the worker's lines and the server's never overwrite each other.
+            job = s.get(Job, job_id, with_for_update=True)
             if job is not None and (claim is None or job.claim == claim):
                 stamp = now().strftime("%H:%M:%S")
-                job.log = (job.log + f"{stamp} {line}\n")[-200_000:]
+                job.log = (job.log + f"{stamp} {clean_text(line)}\n")[-200_000:]
 
     def finish(self, job_id: int, status: str, *, result: dict[str, Any] | None = None, error: str = "",
                claim: str | None = None, run: Run | None = None) -> bool:
@@ -147,7 +227,8 @@ class Store:
                     s.flush()
                     result = {**(result or {}), "run_id": run.id}
                 done = s.execute(update(Job).where(*cond)
-                                 .values(status=status, result=result, error=error, finished=now(), pid=None))
+                                 .values(status=status, result=result, error=clean_text(error), finished=now(),
+                                         pid=None))
                 if not done.rowcount:
                     raise _NotRunning
         except _NotRunning:
@@ -157,6 +238,8 @@ class Store:
     def claim_next(self, pid_placeholder: int = 0) -> Job | None:
         """The oldest queued job whose project has no other job running, now marked running."""
         with self.session() as s:
+            if self.engine.dialect.name == "postgresql":  # one claim at a time, whichever server makes it
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
             busy = set(s.scalars(select(Job.project_id).where(Job.status == "running")))
             for job in s.scalars(select(Job).where(Job.status == "queued").order_by(Job.id)):
                 if job.project_id in busy:

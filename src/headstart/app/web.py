@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..errors import HeadstartError
-from .db import ACTIVE, JOB_KINDS, DataVersion, Job, Project, Run, Store
+from .db import ACTIVE, JOB_KINDS, DataVersion, Job, Project, Run, Store, clean_text
 from .jobs import Dispatcher
 from .storage import Refused, UploadLimits, build_version, data_path, item_preview, materialise_builtin, relabel
 from .storage import safe_name, table_columns, upload_kind
@@ -196,8 +196,8 @@ def create_app(config: AppConfig) -> Any:
             raise ApiError(400, "The request body must be a JSON object.")
         return body
 
-    def get_or_404(s: Any, model: Any, key: int, what: str) -> Any:
-        row = s.get(model, key)
+    def get_or_404(s: Any, model: Any, key: int, what: str, lock: bool = False) -> Any:
+        row = s.get(model, key, with_for_update=lock)
         if row is None:
             raise ApiError(404, f"There is no {what} #{key}.", "not_found")
         return row
@@ -247,7 +247,7 @@ def create_app(config: AppConfig) -> Any:
     @app.post("/api/projects")
     async def create_project(request: Request) -> Any:
         body = await json_body(request)
-        name = str(body.get("name", "")).strip()
+        name = clean_text(str(body.get("name", ""))).strip()
         if not name or len(name) > 200:
             raise ApiError(422, "Give the project a name (1 to 200 characters).")
         with store.session() as s:
@@ -471,7 +471,9 @@ def create_app(config: AppConfig) -> Any:
             if body.get(key) is not None and not isinstance(body[key], int):
                 raise ApiError(422, f"`{key}` must be a number.")
         with store.session() as s:
-            get_or_404(s, Project, pid, "project")
+            # The project's row is locked (PostgreSQL: FOR UPDATE) until the job is added, so two requests
+            # at once cannot both find it free of fits.
+            get_or_404(s, Project, pid, "project", lock=kind == "fit")
             run_id = None
             if kind == "export":
                 run = get_or_404(s, Run, int(body.get("run_id") or 0), "run")

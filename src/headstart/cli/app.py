@@ -14,11 +14,13 @@ Examples:
   headstart app --host 0.0.0.0                    # prints an access token at first start
   HEADSTART_APP_TOKEN=s3cret headstart app --host 0.0.0.0
   headstart app --db postgresql+psycopg://user@db/headstart --workers 2
+  HEADSTART_APP_DB=postgresql+psycopg://user:pw@db/headstart headstart app
 \b
 Projects, data versions, runs and jobs are kept in SQLite inside --data-dir (or the database
---db names). Jobs run one process each, --workers at a time and one per project; a job left
-running when the server stopped is queued again at the next start (once; then it is marked
-interrupted). Uploads: a .zip of class folders or a CSV / TSV / JSONL / Parquet table, at most
+--db names; PostgreSQL needs pip install 'headstart[postgres]' and an existing database). Jobs
+run one process each, --workers at a time and one per project; a job left running when the
+server stopped is queued again at the next start (once; then it is marked interrupted).
+Uploads: a .zip of class folders or a CSV / TSV / JSONL / Parquet table, at most
 --max-upload-mb; a zip is checked entry by entry before anything is extracted (paths outside the
 folder, links, encrypted entries, zip bombs, more than --max-files files are refused).
 """)
@@ -27,7 +29,10 @@ folder, links, encrypted entries, zip bombs, more than --max-files files are ref
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default="headstart-app", show_default=True,
               help="Where uploads, models and the SQLite database live.")
-@click.option("--db", default=None, help="A SQLAlchemy database URL instead of SQLite in --data-dir.")
+@click.option("--db", "--database-url", "db", envvar="HEADSTART_APP_DB", default=None, show_envvar=True,
+              help="A SQLAlchemy database URL instead of SQLite in --data-dir, e.g. "
+                   "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE (the environment variable keeps "
+                   "the password out of the process list).")
 @click.option("--token", envvar="HEADSTART_APP_TOKEN", default=None, show_envvar=True,
               help="Access token for the login page (default off loopback: generated once, kept in "
                    "--data-dir/access-token).")
