@@ -166,11 +166,11 @@ def test_jobs_survive_a_kill_9_on_postgresql(postgres, tmp_path: Path, monkeypat
 
         s = Server(data).start()
         with s.client() as c:
-            a = c.get(f"/api/jobs/{running}").json()
-            assert "Re-queued: the server stopped" in a["log"]
             for j in (running, queued):
                 done = wait_job(c, j)
                 assert done["status"] == "done", done["log"][-2000:]
+            assert "Re-queued: the server stopped" in c.get(f"/api/jobs/{running}").json()["log"]
+            assert "Re-queued" not in c.get(f"/api/jobs/{queued}").json()["log"]
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT j.id, j.attempts, r.id AS run FROM jobs j JOIN runs r ON r.job_id = j.id "
                                      "WHERE j.kind = 'fit' ORDER BY j.id")).all()
@@ -241,6 +241,36 @@ def test_recover_on_postgresql(postgres) -> None:
     assert store.recover() == [(first.id, "interrupted")]
     assert store.claim_next() is None
     store.engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_server_recovers_the_jobs_of_a_dead_server_only(postgres) -> None:
+    from headstart.app.db import Job, Project, Store
+
+    url = postgres.database()
+    a, b = Store(url), Store(url)  # two servers on one database
+    a.announce()
+    b.announce()
+    with a.session() as s:
+        p = Project(name="p")
+        s.add(p)
+        s.flush()
+        s.add(Job(project_id=p.id, kind="fit"))
+    job = a.claim_next()
+    assert job is not None
+    assert b.recover() == []  # a runs it and is alive: b leaves it alone
+    a.append_log(job.id, "still a's", claim=job.claim)
+    a.retire()  # a stops (a kill -9 ends its connection, and the lock with it: the kill -9 test)
+    assert b.recover() == [(job.id, "queued")]
+    again = b.claim_next()
+    assert again is not None and again.claim.startswith(b.owner)
+    assert not a.finish(job.id, "done", claim=job.claim)  # a's left-over worker writes nothing
+    assert b.finish(job.id, "done", claim=again.claim)
+    with b.session() as s:
+        assert "still a's" in s.get(Job, job.id).log and s.get(Job, job.id).status == "done"
+    for st in (a, b):
+        st.retire()
+        st.engine.dispose()
 
 
 @pytest.mark.slow

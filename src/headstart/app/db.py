@@ -105,6 +105,14 @@ class Run(Base):
     created: Mapped[datetime] = mapped_column(default=now)
 
 
+def _lock_key(hex16: str) -> int:
+    """A 64-bit advisory lock key (signed, as PostgreSQL's bigint) from 16 hex digits."""
+    try:
+        return int(hex16, 16) - (1 << 63)
+    except ValueError:
+        return 0
+
+
 class _NotRunning(Exception):
     pass
 
@@ -200,6 +208,46 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Each claim starts with the id of the server that made it; on PostgreSQL a live server holds a
+        # lock named by its id (``announce``), so another server sharing the database can tell its
+        # running jobs from those of a server that died.
+        self.owner = uuid.uuid4().hex[:16]
+        self._alive: Any = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether servers can tell each other alive (PostgreSQL), so running jobs are recovered
+        only from servers that are gone, at any time; elsewhere only at start."""
+        return self.engine.dialect.name == "postgresql"
+
+    def announce(self) -> None:
+        """PostgreSQL: hold a session lock named by this server's id for as long as it runs (the
+        database drops it when the server's connection ends, ``kill -9`` included)."""
+        if self.shared and self._alive is None:
+            conn = self.engine.connect()
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(self.owner)})
+            conn.commit()
+            self._alive = conn
+
+    def retire(self) -> None:
+        """Give up the lock ``announce`` took: other servers may now recover this one's jobs."""
+        if self._alive is not None:
+            try:
+                self._alive.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key(self.owner)})
+                self._alive.commit()
+            except DBAPIError:  # the connection is gone, and the lock with it
+                self._alive.invalidate()
+            self._alive.close()
+            self._alive = None
+
+    def _owner_gone(self, s: Session, claim: str | None) -> bool:
+        if not self.shared or not claim:
+            return True
+        key = _lock_key(claim[:16])
+        if not s.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
+            return False  # held: that server is alive
+        s.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        return True
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -246,7 +294,7 @@ class Store:
                     continue
                 claimed = s.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
                                     .values(status="running", started=now(), attempts=Job.attempts + 1,
-                                            pid=pid_placeholder, claim=uuid.uuid4().hex))
+                                            pid=pid_placeholder, claim=self.owner + uuid.uuid4().hex[:16]))
                 if claimed.rowcount:
                     s.flush()
                     s.refresh(job)
@@ -255,10 +303,13 @@ class Store:
 
     def recover(self, max_attempts: int = 2) -> list[tuple[int, str]]:
         """After a stop: every job left running is re-queued (or, after ``max_attempts``, marked
-        interrupted), each with a line in its log that says so. Returns (job id, new state)."""
+        interrupted), each with a line in its log that says so. Returns (job id, new state). On
+        PostgreSQL only the jobs of servers that are gone: never those another live server runs."""
         changed = []
         with self.session() as s:
-            for job in s.scalars(select(Job).where(Job.status == "running")):
+            for job in s.scalars(select(Job).where(Job.status == "running").order_by(Job.id).with_for_update()):
+                if not self._owner_gone(s, job.claim):
+                    continue
                 stamp = now().strftime("%H:%M:%S")
                 if job.attempts < max_attempts:
                     job.status, job.pid, job.started, job.claim = "queued", None, None, None

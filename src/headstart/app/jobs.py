@@ -2,7 +2,8 @@
 
 The queue is the ``jobs`` table, so it outlives the server: on start, jobs left running by a
 server that died are re-queued (a second time: marked interrupted), each with a log line saying
-why. A job runs in its own process (``python -m headstart.app.tasks``), so a fit cannot stall the
+why; on PostgreSQL, where several servers may share the queue, also while running, and only the
+jobs of servers that are gone. A job runs in its own process (``python -m headstart.app.tasks``), so a fit cannot stall the
 pages, and cancelling one ends its process group. At most ``workers`` jobs run at once and at most
 one per project.
 """
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import update
@@ -26,8 +28,10 @@ logger = logging.getLogger("headstart.app")
 
 
 class Dispatcher:
-    def __init__(self, store: Store, data_dir: Path, workers: int = 1, poll_s: float = 0.5) -> None:
+    def __init__(self, store: Store, data_dir: Path, workers: int = 1, poll_s: float = 0.5,
+                 recover_s: float = 30.0) -> None:
         self.store, self.data_dir, self.workers, self.poll_s = store, data_dir, workers, poll_s
+        self.recover_s, self.recovered = recover_s, 0.0
         self.running: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -35,8 +39,8 @@ class Dispatcher:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        for job_id, state in self.store.recover():
-            logger.info("job %d was running when the server stopped: %s", job_id, state)
+        self.store.announce()
+        self._recover()
         self.thread = threading.Thread(target=self._loop, name="headstart-app-jobs", daemon=True)
         self.thread.start()
 
@@ -51,10 +55,18 @@ class Dispatcher:
             for proc, _ in self.running.values():
                 _kill(proc)
             self.running.clear()
+        self.store.retire()  # on PostgreSQL, other servers may now take over this one's jobs
+
+    def _recover(self) -> None:
+        for job_id, state in self.store.recover():
+            logger.info("job %d was running when its server stopped: %s", job_id, state)
+        self.recovered = time.monotonic()
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             try:
+                if self.store.shared and time.monotonic() - self.recovered > self.recover_s:
+                    self._recover()  # the jobs of another server sharing the database that died
                 self._reap()
                 while len(self.running) < self.workers and not self.stop_event.is_set():
                     job = self.store.claim_next()
