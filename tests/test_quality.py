@@ -12,7 +12,8 @@ from conftest import write_csv, write_png
 from headstart.errors import ConfigError, DataError
 from headstart.quality import (SELECTORS, check_groups, demographic_parity_difference, equalized_odds_difference,
                                find_label_issues, near_duplicates, out_of_fold_proba, outlier_scores, select,
-                               slice_metrics)
+                               screen_labels, slice_metrics)
+from headstart.quality.label_issues import WARN_SHARE
 from headstart.quality.probe import fold_ids
 
 
@@ -61,6 +62,46 @@ def test_label_issues_find_flipped_labels_on_separable_data() -> None:
     # Worst first: the quality score never increases along the flagged list.
     q = issues.quality[issues.indices]
     assert np.all(np.diff(q) >= -1e-12)
+
+
+def test_label_screen_warns_for_many_flips_and_not_for_clean_labels() -> None:
+    x, y = blobs(n_per=80)
+    clean = screen_labels(x, y, 3)
+    assert clean is not None and clean["n"] == 240 and not clean["warn"] and clean["count"] <= 2
+    noisy = y.copy()
+    flipped = np.random.default_rng(2).choice(len(y), 24, replace=False)  # 10%, over the warning share
+    noisy[flipped] = (y[flipped] + 1) % 3
+    result = screen_labels(x, noisy, 3)
+    assert result["warn"] and result["share"] >= WARN_SHARE
+    assert len(set(result["indices"]) & set(flipped.tolist())) >= 15  # the 20 worst are mostly the flips
+
+
+def test_label_screen_says_nothing_when_a_class_is_too_small_to_cross_fit() -> None:
+    x, y = blobs(n_per=30)
+    assert screen_labels(x[:62], y[:62], 3) is None  # class 2 has 2 items: fewer than the 3 folds
+
+
+@pytest.mark.slow
+def test_fit_warns_about_flipped_labels_and_the_card_lists_them(bbc_small, tmp_path: Path) -> None:
+    import headstart
+
+    data = bbc_small.subset(range(len(bbc_small)))
+    names = data.label_names
+    flipped = np.random.default_rng(0).choice(len(data), 15, replace=False)  # 10% of 150
+    for i in flipped:
+        data.labels[i] = names[(names.index(data.labels[i]) + 1) % len(names)]
+    said: list[str] = []
+    model = headstart.fit(data, out=tmp_path / "run", progress=False, baseline=False, log=said.append)
+    warning = [m for m in said if "look mislabelled" in m]
+    assert len(warning) == 1 and warning[0].startswith("[warning]") and "check DATA --deep" in warning[0]
+    screen = model.info["data"]["label_screen"]
+    assert screen["warn"] and set(screen["indices"]) & {data.ids[i] for i in flipped}
+    card = (tmp_path / "run" / "transfer_card.md").read_text()
+    assert "look mislabelled" in card
+    assert "look mislabelled" in (tmp_path / "run" / "report.html").read_text()
+    clean_said: list[str] = []
+    headstart.fit(bbc_small, progress=False, baseline=False, log=clean_said.append)
+    assert not [m for m in clean_said if "look mislabelled" in m]
 
 
 def test_label_issues_reject_an_unknown_filter() -> None:

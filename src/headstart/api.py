@@ -116,8 +116,14 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     runtime = Runtime(device=dev, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
                       progress=progress, log=say)
     model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, runtime=runtime, seed=seed,
-                                                checkpoint_dir=ckpt, resume=resume, target=target_data)
+                                                checkpoint_dir=ckpt, resume=resume, target=target_data,
+                                                screen=True)
     t3 = time.perf_counter()
+    screen = chosen.get("label_screen")
+    if screen and screen["warn"]:
+        say(f"[warning] {screen['count']} of {screen['n']} training items ({100 * screen['share']:.1f}%) look "
+            "mislabelled to a cross-fitted probe. Fix: `headstart check DATA --deep` lists them with the label the "
+            "model suggests; correct or remove them and fit again.")
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     calibration = chosen.get("calibration")
     if calibration is not None and len(ys["test"]):
@@ -158,11 +164,13 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
                                 if k in ("chosen_strategy", "chosen_lr", "C", "best_epoch", "trainable_params",
                                          "adapter_params")},
                      "reasons": chosen.get("reasons", []),
-                     "details": {k: v for k, v in chosen.items() if k != "calibration"}},
+                     "details": {k: v for k, v in chosen.items() if k not in ("calibration", "label_screen")}},
         "data": {"source": dataset.source, "modality": dataset.modality, "n": len(dataset),
                  "class_counts": report.class_counts, "splits": parts.sizes(),
                  "split_source": "the data's own splits" if dataset.splits else f"stratified, val {val}, test {test}",
                  "findings": report.to_dict()["findings"],
+                 **({"label_screen": {**screen, "indices": [parts.train.ids[i] for i in screen["indices"]]}}
+                    if screen else {}),
                  **({"target": {"source": target_data.source, "n": len(target_data),
                                 "labelled": target_data.labels is not None}} if target_data is not None else {})},
         "metrics": metrics,

@@ -8,7 +8,7 @@ data sets through the feature cache.
 """
 
 from .duplicates import DEFAULT_THRESHOLDS, Pair, near_duplicates
-from .label_issues import DEFAULT_FILTER, FILTERS, LabelIssues, find_label_issues
+from .label_issues import DEFAULT_FILTER, FILTERS, WARN_SHARE, LabelIssues, find_label_issues, screen_labels
 from .outliers import OUTLIER_Z, outlier_scores, robust_z
 from .probe import out_of_fold_proba
 from .selection import DEFAULT_SELECTOR, SELECTORS, Selector, select
@@ -16,5 +16,5 @@ from .slices import check_groups, demographic_parity_difference, equalized_odds_
 
 __all__ = ["DEFAULT_FILTER", "DEFAULT_SELECTOR", "DEFAULT_THRESHOLDS", "FILTERS", "LabelIssues", "OUTLIER_Z", "Pair",
            "SELECTORS", "Selector", "check_groups", "demographic_parity_difference", "equalized_odds_difference",
-           "find_label_issues", "near_duplicates", "out_of_fold_proba", "outlier_scores", "robust_z", "select",
+           "find_label_issues", "near_duplicates", "screen_labels", "WARN_SHARE", "out_of_fold_proba", "outlier_scores", "robust_z", "select",
            "slice_metrics"]

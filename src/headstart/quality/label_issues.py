@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .probe import out_of_fold_proba
 
-__all__ = ["FILTERS", "DEFAULT_FILTER", "LabelIssues", "find_label_issues"]
+__all__ = ["FILTERS", "DEFAULT_FILTER", "LabelIssues", "WARN_SHARE", "find_label_issues", "screen_labels"]
 
 # cleanlab's ``filter_by`` options. bench/label_issues.py compares them on MNIST and BBC News with
 # injected flips (docs/benchmarks.md); the default is the one with the best mean F1 there.
@@ -54,3 +55,31 @@ def find_label_issues(labels: np.ndarray, proba: np.ndarray, *, filter_by: str =
     quality = get_label_quality_scores(y, p, method="self_confidence")
     ranked = cl_find(y, p, filter_by=filter_by, return_indices_ranked_by="self_confidence")
     return LabelIssues(np.asarray(ranked, dtype=np.int64), np.asarray(quality), p.argmax(1), filter_by)
+
+
+# `fit` warns above this share of flagged training items. On the clean built-in sets (measured in
+# docs/benchmarks.md, "Label issues on clean data") confident learning flags well under it, so a share
+# this high says more about the labels than about the method's false alarms.
+WARN_SHARE = 0.03
+SCREEN_FOLDS = 3  # fewer folds than `check --deep`: a screen during fit, not the full audit
+# `check --deep` sweeps C on the first fold; on MNIST and BBC News it chose the smallest every time, so
+# the screen fixes it there and saves the sweep's extra fits.
+SCREEN_C = 0.01
+
+
+def screen_labels(features: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0
+                  ) -> dict[str, Any] | None:
+    """A quick label screen for ``fit``: out-of-fold probe on ``features`` + confident learning.
+
+    Returns ``{"count", "share", "warn", "indices"}`` (``indices``: the 20 worst, into ``labels``), or
+    ``None`` when the data are too small to cross-fit (a class with fewer than ``SCREEN_FOLDS`` items).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(y, minlength=num_classes)
+    if (counts[counts > 0] < SCREEN_FOLDS).any() or (counts > 0).sum() < 2:
+        return None
+    proba, _ = out_of_fold_proba(features, y, num_classes, folds=SCREEN_FOLDS, seed=seed, Cs=(SCREEN_C,))
+    issues = find_label_issues(y, proba)
+    share = len(issues.indices) / len(y)
+    return {"count": int(len(issues.indices)), "n": int(len(y)), "share": round(float(share), 4),
+            "warn": bool(share >= WARN_SHARE), "indices": issues.indices[:20].tolist()}

@@ -131,6 +131,11 @@ def render_card(meta: dict[str, Any]) -> str:
     for f in data.get("findings", []):
         if f["level"] != "info":
             lines.append(f"- Data {f['level']}: {f['message']}")
+    screen = data.get("label_screen")
+    if screen:
+        lines.append(f"- Label screen (3-fold probe + confident learning): {screen['count']} of {screen['n']} training "
+                     f"items ({100 * screen['share']:.1f}%) look mislabelled"
+                     + (f"; the worst: {', '.join(map(str, screen['indices'][:5]))}" if screen["count"] else ""))
     selection = meta.get("backbone_selection")
     if selection:
         lines += ["", "## How the backbone was chosen",

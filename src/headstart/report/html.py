@@ -187,6 +187,14 @@ def _data_section(meta: dict[str, Any]) -> str:
         out.append("</ul>")
     else:
         out.append("<p>The data check found nothing to fix.</p>")
+    screen = data.get("label_screen")
+    if isinstance(screen, dict) and screen.get("count"):
+        worst = "".join(f"<li><code>{_e(i)}</code></li>" for i in screen.get("indices", [])[:20])
+        out.append(f"<p class='{'finding-warning' if screen.get('warn') else ''}'>{_e(screen['count'])} of "
+                   f"{_e(screen.get('n', '?'))} training items ({100 * float(screen.get('share', 0)):.1f}%) look "
+                   "mislabelled to a cross-fitted probe (confident learning). The worst:</p><ul>" + worst + "</ul>"
+                   "<p class='note'>Fix: <code>headstart check DATA --deep</code> lists every one with the label the "
+                   "model suggests.</p>")
     return "\n".join(out)
 
 

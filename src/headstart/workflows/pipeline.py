@@ -19,6 +19,7 @@ from ..heads import PriorAdjusted, TemperatureScaled
 from ..methods import STRATEGIES, StrategyInputs
 from ..methods.domain_adapt import check_domains
 from ..model import TransferModel
+from ..quality import screen_labels
 from ..runtime import Runtime
 
 DEFAULT_BACKBONES = {"image": "efficientnet-lite0", "text": "minilm-l6"}
@@ -49,8 +50,8 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
                 runtime: Runtime | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                resume: bool = False, target: Dataset | None = None, calibrate: bool = True, ood: bool = True
-                ) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+                resume: bool = False, target: Dataset | None = None, calibrate: bool = True, ood: bool = True,
+                screen: bool = False) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
     Frozen-backbone features (through the cache) are extracted only for strategies that use them.
@@ -61,6 +62,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     negative log-likelihood); the returned model and test probabilities include it.
     ``ood``: fit an out-of-scope scorer on the training features, thresholded on validation
     (:class:`~headstart.evaluation.ood.OODScorer`), so predictions can say "unsure".
+    ``screen``: when the strategy used frozen features, look for likely mislabelled training items on
+    them (a 3-fold probe and confident learning; ``chosen["label_screen"]``).
     ``runtime``: device, feature cache, batch size, progress and log (:class:`~headstart.runtime.Runtime`).
     """
     rt = runtime or Runtime()
@@ -88,6 +91,14 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     inputs = StrategyInputs(parts, feats, ys, len(label_names), rt, seed, checkpoint_dir=checkpoint_dir,
                             resume=resume, label_names=list(label_names), target=target, target_labels=target_labels)
     head, chosen, trained = entry.run(bb, inputs, config)
+    if screen and "train" in feats and len(ys["train"]) >= 20:
+        try:
+            result = screen_labels(feats["train"], ys["train"], len(label_names), seed=seed)
+        except HeadstartError as err:
+            log(f"No label screen: {err}")
+        else:
+            if result is not None:
+                chosen = {**chosen, "label_screen": result}
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
 
     final: dict[str, np.ndarray] = {}  # each split's features from the final backbone, computed once
