@@ -259,6 +259,23 @@ def test_a_server_recovers_the_jobs_of_a_dead_server_only(postgres) -> None:
     job = a.claim_next()
     assert job is not None
     assert b.recover() == []  # a runs it and is alive: b leaves it alone
+    # The database drops a's connection (a restart of PostgreSQL does): a takes its lock again.
+    from sqlalchemy import text
+
+    lost = a._alive.execute(text("SELECT pg_backend_pid()")).scalar()
+    a._alive.commit()
+    with b.session() as s:
+        assert s.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": lost})
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with b.session() as s:
+            if not s.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": lost}):
+                break
+        time.sleep(0.05)
+    a.announce()
+    assert a._alive.execute(text("SELECT pg_backend_pid()")).scalar() != lost
+    a._alive.commit()
+    assert b.recover() == []
     a.append_log(job.id, "still a's", claim=job.claim)
     a.retire()  # a stops (a kill -9 ends its connection, and the lock with it: the kill -9 test)
     assert b.recover() == [(job.id, "queued")]

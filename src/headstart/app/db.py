@@ -222,8 +222,20 @@ class Store:
 
     def announce(self) -> None:
         """PostgreSQL: hold a session lock named by this server's id for as long as it runs (the
-        database drops it when the server's connection ends, ``kill -9`` included)."""
-        if self.shared and self._alive is None:
+        database drops it when the server's connection ends, ``kill -9`` included). Called again, it
+        checks the connection and takes the lock again if the database lost it (a restart)."""
+        if not self.shared:
+            return
+        if self._alive is not None:
+            try:
+                self._alive.execute(text("SELECT 1"))
+                self._alive.commit()
+                return
+            except DBAPIError:
+                self._alive.invalidate()
+                self._alive.close()
+                self._alive = None
+        if self._alive is None:
             conn = self.engine.connect()
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(self.owner)})
             conn.commit()

@@ -39,7 +39,6 @@ class Dispatcher:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.store.announce()
         self._recover()
         self.thread = threading.Thread(target=self._loop, name="headstart-app-jobs", daemon=True)
         self.thread.start()
@@ -58,6 +57,7 @@ class Dispatcher:
         self.store.retire()  # on PostgreSQL, other servers may now take over this one's jobs
 
     def _recover(self) -> None:
+        self.store.announce()  # first: this server's own running jobs are never taken for a dead server's
         for job_id, state in self.store.recover():
             logger.info("job %d was running when its server stopped: %s", job_id, state)
         self.recovered = time.monotonic()
