@@ -97,6 +97,8 @@ def test_the_app_keeps_its_rows_in_postgresql(postgres, tmp_path: Path) -> None:
     finally:
         s.stop()
     assert not (data / "headstart-app.sqlite").exists()  # nothing went to the embedded default
+    said = (data.parent / f"server-{s.port}.log").read_text()
+    assert f"(database {url.replace(postgres.password, '***')})" in said and postgres.password not in said
 
     # The rows, read from PostgreSQL itself (plain SQL, not the app's models).
     engine = create_engine(url)

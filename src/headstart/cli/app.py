@@ -48,6 +48,7 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
     from pathlib import Path
 
     from ..app import AppConfig, UploadLimits, access_token, create_app
+    from ..app.db import hide_password
     from ..serve.server import run as run_server
 
     folder = Path(data_dir)
@@ -64,6 +65,8 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
 
     def started(cap: int) -> None:
         login = " (log in with the access token)" if token else ""
-        click.echo(f"headstart app at http://{shown}:{port}{login}; data in {folder}. Ctrl+C to stop.", err=True)
+        where = f" (database {hide_password(db)})" if db else ""
+        click.echo(f"headstart app at http://{shown}:{port}{login}; data in {folder}{where}. Ctrl+C to stop.",
+                   err=True)
 
     run_server(app, host, port, on_started=started)
