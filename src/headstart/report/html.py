@@ -263,6 +263,8 @@ def _metrics_section(inp: ReportInputs) -> str:
 
 
 def _mistakes_section(inp: ReportInputs) -> str:
+    from ..explain.measured import note as faithfulness_note  # "" for a method verified faithful
+
     out = ["<h2>The most confident mistakes, and why the model made them</h2>"]
     if inp.mistakes_note:
         out.append(f"<p class='note'>{_e(inp.mistakes_note)}</p>")
@@ -279,7 +281,8 @@ def _mistakes_section(inp: ReportInputs) -> str:
             body += (_img(m.overlay_png, f"evidence for {m.predicted}") if m.overlay_png else "") + "</div>"
         elif m.words_html:
             body = f"<p class='words'>{m.words_html}</p>"
-        foot = (f"<p class='note'>Highlighted: the evidence for '{_e(m.predicted)}' ({_e(m.method)}).</p>"
+        foot = (f"<p class='note'>Highlighted: the evidence for '{_e(m.predicted)}' ({_e(m.method)}). "
+                f"{_e(faithfulness_note(m.method, 'text' if m.image_png is None else 'image'))}</p>"
                 if m.method else "") + (f"<p class='note'>{_e(m.note)}</p>" if m.note else "")
         out.append(f"<div class='card-item'>{head}{body}{foot}</div>")
     out.append("</div>")
