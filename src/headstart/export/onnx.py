@@ -6,6 +6,10 @@ text, token ids and attention mask -> encoder -> pooling -> head -> softmax (the
 beside it). Batch (and sequence length) are dynamic. Before the files are kept, ONNX Runtime and
 torch run the same held-out inputs and the probabilities are compared; a failed check is an error
 and leaves any earlier export untouched.
+
+int8 (``quantize="int8"``): see :mod:`headstart.export.quantize`. With ``target="edge"`` the folder
+also holds ``edge/``: one model, its labels and preprocessing as JSON and a stand-alone
+``predict.py`` (see :mod:`headstart.export.edge`).
 """
 
 from __future__ import annotations
@@ -27,19 +31,34 @@ from ..errors import ArtifactError, ConfigError
 from ..artifact import confined
 
 ONNX_FOLDER = FolderKind("an ONNX export", "export.json", "files",
-                         frozenset({"export.json", "model.onnx", "model.int8.onnx", "model.onnx.data", "tokenizer"}))
+                         frozenset({"export.json", "model.onnx", "model.int8.onnx", "model.onnx.data", "tokenizer",
+                                    "edge"}))
 ONNX_DIR = "onnx"
+QUANTIZE = ("int8",)
+TARGETS = ("onnx", "edge")
+PROBE_ITEMS = 128  # held-out items on which the int8 sensitivity sweep measures agreement
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Parity thresholds: fp32 must match closely; int8 trades a little accuracy for speed."""
+    """Parity thresholds: fp32 must match closely; int8 trades a little accuracy for speed.
+
+    ``max_accuracy_drop`` applies when the held-out items have labels: accuracy of the variant may
+    be at most this much below torch's."""
 
     max_abs_diff: float
     min_top1_agreement: float
+    max_accuracy_drop: float = 1.0
 
 
 TOLERANCES = {"fp32": Tolerance(1e-4, 1.0), "int8": Tolerance(0.2, 0.95)}
+# Images: a changed top-1 label is what a user sees, so the bar is agreement and accuracy, not |dp|
+# (a borderline item may move a lot of probability without changing its label).
+IMAGE_TOLERANCES = {"fp32": TOLERANCES["fp32"], "int8": Tolerance(1.0, 0.99, 0.01)}
+
+
+def tolerance(variant: str, modality: str) -> Tolerance:
+    return (IMAGE_TOLERANCES if modality == "image" else TOLERANCES)[variant]
 
 
 class ImagePredictor(nn.Module):
@@ -49,6 +68,13 @@ class ImagePredictor(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(pixel_values=normalise(pixels, self.spec))).softmax(-1)
+
+
+class _Folded:
+    """The model's head and labels with another (equivalent) backbone."""
+
+    def __init__(self, model: Any, backbone: Any) -> None:
+        self.backbone, self.head = backbone, model.head
 
 
 class TextPredictor(nn.Module):
@@ -165,17 +191,24 @@ class OnnxPredictor:
         return self.session.run(None, self.feeds(items))[0]
 
 
-def _export(model: Any, path: Path) -> None:
+def check_exportable(model: Any) -> None:
     if not model.backbone.trainable:
         raise ConfigError(f"The backbone '{model.backbone.card.name}' cannot be exported: it is not a torch network "
                           "(an ONNX model or raw pixels).",
                           fix="fit with a torch backbone to export: efficientnet-lite0 for images, minilm-l6 for text.")
+
+
+def _export(model: Any, path: Path) -> None:
+    """Write the predictor graph; a backbone with ``for_inference`` (BatchNorm folded into the
+    convolutions: the same function in eval mode) is exported in that form."""
+    check_exportable(model)
     model.backbone.eval().float().to(memory_format=torch.contiguous_format)
     model.head.eval().float()
     batch = torch.export.Dim("batch", min=1, max=4096)
     if model.modality == "image":
         s = model.backbone.card.input.image_size
-        module: nn.Module = ImagePredictor(model)
+        fold = getattr(model.backbone, "for_inference", None)
+        module: nn.Module = ImagePredictor(model if fold is None else _Folded(model, fold()))
         args: tuple = (torch.zeros(2, s, s, 3, dtype=torch.uint8),)
         names, shapes = ["pixels"], {"pixels": {0: batch}}
     else:
@@ -193,33 +226,15 @@ def _export(model: Any, path: Path) -> None:
 
 
 def _quantize(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]] | None) -> None:
-    """int8 with ONNX Runtime's quantiser.
+    """int8 of ``src``: text dynamic, images static calibrated on the ``pixels`` batches given
+    (kept for scripts; :func:`export_onnx` calls :mod:`headstart.export.quantize` directly)."""
+    from .quantize import quantize_image, quantize_text
 
-    Text: dynamic quantisation of the MatMuls (weights int8, activations on the fly), the usual
-    recipe for transformer encoders. Images: static QDQ quantisation of the convolutions, per
-    channel, calibrated on the held-out inputs; the head stays fp32 (its folded standardisation
-    gives it a weight range that per-tensor int8 cannot hold).
-    """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     if calibration is None:
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True)
+        quantize_text(src, dst)
     else:
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._it = iter(calibration)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                return next(self._it, None)
-
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["Conv"])
-    pre.unlink()
+        pixels = np.concatenate([b["pixels"] for b in calibration])
+        quantize_image(src, dst, pixels, pixels)
 
 
 def _timing(fn, items: list[Any], batch: int, repeats: int = 3) -> dict[str, float]:
@@ -233,65 +248,168 @@ def _timing(fn, items: list[Any], batch: int, repeats: int = 3) -> dict[str, flo
     return {"latency_ms": 1000 * best, "items_per_s": batch / best}
 
 
-def parity(model: Any, runner: OnnxPredictor, items: list[Any]) -> dict[str, float]:
-    """Max |p_torch - p_onnx| and top-1 agreement on the same raw inputs."""
-    p_torch = model.predict_proba(items)
+def parity(model: Any, runner: OnnxPredictor, items: list[Any], labels: list[str] | None = None,
+           p_torch: np.ndarray | None = None) -> dict[str, float]:
+    """Max |p_torch - p_onnx| and top-1 agreement on the same raw inputs; with ``labels`` (label
+    names, one per item) also both accuracies."""
+    p_torch = model.predict_proba(items) if p_torch is None else p_torch
     p_onnx = runner.predict_proba(items)
-    return {"n": len(items), "max_abs_diff": float(np.abs(p_torch - p_onnx).max()),
-            "top1_agreement": float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())}
+    result = {"n": len(items), "max_abs_diff": float(np.abs(p_torch - p_onnx).max()),
+              "top1_agreement": float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())}
+    if labels is not None:
+        names = list(runner.label_names)
+        y = np.array([names.index(label) if label in names else -1 for label in labels])
+        result["accuracy_torch"] = float((p_torch.argmax(1) == y).mean())
+        result["accuracy"] = float((p_onnx.argmax(1) == y).mean())
+    return result
+
+
+def _passes(result: dict[str, float], tol: Tolerance) -> bool:
+    drop = result["accuracy_torch"] - result["accuracy"] if "accuracy" in result else 0.0
+    return (result["max_abs_diff"] <= tol.max_abs_diff and result["top1_agreement"] >= tol.min_top1_agreement
+            and drop <= tol.max_accuracy_drop + 1e-12)
+
+
+def run_items(run_dir: str | Path, part: str, limit: int) -> tuple[list[Any], list[str] | None]:
+    """Up to ``limit`` raw items (and their labels) of one split (``train`` / ``val`` / ``test``) of
+    the data ``run_dir`` was fitted on; a ConfigError when that data cannot be read here."""
+    from ..artifact import read_meta
+    from ..data import load_data, split
+
+    meta = read_meta(run_dir)
+    source = meta.get("data", {}).get("source", "")
+    try:
+        data = getattr(split(load_data(source), seed=int(meta.get("seed", 0))), part)
+    except Exception:
+        raise ConfigError(f"The run's training data ({source or 'unknown'}) cannot be read here.",
+                          fix="pass the items yourself: --data for the parity check, --calibration for int8.") from None
+    n = min(limit, len(data))
+    return [data.load(i) for i in range(n)], (list(data.labels[:n]) if data.labels is not None else None)
+
+
+def _modality_of(items: Any) -> str:
+    from ..data.dataset import Dataset
+
+    if isinstance(items, Dataset):
+        return items.modality
+    return "text" if all(isinstance(x, str) for x in items) else "image"
 
 
 def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None = None,
+                labels: list[str] | None = None, calibration: Any = None, calibration_method: str = "minmax",
+                calibration_n: int | None = None, target: str = "onnx",
                 log=lambda msg: None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Export ``run_dir``'s model to ``run_dir/onnx/`` after checking parity on ``items``.
 
-    ``items``: held-out raw inputs (PIL images or texts) for the parity check and the timings.
+    ``items``: held-out raw inputs (PIL images or texts) for the parity check and the timings;
+    ``labels`` (their label names, optional) add the accuracy check. ``quantize="int8"`` also writes
+    ``model.int8.onnx``; for images it is calibrated on ``calibration`` (raw training images or a
+    Dataset; default: the run's training split, ``calibration_n`` of them). ``target="edge"`` adds
+    ``edge/`` with the int8 model (fp32 without ``quantize``) and a stand-alone predictor.
+    Everything is checked before anything is written: a failed check leaves the earlier export as it was.
     """
     from ..api import load
+    from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_ITEMS, check_calibration
 
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"`quantize` must be 'int8' or omitted, got {quantize!r}.")
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"`quantize` must be {' or '.join(map(repr, QUANTIZE))} or omitted, got {quantize!r}.")
+    if target not in TARGETS:
+        raise ConfigError(f"`target` must be one of {', '.join(TARGETS)}, got {target!r}.")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ConfigError(f"`calibration_method` must be one of {', '.join(CALIBRATION_METHODS)}, "
+                          f"got {calibration_method!r}.")
     if not items:
         raise ConfigError("The parity check needs held-out inputs.", fix="pass --data with a few examples.")
+    if labels is not None and len(labels) != len(items):
+        raise ConfigError(f"`labels` has {len(labels)} entries for {len(items)} items.")
     _ort()
     run_dir = Path(run_dir)
     model = load(run_dir)
+    check_exportable(model)
+    if _modality_of(items) != model.modality:
+        from ..errors import DataError
+
+        raise DataError(f"The parity items are {_modality_of(items)}s, but the model takes {model.modality}s.",
+                        fix=f"pass --data with {model.modality}s.")
+    calib_pixels = probe_pixels = None
+    if quantize and (calibration is not None or model.modality == "image"):
+        n_cal = calibration_n or DEFAULT_CALIBRATION_ITEMS
+        probe: list[Any] = []
+        if calibration is None:
+            calibration, _ = run_items(run_dir, "train", n_cal)
+            if model.modality == "image":
+                # The sweep measures on the validation split: not the calibration items, and not the
+                # parity items, which must stay an independent check.
+                probe, _ = run_items(run_dir, "val", PROBE_ITEMS)
+        where = getattr(calibration, "source", None) or "given"
+        check_calibration(len(calibration), model.modality, _modality_of(calibration), f"({where})")
+        if model.modality == "image":
+            from ..data.dataset import Dataset
+
+            raw = [calibration.load(i) for i in range(min(n_cal, len(calibration)))] \
+                if isinstance(calibration, Dataset) else list(calibration)[:n_cal]
+            if len(probe) < PROBE_ITEMS // 2:  # no validation split to hand: keep the last items apart
+                n_probe = min(PROBE_ITEMS, len(raw) // 4)
+                raw, probe = raw[:len(raw) - n_probe], raw[len(raw) - n_probe:]
+            calib_pixels = np.stack([resize_crop(i, model.backbone.card.input) for i in raw])
+            probe_pixels = np.stack([resize_crop(i, model.backbone.card.input) for i in probe])
     variants = ["fp32"] + (["int8"] if quantize else [])
     files = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     report: dict[str, Any] = {"modality": model.modality, "labels": model.label_names,
                               "card": model.backbone.card.to_dict(), "files": {v: files[v] for v in variants},
                               "inputs": ["pixels"] if model.modality == "image" else ["input_ids", "attention_mask"],
-                              "tolerances": {v: asdict(TOLERANCES[v]) for v in variants}, "parity": {}, "speed": {}}
+                              "tolerances": {v: asdict(tolerance(v, model.modality)) for v in variants},
+                              "parity": {}, "speed": {}}
     with atomic_dir(run_dir / ONNX_DIR, ONNX_FOLDER) as tmp:
         log("Exporting to ONNX (torch.onnx dynamo exporter)")
         _export(model, tmp / files["fp32"])
         if model.modality == "text":
             model.backbone.tokenizer.save_pretrained(tmp / "tokenizer")
         if quantize:
-            log("Quantising to int8 (ONNX Runtime dynamic quantisation)")
-            calibration = None
+            from .quantize import quantize_image, quantize_text
+
             if model.modality == "image":
-                pixels = np.stack([resize_crop(i, model.backbone.card.input) for i in items[:64]])
-                calibration = [{"pixels": pixels[k:k + 8]} for k in range(0, len(pixels), 8)]
-            _quantize(tmp / files["fp32"], tmp / files["int8"], calibration)
+                assert calib_pixels is not None and probe_pixels is not None
+                bar = tolerance("int8", "image").min_top1_agreement
+                report["quantization"] = quantize_image(tmp / files["fp32"], tmp / files["int8"], calib_pixels,
+                                                        probe_pixels, method=calibration_method, bar=bar, log=log)
+            else:
+                log("Quantising to int8 (ONNX Runtime dynamic quantisation)")
+                report["quantization"] = quantize_text(tmp / files["fp32"], tmp / files["int8"])
         (tmp / "export.json").write_text(json.dumps(report), encoding="utf-8")
         model = load(run_dir)  # export may have changed memory formats; compare against a fresh load
+        p_torch = model.predict_proba(items)
         for variant in variants:
             runner = OnnxPredictor(tmp, variant)
-            result = parity(model, runner, items)
-            tol = TOLERANCES[variant]
-            result["passed"] = result["max_abs_diff"] <= tol.max_abs_diff and result["top1_agreement"] >= tol.min_top1_agreement
+            result = parity(model, runner, items, labels, p_torch)
+            tol = tolerance(variant, model.modality)
+            result["passed"] = _passes(result, tol)
             report["parity"][variant] = result
-            log(f"Parity {variant}: max |dp| {result['max_abs_diff']:.2e}, top-1 agreement {result['top1_agreement']:.3f}")
+            acc = (f", accuracy {result['accuracy']:.3f} (torch {result['accuracy_torch']:.3f})"
+                   if "accuracy" in result else "")
+            log(f"Parity {variant}: max |dp| {result['max_abs_diff']:.2e}, top-1 agreement "
+                f"{result['top1_agreement']:.3f}{acc}")
             if not result["passed"]:
+                drop = (f", accuracy {result['accuracy']:.3f} vs torch {result['accuracy_torch']:.3f} (allowed drop "
+                        f"{tol.max_accuracy_drop})" if "accuracy" in result else "")
+                fix = ("report this with headstart.json's versions; serve the torch model meanwhile."
+                       if variant == "fp32" else
+                       "export without --quantize (fp32 ONNX is exact), or pass --calibration with more training "
+                       "images; serve the fp32 export meanwhile.")
                 raise ArtifactError(
-                    f"ONNX {variant} parity check failed: max |dp| {result['max_abs_diff']:.3g} "
-                    f"(allowed {tol.max_abs_diff}), top-1 agreement {result['top1_agreement']:.3f} "
-                    f"(required {tol.min_top1_agreement}). Nothing was written.",
-                    fix="report this with headstart.json's versions; serve the torch model meanwhile.")
+                    f"ONNX {variant} parity check failed on {result['n']} held-out items: max |dp| "
+                    f"{result['max_abs_diff']:.3g} (allowed {tol.max_abs_diff}), top-1 agreement "
+                    f"{result['top1_agreement']:.3f} (required {tol.min_top1_agreement}){drop}. Nothing was written.",
+                    fix=fix)
             for batch in (1, 32):
                 report["speed"].setdefault(f"batch_{batch}", {})[variant] = _timing(runner.predict_proba, items, batch)
         for batch in (1, 32):
             report["speed"][f"batch_{batch}"]["torch"] = _timing(model.predict_proba, items, batch)
+        if target == "edge":
+            from .edge import write_edge
+
+            variant = "int8" if quantize else "fp32"
+            expected = OnnxPredictor(tmp, variant).predict_proba(items)
+            report["edge"] = write_edge(tmp, tmp / "edge", report, variant, items, expected, log=log)
         (tmp / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report

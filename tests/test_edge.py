@@ -1,0 +1,237 @@
+"""The edge bundle (``export --target edge``): a predictor that runs without torch or headstart and
+gives the export's probabilities; int8 calibration inputs refused with clear errors."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import headstart
+from headstart.backbones.base import InputSpec, resize_crop
+from headstart.data.dataset import load_image, to_rgb
+from headstart.errors import ArtifactError, ConfigError, DataError
+from headstart.export import edge_predict
+from headstart.export.onnx import OnnxPredictor, export_onnx
+from headstart.export.quantize import MIN_CALIBRATION_ITEMS, check_calibration
+
+TEMPLATE = Path(edge_predict.__file__)
+
+
+# -- the template: fast ---------------------------------------------------------------------------
+
+def test_template_imports_only_the_edge_runtime() -> None:
+    tree = ast.parse(TEMPLATE.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports: the file is copied out of the package"
+            names.add((node.module or "").split(".")[0])
+    allowed = {"__future__", "argparse", "json", "sys", "pathlib", "typing", "numpy", "PIL", "onnxruntime", "tokenizers"}
+    assert names <= allowed, names - allowed
+
+
+def _images() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (37, 91, 3), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 256, (50, 30, 4), dtype=np.uint8), "RGBA")
+    grey16 = Image.fromarray(rng.integers(0, 65535, (40, 40), dtype=np.uint16))
+    floats = Image.fromarray(rng.random((33, 20), dtype=np.float32), "F")
+    palette = rgb.convert("P")
+    palette.info["transparency"] = 3
+    return [rgb, rgba, grey16, floats, palette, rgb.convert("L"), rgb.convert("LA"), Image.new("1", (300, 7))]
+
+
+@pytest.mark.parametrize("spec", [InputSpec(image_size=64, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3),
+                                  InputSpec(image_size=31, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                            interpolation="bilinear"),
+                                  InputSpec(image_size=16, crop_pct=0.9, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                            interpolation="nearest")])
+def test_template_preprocessing_is_headstarts(spec) -> None:
+    for img in _images():
+        ours = resize_crop(to_rgb(img), spec)
+        theirs = edge_predict.resize_crop(edge_predict.load_image(img), spec.image_size, spec.crop_pct,
+                                          spec.interpolation)
+        assert theirs.dtype == np.uint8 and np.array_equal(ours, theirs), img.mode
+
+
+def test_template_reads_arrays_like_headstart() -> None:
+    rng = np.random.default_rng(1)
+    for arr in (rng.random((9, 9)), rng.integers(0, 4000, (9, 9)), rng.integers(0, 256, (9, 9, 1)).astype(np.uint8),
+                rng.random((9, 9, 3)) > 0.5, rng.normal(size=(9, 9)) * 1000):
+        assert np.array_equal(np.asarray(load_image(arr, "x")), np.asarray(edge_predict.load_image(arr)))
+
+
+# -- bad input, checked before any work: fast -----------------------------------------------------
+
+def test_too_few_calibration_items_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=f"has 3 item.*at least {MIN_CALIBRATION_ITEMS}") as err:
+        check_calibration(3, "image", "image", "(photos/)")
+    assert err.value.fix and "--calibration" in err.value.fix
+
+
+def test_calibration_of_the_other_modality_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="holds texts, but the model takes images") as err:
+        check_calibration(500, "image", "text", "(notes.csv)")
+    assert "images" in err.value.fix
+
+
+@pytest.mark.parametrize("kwargs, words", [({"quantize": "int4"}, "`quantize` must be"),
+                                           ({"target": "phone"}, "`target` must be one of onnx, edge"),
+                                           ({"calibration_method": "mse"}, "`calibration_method` must be one of")])
+def test_bad_export_options_are_config_errors(tmp_path, kwargs, words) -> None:
+    with pytest.raises(ConfigError, match=words):
+        export_onnx(tmp_path / "no-run", ["x"], **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- with real runs: slow -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, mnist_small) -> Path:
+    out = tmp_path_factory.mktemp("edge") / "image"
+    headstart.fit(mnist_small.subset(range(0, 600, 3)), backbone="efficientnet-lite0", image_size=64, out=out,
+                  progress=False, baseline=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, bbc_small) -> Path:
+    out = tmp_path_factory.mktemp("edge") / "text"
+    headstart.fit(bbc_small, backbone="minilm-l6", max_length=64, out=out, progress=False, baseline=False)
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def image_edge(image_run, mnist_small) -> dict:
+    images = [mnist_small.load(i) for i in range(1, 80, 4)]
+    return export_onnx(image_run, images, target="edge")
+
+
+@pytest.fixture(scope="module")
+def text_edge(text_run, bbc_small) -> dict:
+    return export_onnx(text_run, bbc_small.items[100:130], quantize="int8", target="edge")
+
+
+@pytest.mark.slow
+def test_edge_bundle_holds_model_json_and_predictor(image_run, image_edge, text_run, text_edge) -> None:
+    for run, report, variant in ((image_run, image_edge, "fp32"), (text_run, text_edge, "int8")):
+        edge = run / "onnx" / "edge"
+        config = json.loads((edge / "edge.json").read_text())
+        assert config["variant"] == variant and config["labels"] == headstart.load(run).label_names
+        assert (edge / "predict.py").read_text() == TEMPLATE.read_text()
+        assert (edge / "model.onnx").read_bytes() == (run / "onnx" / report["files"][variant]).read_bytes()
+        assert report["edge"]["max_abs_diff_vs_export"] <= 1e-5
+    image_config = json.loads((image_run / "onnx" / "edge" / "edge.json").read_text())
+    assert image_config["preprocessing"]["image_size"] == 64 and image_config["preprocessing"]["crop_pct"] == 0.875
+    assert (text_run / "onnx" / "edge" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_bad_calibration_is_refused_and_the_export_kept(image_run, image_edge, mnist_small, bbc_small) -> None:
+    before = _snapshot(image_run / "onnx")
+    images = [mnist_small.load(i) for i in range(3)]
+    with pytest.raises(DataError, match="at least"):
+        export_onnx(image_run, images, quantize="int8", calibration=[mnist_small.load(i) for i in range(5)])
+    with pytest.raises(DataError, match="holds texts, but the model takes images"):
+        export_onnx(image_run, images, quantize="int8", calibration=bbc_small.subset(range(60)))
+    with pytest.raises(DataError, match="parity items are texts"):
+        export_onnx(image_run, ["some text"] * 3)
+    assert _snapshot(image_run / "onnx") == before
+    assert [p.name for p in image_run.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_failed_int8_parity_keeps_the_previous_export(image_run, image_edge, mnist_small, monkeypatch) -> None:
+    import headstart.export.onnx as onnx_mod
+
+    before = _snapshot(image_run / "onnx")
+    monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 1.01, 0.01))  # unreachable
+    images = [mnist_small.load(i) for i in range(1, 40, 2)]
+    with pytest.raises(ArtifactError, match="int8 parity check failed.*required 1.01"):
+        export_onnx(image_run, images, quantize="int8", target="edge",
+                    calibration=[mnist_small.load(i) for i in range(300, 400)])
+    assert _snapshot(image_run / "onnx") == before
+
+
+@pytest.mark.slow
+def test_unexportable_backbone_is_refused_before_any_work(tmp_path, bbc_small) -> None:
+    out = tmp_path / "onnx-backbone"
+    headstart.fit(bbc_small, backbone="minilm-l3-onnx", out=out, progress=False, baseline=False)
+    with pytest.raises(ConfigError, match="cannot be exported") as err:
+        export_onnx(out, bbc_small.items[:3], quantize="int8", target="edge")
+    assert "minilm-l6" in err.value.fix
+    assert not (out / "onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A fresh virtual environment with only the edge runtime, installed by pip from the registry
+    this machine is configured for (PyPI, or the local mirror that pip.conf names)."""
+    venv = tmp_path_factory.mktemp("edge-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+    python = venv / "bin" / "python"
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "20",
+                          "onnxruntime", "numpy", "pillow", "tokenizers"], capture_output=True, text=True, timeout=900)
+    if pip.returncode != 0:
+        message = "pip could not install onnxruntime numpy pillow tokenizers: " + pip.stderr[-1500:]
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
+
+
+@pytest.mark.slow
+def test_predictor_runs_without_torch_or_headstart(runtime_venv, image_run, image_edge, text_run, text_edge,
+                                                   mnist_small, bbc_small, tmp_path) -> None:
+    python = str(runtime_venv)
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    missing = subprocess.run([python, "-c", "import importlib.util as u; "
+                              "print([m for m in ('torch', 'headstart', 'transformers') if u.find_spec(m)])"],
+                             capture_output=True, text=True, env=clean_env, cwd=tmp_path, check=True)
+    assert missing.stdout.strip() == "[]"
+    # Images as files of several kinds, as a device would receive them.
+    files = []
+    for i, img in enumerate([mnist_small.load(k) for k in range(0, 60, 6)] + _images()[:3]):
+        path = tmp_path / f"img{i}.png"
+        img.save(path)
+        files.append(str(path))
+    for run, items in ((image_run, files), (text_run, bbc_small.items[:8] + ["short", "ünïcode — text"])):
+        edge = run / "onnx" / "edge"
+        script = ("import json, sys; sys.path.insert(0, sys.argv[1]); from predict import Predictor; "
+                  "items = json.load(open(sys.argv[2])); p = Predictor(sys.argv[1]).predict_proba(items); "
+                  "print(json.dumps(p.tolist()))")
+        (tmp_path / "items.json").write_text(json.dumps(items))
+        result = subprocess.run([python, "-c", script, str(edge), str(tmp_path / "items.json")], capture_output=True,
+                                text=True, env=clean_env, cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        got = np.array(json.loads(result.stdout))
+        variant = json.loads((edge / "edge.json").read_text())["variant"]
+        decoded = [load_image(x, x) for x in items] if run == image_run else items  # headstart's own decoding
+        expected = OnnxPredictor.from_run(run, variant).predict_proba(decoded)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4
+        if variant == "fp32":  # and the model's own answers
+            torch_p = headstart.load(run).predict_proba(items)
+            assert np.abs(got - torch_p).max() < 1e-4
+    # The command line: one JSON line per file, labels from edge.json.
+    cli = subprocess.run([python, str(image_run / "onnx" / "edge" / "predict.py"), "--top", "2", *files[:3]],
+                         capture_output=True, text=True, env=clean_env, cwd=tmp_path, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    lines = [json.loads(line) for line in cli.stdout.splitlines()]
+    labels = headstart.load(image_run).label_names
+    assert [x["input"] for x in lines] == files[:3]
+    assert all(x["label"] in labels and len(x["top"]) == 2 for x in lines)
