@@ -78,3 +78,25 @@ def test_too_few_validation_items_leave_the_model_uncalibrated_and_say_so() -> N
     proba[np.arange(6), np.arange(6) % 4] = 0.7
     cal = fit_temperature(proba, np.arange(6) % 4)
     assert not cal["kept"] and cal["temperature"] == 1.0 and "6 item(s), too few" in cal["reason"]
+
+
+def test_a_small_validation_split_sets_the_mean_confidence_to_its_smoothed_accuracy() -> None:
+    # 40 items, 36 right, every one an under-confident 0.4 on its top class: under NLL_MIN_ITEMS the
+    # temperature makes the mean confidence (36 + 1) / (40 + 2), Laplace's estimate of the accuracy.
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 4
+    top = y.copy()
+    top[rng.choice(40, 4, replace=False)] += 1
+    top %= 4
+    proba = np.full((40, 4), 0.2)
+    proba[np.arange(40), top] = 0.4
+    cal = fit_temperature(proba, y)
+    assert cal["kept"] and cal["method"] == "confidence matching" and cal["temperature"] < 1
+    after = apply_temperature(proba, cal["temperature"])
+    assert abs(after.max(1).mean() - 37 / 42) < 1e-3
+    assert (after.argmax(1) == top).all()
+
+
+def test_a_large_validation_split_is_fitted_by_likelihood() -> None:
+    p, y = _overconfident(400, 3)
+    assert fit_temperature(p, y)["method"] == "log-likelihood"
