@@ -23,7 +23,9 @@ source-only + prior correction, MMD, MMD (importance-weighted) + prior correctio
 ``label_shift=auto`` kept, chosen without target labels.
 
     python bench/label_shift.py [--seeds 0,1,2] [--pairs bbc,bbc-ends,mnist-uci] [--adapt] [--epochs 6]
-Writes bench/results/label_shift/{results.json,label_shift.md}.
+    python bench/label_shift.py --pairs bbc --skews one-50 --adapt --adapt-method self-train
+Writes bench/results/label_shift/{results.json,label_shift.md} (``--adapt``: results_adapt[_<method>].json,
+label_shift_adapt[_<method>].md; ``--adapt-method`` other than mmd swaps the aligner of table 2).
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def main() -> None:
     ap.add_argument("--label-shift", default="auto", choices=("auto", "on"),
                     help="the strategy's label_shift (on: the aligners train importance-weighted, and the "
                          "correction is kept whenever estimable)")
+    ap.add_argument("--adapt-method", default="mmd", help="the method of table 2 (mmd, self-train, ...)")
     args = ap.parse_args()
+    suffix = "" if args.adapt_method == "mmd" else "_" + args.adapt_method.replace("-", "_")
     seeds = [int(s) for s in args.seeds.split(",")]
     res_dir = Path(__file__).parent / "results" / "label_shift"
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -144,13 +148,14 @@ def main() -> None:
                     (res_dir / "results.json").write_text(json.dumps(rows, indent=2, default=float))
                     continue
                 target = target_pool.subset(idx, name=f"{skew} {seed}")
-                config = AdaptConfig(method="mmd", epochs=args.epochs, label_shift=args.label_shift,
+                config = AdaptConfig(method=args.adapt_method, epochs=args.epochs, label_shift=args.label_shift,
                                      shift_estimator="em")
                 t = time.perf_counter()
                 res = adapt_domain(bb, parts, target, names, y, config, seeds=(seed,), target_labels=yt,
                                    features={"train": tr, "val": va, "target": pool[idx]}, progress=False,
                                    guard_with_labels=False)
                 row["label_shift_option"] = args.label_shift
+                row["adapt_method"] = args.adapt_method
                 row["adapt_seconds"] = time.perf_counter() - t
                 row["accuracy"] = {m: s["target_accuracy"][0] for m, s in res.summary.items()}
                 row["kept"] = res.chosen + ("+prior" if res.label_shift.get("applied") else "")
@@ -165,8 +170,8 @@ def main() -> None:
                       f"{100 * row['probe_accuracy']:.1f} -> em {100 * row['probe_accuracy_em']:.1f} | "
                       + ", ".join(f"{m} {100 * a:.1f}" for m, a in row["accuracy"].items())
                       + f" | kept {res.chosen} ({row['adapt_seconds']:.0f} s)", flush=True)
-                (res_dir / "results_adapt.json").write_text(json.dumps(rows, indent=2, default=float))
-    render(rows, res_dir, adapt=args.adapt)
+                (res_dir / f"results_adapt{suffix}.json").write_text(json.dumps(rows, indent=2, default=float))
+    render(rows, res_dir, adapt=args.adapt, method=args.adapt_method, suffix=suffix)
 
 
 def _ms(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -176,7 +181,7 @@ def _ms(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{a.mean():.{digits}f} +- {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
-def render(rows: list[dict], res_dir: Path, adapt: bool = False) -> None:
+def render(rows: list[dict], res_dir: Path, adapt: bool = False, method: str = "mmd", suffix: str = "") -> None:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["pair"], r["skew"]), []).append(r)
@@ -196,18 +201,20 @@ def render(rows: list[dict], res_dir: Path, adapt: bool = False) -> None:
         (res_dir / "label_shift.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return
-    lines += ["", "Target accuracy (%), frozen backbone, bottleneck head; MMD as the aligner (importance-weighted "
-              "when the source-only estimate shows a shift); the kept model is chosen without target labels:", "",
-              "| pair | skew | source-only | source-only + prior | MMD | MMD + prior | kept (label-free) | kept |",
+    lines += ["", f"Target accuracy (%), frozen backbone, bottleneck head; {method} as the adaptation (importance-"
+              "weighted when the source-only estimate shows a shift and label_shift is on); the kept model is chosen "
+              "without target labels:", "",
+              f"| pair | skew | source-only | source-only + prior | {method} | {method} + prior | kept (label-free) "
+              "| kept |",
               "|---|---|---|---|---|---|---|---|"]
     for (pair, skew), rs in groups.items():
         def acc(m: str) -> str:
             return _ms([r["accuracy"].get(m) for r in rs], 100, 1)
 
         kept = sorted({r["kept"] for r in rs})
-        lines.append(f"| {pair} | {skew} | {acc('source-only')} | {acc('source-only+prior')} | {acc('mmd')} "
-                     f"| {acc('mmd+prior')} | {_ms([r['kept_accuracy'] for r in rs], 100, 1)} | {', '.join(kept)} |")
-    (res_dir / "label_shift_adapt.md").write_text("\n".join(lines) + "\n")
+        lines.append(f"| {pair} | {skew} | {acc('source-only')} | {acc('source-only+prior')} | {acc(method)} "
+                     f"| {acc(method + '+prior')} | {_ms([r['kept_accuracy'] for r in rs], 100, 1)} | {', '.join(kept)} |")
+    (res_dir / f"label_shift_adapt{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

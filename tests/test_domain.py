@@ -228,3 +228,146 @@ def test_bad_targets_give_clear_errors(mnist_small, bbc_small, tmp_path) -> None
     with pytest.raises(headstart.errors.ConfigError, match="needs --target"):
         CliRunner().invoke(cli, ["fit", "builtin:digits:10", "--adapt", "mmd"], catch_exceptions=False,
                            standalone_mode=False)
+
+
+# -- per-domain normalisation and curriculum self-training ----------------------------------------
+
+def _shifted_blobs(seed: int = 0, n: int = 240, d: int = 16, k: int = 4):
+    """Source blobs, and a target whose every feature is rescaled and offset (the same classes)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2.0, (k, d))
+    ys, yt = rng.integers(0, k, n), rng.integers(0, k, n)
+    xs = centres[ys] + rng.normal(0, 1.0, (n, d))
+    scale = rng.uniform(0.5, 2.0, d)
+    offset = 3.0 * (centres[0] - centres.mean(0))  # pushes the whole target towards class 0's side
+    xt = (centres[yt] + rng.normal(0, 1.0, (n, d))) * scale + offset
+    return xs.astype(np.float32), ys, xt.astype(np.float32), yt
+
+
+def _feature_parts(xs, ys, xt, k):
+    from headstart.data import Dataset
+    from headstart.data.splits import Splits
+
+    names = [str(c) for c in range(k)]
+
+    def ds(x, y, tag):
+        return Dataset("text", ["."] * len(x), [names[i] for i in y] if y is not None else None,
+                       [f"{tag}{i}" for i in range(len(x))], source=tag)
+
+    cut = int(0.75 * len(xs))
+    parts = Splits(ds(xs[:cut], ys[:cut], "s"), ds(xs[cut:], ys[cut:], "v"), ds(xs[:0], ys[:0], "x"))
+    feats = {"train": xs[:cut], "val": xs[cut:], "target": xt}
+    return parts, ds(xt, None, "t"), names, {"train": ys[:cut], "val": ys[cut:]}, feats
+
+
+class _FakeBackbone:
+    def __init__(self, d: int) -> None:
+        from headstart.backbones.base import BackboneCard, InputSpec
+
+        self.card = BackboneCard(name="fake", modality="text", feature_dim=d, source="test", license="none",
+                                 input=InputSpec())
+
+    def state_dict(self):
+        return {}
+
+
+def test_per_domain_normalisation_and_self_training_recover_a_shifted_domain() -> None:
+    from headstart.domain.self_training import (choose_strength, curriculum_self_train, domain_statistics, normalise)
+
+    xs, ys, xt, yt = _shifted_blobs()
+    plain = normalise(xs, *domain_statistics(xs)), normalise(xt, *domain_statistics(xs))
+    own = normalise(xt, *domain_statistics(xt))
+    C, scores = choose_strength(plain[0][:180], ys[:180], plain[0][180:], ys[180:], 4)
+    assert set(scores) and C in scores
+    stats = domain_statistics(xs)  # source-only: the probe on source-standardised features, no pseudo-labels
+    source_only = curriculum_self_train(normalise(xs, *stats, l2=False), ys, normalise(xt, *stats, l2=False), 4, C,
+                                        curriculum=(1e-9,))
+    adapted = curriculum_self_train(plain[0], ys, own, 4, C)
+    acc_source_only = (source_only.proba(normalise(xt, *stats, l2=False)).argmax(1) == yt).mean()
+    acc_adapted = (adapted.proba(own).argmax(1) == yt).mean()
+    assert acc_source_only < 0.6 and acc_adapted > 0.9, (acc_source_only, acc_adapted)
+    assert [r["pseudo_labelled"] for r in adapted.rounds] == sorted(r["pseudo_labelled"] for r in adapted.rounds)
+    assert adapted.rounds[-1]["pseudo_labelled"] == len(xt)
+
+
+def test_self_train_head_applies_the_target_statistics_and_survives_a_safetensors_round_trip(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from headstart.domain.self_training import as_bottleneck_head, domain_statistics, normalise
+    from headstart.heads import build_head
+
+    xs, ys, xt, _ = _shifted_blobs(1)
+    mean, scale = domain_statistics(xt)
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 16)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    head = as_bottleneck_head(w, b, mean, scale)
+    expected = normalise(xt, mean, scale) @ w.T + b  # the probe on L2-normalised per-domain features
+    with torch.no_grad():
+        assert np.allclose(head(torch.as_tensor(xt)).numpy(), expected, atol=1e-4)
+    save_file({n: v.contiguous() for n, v in head.state_dict().items()}, str(tmp_path / "head.safetensors"))
+    spec = json.loads(json.dumps(head.spec()))
+    again = build_head(spec)
+    again.load_state_dict(load_file(str(tmp_path / "head.safetensors")))
+    again.eval()
+    assert np.allclose(again.mean.numpy(), mean) and np.allclose(again.std.numpy(), scale)
+    with torch.no_grad():
+        assert np.allclose(again(torch.as_tensor(xt)).numpy(), expected, atol=1e-4)
+
+
+def test_auto_picks_self_training_on_shifted_blobs_and_keeps_the_target_statistics() -> None:
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, yt = _shifted_blobs(2)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    config = AdaptConfig(method="auto", epochs=2, batch_size=32, label_shift="off")
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, seeds=(0,), features=feats,
+                       candidates=("coral", "self-train"), progress=False, guard_with_labels=False,
+                       target_labels=yt)
+    assert res.chosen == "self-train", res.reasons
+    assert res.summary["self-train"]["target_accuracy"][0] > res.summary["source-only"]["target_accuracy"][0] + 0.3
+    assert np.allclose(res.head.mean.numpy(), xt.mean(0), atol=1e-4)  # the target's statistics, not the source's
+    with torch.no_grad():
+        assert (res.head(torch.as_tensor(xt)).argmax(1).numpy() == yt).mean() > 0.9
+
+
+def test_per_domain_normalisation_for_an_aligner_puts_the_target_statistics_in_the_head() -> None:
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, yt = _shifted_blobs(3)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    config = AdaptConfig(method="coral", epochs=2, batch_size=32, label_shift="off", normalise="per-domain",
+                         guard=False)
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, seeds=(0,), features=feats,
+                       progress=False, target_labels=yt)
+    assert res.chosen == "coral"
+    assert [r["normalise"] for r in res.runs] == ["source", "per-domain"]
+    assert np.allclose(res.head.mean.numpy(), xt.mean(0), atol=1e-4)
+    with torch.no_grad():  # the kept head reproduces the accuracy measured in training
+        acc = (res.head(torch.as_tensor(xt)).argmax(1).numpy() == yt).mean()
+    assert acc == pytest.approx(res.summary["coral"]["target_accuracy"][0], abs=1e-6)
+
+
+def test_self_training_bad_input_errors() -> None:
+    from headstart.domain.self_training import curriculum_self_train, domain_statistics
+    from headstart.errors import ConfigError as CE
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, _ = _shifted_blobs(4)
+    with pytest.raises(DataError, match="hold 1 item\\(s\\); per-domain statistics need at least 2"):
+        domain_statistics(xt[:1], "target features")
+    bad = xt.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        domain_statistics(bad)
+    with pytest.raises(DataError, match="same width"):
+        curriculum_self_train(xs, ys, xt[:, :8], 4, 1.0)
+    with pytest.raises(DataError, match="source labels"):
+        curriculum_self_train(xs, ys[:-1], xt, 4, 1.0)
+    with pytest.raises(CE, match="curriculum"):
+        curriculum_self_train(xs, ys, xt, 4, 1.0, curriculum=(0.5, 1.5))
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    with pytest.raises(CE, match="frozen features only"):
+        adapt_domain(_FakeBackbone(16), parts, target, names, y,
+                     AdaptConfig(method="self-train", mode="finetune"), features=feats, progress=False)
+    with pytest.raises(CE, match="normalise"):
+        AdaptConfig(normalise="target")

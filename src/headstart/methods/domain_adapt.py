@@ -11,7 +11,12 @@ accuracy and, if given, to judge the guard; never to train.
 
 Two modes share all of this:
 - ``features`` (default): the backbone stays frozen; a bottleneck head is trained on cached
-  features with the alignment loss on the bottleneck. Seconds per run on a CPU.
+  features with the alignment loss on the bottleneck. Seconds per run on a CPU. Here also
+  ``self-train`` (:mod:`headstart.domain.self_training`): each domain standardised with its own
+  statistics, rows L2-normalised, and curriculum self-training of a logistic probe whose C is
+  chosen on the source validation split; ``normalise="per-domain"`` gives the aligners the
+  per-domain standardisation too. Either way the kept head carries the target's statistics (as
+  its ``mean`` / ``std`` buffers), so it is meant for data from the target domain.
 - ``finetune``: the backbone trains too (the full DANN / CDAN recipe); needs a GPU to be quick.
 """
 
@@ -35,6 +40,8 @@ from ..domain.gap import mmd_test, proxy_a_distance
 from ..domain.label_shift import (SHIFT_ESTIMATORS, PriorEstimate, class_weights, estimate_prior,
                                   SHIFT_TOLERANCE, label_shift_significant, resample_indices, reweight, source_proportions)
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
+from ..domain.self_training import (NORMALISE, as_bottleneck_head, choose_strength, curriculum_self_train,
+                                    domain_statistics, normalise)
 from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
@@ -44,13 +51,14 @@ from ..train.loop import Classifier, train
 from .base import StrategyInputs, register_strategy
 
 SOURCE_ONLY = "source-only"
+SELF_TRAIN = "self-train"  # per-domain normalisation + curriculum self-training of a logistic probe (features mode)
 PRIOR = "+prior"  # suffix of a candidate whose target probabilities are re-weighted to the estimated proportions
 LABEL_SHIFT_MODES = ("off", "auto", "on")
 
 
 @dataclass(frozen=True)
 class AdaptConfig(FineTuneConfig):
-    method: str = "auto"  # source-only | dann | cdan | coral | mmd | mcc | auto
+    method: str = "auto"  # source-only | dann | cdan | coral | mmd | mcc | self-train | auto
     mode: str = "features"  # features (frozen backbone) | finetune
     bottleneck: int = 256
     bottleneck_dropout: float = 0.5
@@ -68,10 +76,12 @@ class AdaptConfig(FineTuneConfig):
     patience: int = 100  # every epoch is scored by the validator; no early stop by default
     label_shift: str = "auto"  # off | auto (correct when the proportions moved and the guard agrees) | on
     shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
+    normalise: str = "source"  # source | per-domain: the statistics the aligners' inputs are standardised with
     type: str = field(default="domain-adapt", init=False)
 
     constraints: ClassVar[dict[str, Constraint]] = {
-        "method": OneOf(lambda: (SOURCE_ONLY, "auto", *ALIGNERS.names())),
+        "method": OneOf(lambda: (SOURCE_ONLY, "auto", *ALIGNERS.names(), SELF_TRAIN)),
+        "normalise": OneOf(NORMALISE),
         "mode": OneOf(("features", "finetune")), "bottleneck": Interval(1),
         "bottleneck_dropout": Interval(0, 1, high_open=True), "trade_off": Interval(0),
         "validator": OneOf(lambda: VALIDATORS.names()), "seeds": Interval(1),
@@ -88,12 +98,15 @@ class AdaptConfig(FineTuneConfig):
         "label_shift": "off; auto: re-weight to the estimated target class proportions when they moved beyond their "
                        "intervals and reverse validation does not drop; on: whenever they can be estimated",
         "shift_estimator": "how the target's class proportions are estimated without its labels",
+        "normalise": "features mode: source standardises both domains with the source's statistics; per-domain "
+                     "standardises each domain with its own (the saved model carries the target's)",
     }
 
 
-def auto_candidates() -> tuple[str, ...]:
-    """What ``method="auto"`` tries besides source-only: every registered aligner."""
-    return tuple(ALIGNERS.names())
+def auto_candidates(mode: str = "features") -> tuple[str, ...]:
+    """What ``method="auto"`` tries besides source-only: every registered aligner, and in features
+    mode curriculum self-training."""
+    return (*ALIGNERS.names(), *((SELF_TRAIN,) if mode == "features" else ()))
 
 
 @dataclass
@@ -136,7 +149,7 @@ def check_domains(source: Dataset, target: Dataset) -> None:
 
 def _method_list(config: AdaptConfig, candidates: tuple[str, ...] | None = None) -> list[str]:
     if config.method == "auto":
-        return [SOURCE_ONLY, *(candidates if candidates is not None else auto_candidates())]
+        return [SOURCE_ONLY, *(candidates if candidates is not None else auto_candidates(config.mode))]
     return [SOURCE_ONLY] if config.method == SOURCE_ONLY else [SOURCE_ONLY, config.method]
 
 
@@ -157,13 +170,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     aligners ``method="auto"`` tries (default: every registered one).
     """
     check_domains(parts.train, target)
+    finetune = config.mode == "finetune"
     if candidates is not None:
-        unknown = [c for c in candidates if c not in ALIGNERS]
+        allowed = auto_candidates(config.mode)
+        unknown = [c for c in candidates if c not in allowed]
         if unknown or not candidates:
             raise ConfigError(f"`candidates` must name registered aligners, got {list(candidates)!r}.",
-                              fix=f"use some of: {', '.join(ALIGNERS.names())}.")
+                              fix=f"use some of: {', '.join(allowed)}.")
+    if finetune and (config.method == SELF_TRAIN or config.normalise != "source"):
+        raise ConfigError(f"method={config.method!r} with normalise={config.normalise!r} works on frozen features "
+                          "only, not with mode='finetune'.",
+                          fix="use mode='features' (the default), or another method with normalise='source'.")
     k = len(label_names)
-    finetune = config.mode == "finetune"
     if finetune:
         pristine = copy.deepcopy(backbone.state_dict())
         src_train, src_val, tgt = parts.train, parts.val, target
@@ -176,6 +194,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         tgt = feature_dataset(features["target"], target)
         dim = features["train"].shape[1]
         mean, scale = standardiser(features["train"])
+    methods = _method_list(config, candidates)
+    per_domain = not finetune and config.normalise == "per-domain"
+    target_stats: tuple[np.ndarray, np.ndarray] | None = None
+    # per-domain: source train / val on the source's statistics, the target on its own
+    pd_data: tuple[Dataset, Dataset, Dataset] | None = None
+    if not finetune and (per_domain or SELF_TRAIN in methods):
+        assert features is not None
+        target_stats = domain_statistics(features["target"], f"target features ({target.source})")
+        if per_domain:
+            pd_data = (feature_dataset((features["train"] - mean) / scale, parts.train),
+                       feature_dataset((features["val"] - mean) / scale, parts.val),
+                       feature_dataset((features["target"] - target_stats[0]) / target_stats[1], target))
 
     def outputs(model: Any, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         """Softmax and bottleneck embedding over a whole data set (no augmentation, eval mode)."""
@@ -192,30 +222,75 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         model.train(was)
         return np.concatenate(probs), np.concatenate(embs)
 
-    def validator_inputs(model: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    def validator_inputs(model: Any, t_data: Dataset, v_data: Dataset) -> tuple[np.ndarray, dict[str, Any]]:
         """Target probabilities, and the embeddings and labels reverse validation also needs
         (plus the source validation probabilities, which the label-shift estimators read)."""
-        proba, z_t = outputs(model, tgt)
-        proba_s, z_s = outputs(model, src_val)
+        proba, z_t = outputs(model, t_data)
+        proba_s, z_s = outputs(model, v_data)
         return proba, {"z_t": z_t, "z_s": z_s, "y_s": y["val"], "proba_s": proba_s}
-
-    def epoch_score(model: Any) -> float:
-        proba, context = validator_inputs(model)
-        return VALIDATORS.get(config.validator)(proba, **context)
 
     def estimate(proba_s: np.ndarray, proba_t: np.ndarray, prior: np.ndarray, seed: int,
                  bootstrap: int = 0) -> PriorEstimate:
         return estimate_prior(config.shift_estimator, proba_s, y["val"], proba_t, source_prior=prior,
                               bootstrap=bootstrap, seed=seed)
 
+    def _train_one(method: str, seed: int) -> tuple[dict[str, Any], nn.Module, np.ndarray, np.ndarray,
+                                                    dict[str, Any], np.ndarray]:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        torch.manual_seed(seed)
+        head = BottleneckHead(dim, k, config.bottleneck, config.bottleneck_dropout)
+        # Per-domain: the aligners read features already standardised per domain (the head's own
+        # buffers stay 0 / 1 in training and take the target's statistics when the model is kept).
+        pd = pd_data is not None and method != SOURCE_ONLY
+        s_train, s_val, t_data = pd_data if pd else (src_train, src_val, tgt)  # type: ignore[misc]
+        if not finetune and not pd:
+            head.mean.copy_(torch.as_tensor(mean))
+            head.std.copy_(torch.as_tensor(scale))
+        elif finetune:
+            backbone.load_state_dict(pristine)
+        body = backbone if finetune else CachedFeatures(backbone.card)
+        aligner = None if method == SOURCE_ONLY else build_aligner(method, config.bottleneck, k)
+        trade = config.trade_off or TRADE_OFF.get(method, 1.0)
+        # Under label shift the aligners see the source at the target's class proportions
+        # (importance-weighted by resampling), or they would align mismatched mixtures of classes.
+        if weighted is not None and method != SOURCE_ONLY:
+            train_data, train_y, prior = weighted[:3]
+            if pd:
+                train_data = feature_dataset((features["train"][weighted[3]] - mean) / scale,  # type: ignore[index]
+                                             train_data)
+        else:
+            train_data, train_y, prior = s_train, y["train"], train_prior
+        log(f"Domain adaptation: {method}, seed {seed}" + (" (per-domain standardisation)" if pd else ""))
+
+        def epoch_score(model: Any) -> float:
+            proba, context = validator_inputs(model, t_data, s_val)
+            return VALIDATORS.get(config.validator)(proba, **context)
+
+        result = train(body, head, train_data, s_val, train_y, y["val"], config, seed=seed,
+                       device=str(device) if device is not None else None, progress=progress,
+                       target_data=t_data, aligner=aligner, trade_off=trade, val_score=epoch_score)
+        proba, context = validator_inputs(Classifier(body, head, 0.0), t_data, s_val)
+        proba_s = context.pop("proba_s")
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        row: dict[str, Any] = {"method": method, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
+                               "best_epoch": result.best_epoch, "source_val_accuracy": result.best_val_accuracy,
+                               "normalise": "per-domain" if pd else "source", **validator_readings(proba, **context)}
+        if pd:
+            assert target_stats is not None
+            with torch.no_grad():  # deployed on the target: its statistics go into the head
+                head.mean.copy_(torch.as_tensor(target_stats[0]))
+                head.std.copy_(torch.as_tensor(target_stats[1]))
+        return row, head, proba, proba_s, context, prior
+
     shift = config.label_shift != "off"
     train_prior = source_proportions(y["train"], k)
-    weighted: tuple[Dataset, np.ndarray, np.ndarray] | None = None  # the source resampled to the target's proportions
+    # the source resampled to the target's proportions: data, labels, their proportions, the indices
+    weighted: tuple[Dataset, np.ndarray, np.ndarray, np.ndarray] | None = None
     weighting: dict[str, Any] = {"used": False}
     runs: list[dict[str, Any]] = []
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
     probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # source val, target, prior
-    methods = _method_list(config, candidates)
+    self_trained: tuple[dict[str, Any], nn.Module, np.ndarray, dict[str, Any]] | None = None
     for method in methods:
         # Only when asked ("on"): fed a wrong estimate (a large input shift breaks the estimators),
         # the resampled source made MMD collapse onto one class on MNIST -> UCI digits.
@@ -223,32 +298,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             weighted, weighting = _importance_weighting(probas, seeds[0], estimate, train_prior, parts, features,
                                                         y["train"], finetune, log)
         for seed in seeds:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            torch.manual_seed(seed)
-            head = BottleneckHead(dim, k, config.bottleneck, config.bottleneck_dropout)
-            if not finetune:
-                head.mean.copy_(torch.as_tensor(mean))
-                head.std.copy_(torch.as_tensor(scale))
+            if method == SELF_TRAIN:
+                assert features is not None and target_stats is not None
+                if self_trained is None:  # deterministic (L-BFGS on fixed data): one fit serves every seed
+                    log(f"Domain adaptation: {method} (deterministic: one fit for every seed)")
+                    self_trained = _self_train(features, y, k, mean, scale, target_stats)
+                row0, head, proba, context = self_trained
+                context = dict(context)
+                proba_s = context.pop("proba_s")
+                row = {**row0, "seed": seed}
+                prior = train_prior
             else:
-                backbone.load_state_dict(pristine)
-            body = backbone if finetune else CachedFeatures(backbone.card)
-            aligner = None if method == SOURCE_ONLY else build_aligner(method, config.bottleneck, k)
-            trade = config.trade_off or TRADE_OFF.get(method, 1.0)
-            # Under label shift the aligners see the source at the target's class proportions
-            # (importance-weighted by resampling), or they would align mismatched mixtures of classes.
-            train_data, train_y, prior = ((weighted[0], weighted[1], weighted[2]) if weighted is not None
-                                          and method != SOURCE_ONLY else (src_train, y["train"], train_prior))
-            log(f"Domain adaptation: {method}, seed {seed}")
-            result = train(body, head, train_data, src_val, train_y, y["val"], config, seed=seed,
-                           device=str(device) if device is not None else None, progress=progress,
-                           target_data=tgt, aligner=aligner, trade_off=trade, val_score=epoch_score)
-            proba, context = validator_inputs(Classifier(body, head, 0.0))
-            proba_s = context.pop("proba_s")
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            row: dict[str, Any] = {"method": method, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
-                                   "best_epoch": result.best_epoch,
-                                   "source_val_accuracy": result.best_val_accuracy,
-                                   **validator_readings(proba, **context)}
+                row, head, proba, proba_s, context, prior = _train_one(method, seed)
             if target_labels is not None:
                 row["target_accuracy"] = float((proba.argmax(1) == target_labels).mean())
             runs.append(row)
@@ -281,7 +342,11 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     head, state = kept[(chosen, seeds[0])]
     if finetune and state is not None:
         backbone.load_state_dict(state)
-    before, after = _gaps(head, backbone, features, parts, target, finetune, k, runs)
+    to_target = None  # the chosen head reads target-normalised inputs: source rows are mapped there for the gap
+    if target_stats is not None and (chosen == SELF_TRAIN or (per_domain and chosen != SOURCE_ONLY)):
+        ts = target_stats
+        to_target = lambda x: (x - mean) / scale * ts[1] + ts[0]  # noqa: E731
+    before, after = _gaps(head, backbone, features, parts, target, finetune, k, runs, to_target)
     label_shift: dict[str, Any] = {"mode": config.label_shift, "estimator": config.shift_estimator,
                                    "importance_weighting": weighting, "applied": False}
     if shift:
@@ -296,11 +361,33 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                         label_shift)
 
 
+def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: int, mean: np.ndarray,
+                scale: np.ndarray, target_stats: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[dict[str, Any], nn.Module, np.ndarray, dict[str, Any]]:
+    """Per-domain standardisation + L2 rows, C by source validation accuracy, curriculum
+    self-training; returns the run's row, the deployable head (target statistics inside), the
+    target probabilities and the validators' context (normalised features as the embeddings)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    zs, zv = normalise(features["train"], mean, scale), normalise(features["val"], mean, scale)
+    zt = normalise(features["target"], *target_stats)
+    C, scores = choose_strength(zs, y["train"], zv, y["val"], k)
+    fit = curriculum_self_train(zs, y["train"], zt, k, C)
+    proba, proba_s = fit.proba(zt), fit.proba(zv)
+    context = {"z_t": zt, "z_s": zv, "y_s": y["val"], "proba_s": proba_s}
+    row: dict[str, Any] = {"method": SELF_TRAIN, "seconds": time.perf_counter() - started,
+                           "cpu_seconds": time.process_time() - cpu_started, "best_epoch": len(fit.rounds),
+                           "source_val_accuracy": float((proba_s.argmax(1) == y["val"]).mean()),
+                           "normalise": "per-domain", "C": C, "C_scores": {str(c): v for c, v in scores.items()},
+                           "pseudo_labelled": [r["pseudo_labelled"] for r in fit.rounds],
+                           **validator_readings(proba, **{n: v for n, v in context.items() if n != "proba_s"})}
+    return row, as_bottleneck_head(fit.weight, fit.bias, *target_stats), proba, context
+
+
 def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int,
                           estimate: Callable[..., PriorEstimate], train_prior: np.ndarray, parts: Splits,
                           features: dict[str, np.ndarray] | None, y_train: np.ndarray, finetune: bool,
-                          log: Callable[[str], None]) -> tuple[tuple[Dataset, np.ndarray, np.ndarray] | None,
-                                                               dict[str, Any]]:
+                          log: Callable[[str], None]
+                          ) -> tuple[tuple[Dataset, np.ndarray, np.ndarray, np.ndarray] | None, dict[str, Any]]:
     """The source training split resampled to the target's class proportions, as source-only's
     first seed estimates them, when they moved (else None: the aligners train on the source as is)."""
     proba_s, proba_t, _ = probas[(SOURCE_ONLY, seed)]
@@ -323,7 +410,7 @@ def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.nda
     info.update({"used": True, "class_weights": w.tolist(),  # type: ignore[union-attr]
                  "reason": "the aligners train on the source resampled to the estimated target proportions"})
     log("Importance weighting: the aligners see the source resampled to the estimated target class proportions")
-    return (data, new_y, source_proportions(new_y, len(train_prior))), info
+    return (data, new_y, source_proportions(new_y, len(train_prior)), idx), info
 
 
 def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, Any]], config: AdaptConfig,
@@ -405,15 +492,18 @@ def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bo
 
 
 def _gaps(head: nn.Module, backbone: Any, features: dict[str, np.ndarray] | None, parts: Splits, target: Dataset,
-          finetune: bool, k: int, runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+          finetune: bool, k: int, runs: list[dict[str, Any]],
+          to_target: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """MMD and proxy A-distance between source and target: on the backbone's features (before)
-    and in the kept model's bottleneck (after). Only in features mode, where both are cheap."""
+    and in the kept model's bottleneck (after). Only in features mode, where both are cheap.
+    ``to_target``: for a head normalising with the target's statistics, the map that puts source
+    rows through the source's statistics instead."""
     if finetune or features is None or not hasattr(head, "embed"):
         return {}, {}
     xs, xt = features["train"], features["target"]
     with torch.inference_mode():
         head.eval()
-        zs = head.embed(torch.as_tensor(xs)).numpy()
+        zs = head.embed(torch.as_tensor(xs if to_target is None else to_target(xs), dtype=torch.float32)).numpy()
         zt = head.embed(torch.as_tensor(xt)).numpy()
 
     def gap(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -434,5 +524,6 @@ def run_domain_adapt(backbone: Any, inputs: StrategyInputs, config: AdaptConfig)
 
 
 register_strategy("domain-adapt", AdaptConfig, run_domain_adapt,
-                  "align source and unlabelled target data (DANN, CDAN, CORAL, MMD, MCC), guard against negative transfer",
+                  "align source and unlabelled target data (DANN, CDAN, CORAL, MMD, MCC, self-training), guard against "
+                  "negative transfer",
                   needs_features=True, needs_target=True)
