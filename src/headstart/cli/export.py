@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..export.edge import TARGETS
+from ..export.quantize import CALIBRATION_METHODS, QUANTIZE
 from ._common import log, out
 
 
@@ -29,8 +31,8 @@ Examples:
 """)
 @click.argument("run")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Also write an int8 model (checked too).")
-@click.option("--target", type=click.Choice(["onnx", "edge"]), default="onnx", show_default=True,
+@click.option("--quantize", type=click.Choice(QUANTIZE), default=None, help="Also write an int8 model (checked too).")
+@click.option("--target", type=click.Choice(TARGETS), default="onnx", show_default=True,
               help="edge: also write RUN/onnx/edge/ with one model (int8 with --quantize), labels and "
                    "preprocessing as JSON, and a predict.py that needs only onnxruntime, numpy and Pillow.")
 @click.option("--data", default=None, help="Held-out inputs for the parity check (default: the run's test split).")
@@ -39,7 +41,7 @@ Examples:
               help="Images that calibrate int8 activation ranges (default: the run's training split).")
 @click.option("--calibration-n", type=click.IntRange(1, 100_000), default=256, show_default=True,
               help="How many calibration images to use.")
-@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
               show_default=True, help="How activation ranges are set from the calibration images.")
 def command(run: str, fmt: str, quantize: str | None, target: str, data: str | None, limit: int,
             calibration: str | None, calibration_n: int, calibration_method: str) -> None:

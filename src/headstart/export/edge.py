@@ -22,6 +22,7 @@ from ..errors import ArtifactError
 from . import edge_predict
 
 EDGE_DIR = "edge"
+TARGETS = ("onnx", "edge")  # export's --target: the ONNX export alone, or with the edge bundle
 MAX_ABS_DIFF = 1e-5  # same graph, same inputs: only thread scheduling may differ
 
 

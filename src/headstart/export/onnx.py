@@ -29,13 +29,13 @@ from ..backbones._ort import import_onnxruntime
 from ..backbones.base import normalise, resize_crop
 from ..errors import ArtifactError, ConfigError
 from ..artifact import confined
+from .edge import TARGETS
+from .quantize import QUANTIZE
 
 ONNX_FOLDER = FolderKind("an ONNX export", "export.json", "files",
                          frozenset({"export.json", "model.onnx", "model.int8.onnx", "model.onnx.data", "tokenizer",
                                     "edge"}))
 ONNX_DIR = "onnx"
-QUANTIZE = ("int8",)
-TARGETS = ("onnx", "edge")
 PROBE_ITEMS = 128  # held-out items on which the int8 sensitivity sweep measures agreement
 
 

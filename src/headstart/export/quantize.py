@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 
+QUANTIZE = ("int8",)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 MIN_CALIBRATION_ITEMS = 32
 DEFAULT_CALIBRATION_ITEMS = 256
