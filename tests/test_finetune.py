@@ -372,3 +372,38 @@ def test_resume_without_a_checkpoint_says_so(news, tiny_bert_dir, tmp_path) -> N
     headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="full", options={"epochs": 1, "batch_size": 8},
                   progress=False, baseline=False, out=tmp_path / "run", resume=True, log=said.append)
     assert any(m.startswith("Nothing to resume in") and "run.ckpt" in m for m in said)
+
+
+@pytest.mark.parametrize("strategy", ["full", "setfit"])
+def test_a_deadline_stops_training_after_the_step_it_falls_in(strategy, news, tiny_bert_dir) -> None:
+    import time
+
+    from headstart.backbones import create_backbone
+    from headstart.data import split
+    from headstart.runtime import Runtime
+    from headstart.workflows.pipeline import train_model
+
+    parts = split(news)
+    config = make_config(strategy, epochs=3, batch_size=8)
+    _, _, _, chosen = train_model(create_backbone(f"hf:{tiny_bert_dir}"), parts, news.label_names, strategy, config,
+                                  runtime=Runtime(progress=False, deadline=time.monotonic()), calibrate=False,
+                                  ood=False)
+    assert chosen["stopped_reason"] == "out of time"
+    assert len(chosen["history"]) == 1  # the first epoch, cut after its first step, and no other
+
+
+@pytest.mark.slow
+def test_auto_stops_a_run_that_outlasts_the_budget(news, tiny_bert_dir, monkeypatch) -> None:
+    """The timing on a few batches can promise less than a busy machine gives: the run is stopped at the
+    budget's end, scored on what it learnt, and says so."""
+    from headstart.methods import auto
+
+    monkeypatch.setattr(auto, "seconds_per_item", lambda *a, **k: 1e-9)  # every run looks free
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "linear-probe,setfit", "lr_factors": "1", "epochs": 1000,
+                                   "first_rung_epochs": 1000, "budget_s": 20})
+    # setfit: the one fine-tuning candidate without a stop at chance, so only the deadline can end it
+    full = [r for r in model.info["strategy"]["details"]["search"] if r["strategy"] == "setfit"]
+    assert full and "stopped at the end of the budget" in full[0]["note"]
+    assert full[0]["epochs"] == 1000 and full[0]["val_accuracy"] is not None
+    assert len(model.info["strategy"]["details"]["search"]) == 2  # the probe and the one run

@@ -180,8 +180,11 @@ def _label(run: _Run) -> str:
 def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple[nn.Module, dict[str, Any], bool]:
     start = time.perf_counter()
     log = inputs.log
-    quiet = dataclasses.replace(inputs, runtime=inputs.runtime.with_(progress=False), checkpoint_dir=None,
-                                resume=False)
+    # The estimates come from a timing on a few batches; on a busy machine a run can take longer than
+    # that said, so every run also stops at the budget's end and is scored on what it learnt by then.
+    deadline = time.monotonic() + config.budget_s
+    quiet = dataclasses.replace(inputs, runtime=inputs.runtime.with_(progress=False, deadline=deadline),
+                                checkpoint_dir=None, resume=False)
     n_val = len(inputs.labels["val"])
     candidates = list(config.candidates) or _default_candidates(backbone, inputs)
     runs: list[_Run] = []
@@ -276,9 +279,11 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 run.seconds = time.perf_counter() - t
                 run.val_accuracy = _val_accuracy(backbone, head, info, inputs, trained)
                 stopped = info.get("stopped_reason", "")
+                if stopped == "out of time":
+                    run.note = "stopped at the end of the budget, scored on what it had learnt"
                 if not np.isfinite(run.val_accuracy):
                     stopped = "diverged"
-                elif run.val_accuracy <= chance + 1e-9:
+                elif run.val_accuracy <= chance + 1e-9 and stopped != "out of time":  # cut short, not collapsed
                     stopped = "collapsed"  # no better than always answering the commonest class
                 if stopped in ("collapsed", "diverged"):
                     run.status = stopped

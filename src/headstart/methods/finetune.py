@@ -60,7 +60,7 @@ def fit_backbone(backbone: Any, head: nn.Module, inputs: Any, config: FineTuneCo
     train_data, val_data, y_train, y_val = split_data(inputs)
     result = train(backbone, head, train_data, val_data, y_train, y_val, config, checkpoint_dir=inputs.checkpoint_dir,
                    resume=inputs.resume, seed=inputs.seed, device=str(inputs.device), progress=inputs.progress,
-                   log=inputs.log, trainable=trainable)
+                   log=inputs.log, trainable=trainable, deadline=inputs.runtime.deadline)
     return {"best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "history": result.history,
             "trainable_params": result.trainable_params, "total_params": result.total_params,
             "resumed_from_epoch": result.resumed_from_epoch, "stopped_early": result.stopped_early,

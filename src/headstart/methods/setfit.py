@@ -15,6 +15,7 @@ alike (the "siamese recipe for image backbones").
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -77,8 +78,11 @@ def sample_pairs(y: np.ndarray, per_example: int, rng: random.Random) -> list[tu
 
 
 def contrastive_finetune(backbone: Any, data: Dataset, y: np.ndarray, config: ContrastiveConfig, *, seed: int = 0,
-                         device: Any = None, progress: bool = True, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Tune ``backbone`` in place with the cosine pair loss; returns the loss history."""
+                         device: Any = None, progress: bool = True, log: Callable[[str], None] = lambda m: None,
+                         deadline: float | None = None) -> dict[str, Any]:
+    """Tune ``backbone`` in place with the cosine pair loss; returns the loss history.
+
+    ``deadline`` (a ``time.monotonic()`` value): past it, tuning stops after the current step."""
     if len(set(y.tolist())) < 2:
         raise ConfigError("Contrastive few-shot needs at least two classes.")
     dev = torch.device(device or "cpu")
@@ -92,7 +96,8 @@ def contrastive_finetune(backbone: Any, data: Dataset, y: np.ndarray, config: Co
     warm = max(1, int(config.warmup * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)))
-    history = []
+    history: list[dict[str, Any]] = []
+    stopped = ""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     with progress_bar("Contrastive pairs", total=total, enabled=progress) as advance:
         for e, pairs in enumerate(epochs):
@@ -116,17 +121,24 @@ def contrastive_finetune(backbone: Any, data: Dataset, y: np.ndarray, config: Co
                 running += float(loss.detach()) * len(chunk)
                 count += len(chunk)
                 advance(1)
+                if deadline is not None and time.monotonic() > deadline:
+                    break
             history.append({"epoch": e + 1, "pair_loss": running / max(count, 1), "pairs": len(pairs)})
             log(f"contrastive epoch {e + 1}: {len(pairs)} pairs, loss {history[-1]['pair_loss']:.4f}")
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = "out of time"
+                log("Stopped: the time limit was reached")
+                break
     backbone.eval()
-    return {"history": history, "pairs_per_epoch": len(epochs[0]) if epochs else 0}
+    return {"history": history, "pairs_per_epoch": len(epochs[0]) if epochs else 0, "stopped_reason": stopped}
 
 
 def run_setfit(backbone: Any, inputs: StrategyInputs, config: ContrastiveConfig) -> tuple[nn.Module, dict[str, Any], bool]:
     if not backbone.trainable:
         raise ConfigError(f"The backbone '{backbone.card.name}' cannot be fine-tuned.", fix="use --strategy prototypes.")
     info = contrastive_finetune(backbone, inputs.splits.train, inputs.labels["train"], config, seed=inputs.seed,
-                                device=inputs.device, progress=inputs.progress, log=inputs.log)
+                                device=inputs.device, progress=inputs.progress, log=inputs.log,
+                                deadline=inputs.runtime.deadline)
     train, val = extract_features_many(backbone, [inputs.splits.train, inputs.splits.val], use_cache=False,
                                        device=inputs.device, progress=inputs.progress)
     head, probe = linear_probe(train, inputs.labels["train"], val, inputs.labels["val"], inputs.num_classes,

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ class TrainResult:
     total_params: int = 0
     resumed_from_epoch: int | None = None
     stopped_early: bool = False
-    stopped_reason: str = ""  # "diverged" (the loss stopped being a number), "collapsed", "no progress"
+    stopped_reason: str = ""  # "diverged" (the loss stopped being a number), "collapsed", "no progress", "out of time"
     processes: int = 1
 
 
@@ -183,7 +184,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
           seed: int = 0, device: str | None = None, progress: bool = True,
           log: Callable[[str], None] = lambda m: None, trainable: Callable[[nn.Module], None] | None = None,
           target_data: Dataset | None = None, aligner: nn.Module | None = None, trade_off: float = 1.0,
-          val_score: Callable[[nn.Module], float] | None = None) -> TrainResult:
+          val_score: Callable[[nn.Module], float] | None = None, deadline: float | None = None) -> TrainResult:
     """Fine-tune ``backbone`` + ``head`` in place; the best epoch's weights are loaded at the end.
 
     ``trainable``: optional hook that sets ``requires_grad`` itself (LoRA); otherwise the config's
@@ -192,6 +193,8 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
     :mod:`headstart.domain.losses`), every step also draws a target batch and adds
     ``trade_off * aligner(...)`` to the loss. ``val_score(model)``, when given, ranks epochs
     instead of validation accuracy (a label-free validator on the target domain).
+    ``deadline`` (a ``time.monotonic()`` value): past it, the epoch ends at the next step, is scored on
+    validation like any other, and training stops (``stopped_reason`` "out of time").
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from safetensors.torch import load_file
@@ -324,7 +327,7 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
         targets = target_batches(random.Random(epoch_seed + 1)) if aligner is not None else None
         # Each process takes every num_processes-th batch (the same count on every rank).
         mine = all_batches[acc.process_index::acc.num_processes][:batches_per_epoch]
-        loss_sum, seen, diverged = 0.0, 0, None
+        loss_sum, seen, diverged, out_of_time = 0.0, 0, None, False
         with progress_bar(f"Epoch {epoch + 1}/{config.epochs}", total=len(mine),
                           enabled=progress and acc.is_main_process) as advance:
             for step, idx in enumerate(mine):
@@ -356,6 +359,9 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
                 loss_sum += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 advance(1)
+                if deadline is not None and time.monotonic() > deadline:
+                    out_of_time = True
+                    break
 
         if diverged is not None:
             result.stopped_early, result.stopped_reason = True, "diverged"
@@ -387,6 +393,10 @@ def train(backbone: Backbone, head: nn.Module, train_data: Dataset, val_data: Da
             result.stopped_early, result.stopped_reason = True, "collapsed"
             log(f"Stopped after epoch {epoch + 1}: validation accuracy {val_acc:.3f} is no better than always "
                 f"answering the commonest class ({chance:.3f}): the run collapsed")
+            break
+        if out_of_time:
+            result.stopped_early, result.stopped_reason = True, "out of time"
+            log(f"Stopped in epoch {epoch + 1}: the time limit was reached")
             break
         if bad_epochs >= config.patience:
             result.stopped_early, result.stopped_reason = True, "no progress"
