@@ -239,7 +239,11 @@ def _shifted_blobs(seed: int = 0, n: int = 240, d: int = 16, k: int = 4):
     ys, yt = rng.integers(0, k, n), rng.integers(0, k, n)
     xs = centres[ys] + rng.normal(0, 1.0, (n, d))
     scale = rng.uniform(0.5, 2.0, d)
-    offset = 3.0 * (centres[0] - centres.mean(0))  # pushes the whole target towards class 0's side
+    # towards class 0's side (source-only then says class 0), plus a larger move off the classes' span
+    # (an input shift no change of class proportions explains)
+    basis = np.linalg.qr((centres - centres.mean(0)).T)[0]
+    off_span = rng.normal(0, 10.0, d)
+    offset = 3.0 * (centres[0] - centres.mean(0)) + off_span - basis @ (basis.T @ off_span)
     xt = (centres[yt] + rng.normal(0, 1.0, (n, d))) * scale + offset
     return xs.astype(np.float32), ys, xt.astype(np.float32), yt
 
@@ -371,3 +375,27 @@ def test_self_training_bad_input_errors() -> None:
                      AdaptConfig(method="self-train", mode="finetune"), features=feats, progress=False)
     with pytest.raises(CE, match="normalise"):
         AdaptConfig(normalise="target")
+
+
+def test_label_shift_keeps_per_domain_statistics_and_self_training_out() -> None:
+    """Same inputs, other class proportions: the target's mean moved only because the classes re-mixed,
+    which per-domain standardisation would erase, so self-train is not tried and per-domain is not applied."""
+    from headstart.domain.self_training import mixture_explained_share
+    from headstart.methods.domain_adapt import adapt_domain
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 2.0, (4, 16))
+    ys = rng.integers(0, 4, 240)
+    yt = rng.choice(4, 240, p=[0.7, 0.1, 0.1, 0.1])
+    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    xt = (centres[yt] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    share, mix = mixture_explained_share(xs, ys, xt, 4)
+    assert share > 0.8 and mix.argmax() == 0
+    _, _, shifted, _ = _shifted_blobs(5)  # an input shift is not explained by re-mixing classes
+    assert mixture_explained_share(*_shifted_blobs(5)[:2], shifted, 4)[0] < 0.5
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y,
+                       AdaptConfig(method="self-train", epochs=1, label_shift="off"), features=feats, progress=False)
+    assert res.chosen == "source-only" and "self-train" not in res.summary
+    assert res.reasons[0].startswith("self-train not tried") and "class proportions" in res.reasons[0]
+    assert res.normalisation["per_domain_allowed"] is False

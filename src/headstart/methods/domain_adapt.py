@@ -40,8 +40,8 @@ from ..domain.gap import mmd_test, proxy_a_distance
 from ..domain.label_shift import (SHIFT_ESTIMATORS, PriorEstimate, class_weights, estimate_prior,
                                   SHIFT_TOLERANCE, label_shift_significant, resample_indices, reweight, source_proportions)
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
-from ..domain.self_training import (NORMALISE, as_bottleneck_head, choose_strength, curriculum_self_train,
-                                    domain_statistics, normalise)
+from ..domain.self_training import (LABEL_SHIFT_SHARE, NORMALISE, as_bottleneck_head, choose_strength,
+                                    curriculum_self_train, domain_statistics, mixture_explained_share, normalise)
 from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
@@ -125,10 +125,12 @@ class DomainResult:
     gap_before: dict[str, Any]
     gap_after: dict[str, Any]
     label_shift: dict[str, Any] = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(default_factory=dict)  # the label-shift check of per-domain statistics
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "summary": self.summary, "reasons": self.reasons, "runs": self.runs,
-                "gap_before": self.gap_before, "gap_after": self.gap_after, "label_shift": self.label_shift}
+                "gap_before": self.gap_before, "gap_after": self.gap_after, "label_shift": self.label_shift,
+                "normalisation": self.normalisation}
 
 
 def check_domains(source: Dataset, target: Dataset) -> None:
@@ -196,12 +198,38 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         mean, scale = standardiser(features["train"])
     methods = _method_list(config, candidates)
     per_domain = not finetune and config.normalise == "per-domain"
+    normalisation: dict[str, Any] = {}
+    gate_reasons: list[str] = []
+    if not finetune and (per_domain or SELF_TRAIN in methods):
+        assert features is not None
+        # Per-domain statistics assume the inputs moved; when a change of class proportions
+        # explains the target's mean shift, they would erase it: keep the source's statistics.
+        share, mix = mixture_explained_share(features["train"], y["train"], features["target"], k)
+        normalisation = {"label_shift_share": share, "mixture": mix.tolist(), "threshold": LABEL_SHIFT_SHARE,
+                         "per_domain_allowed": share < LABEL_SHIFT_SHARE}
+        if share >= LABEL_SHIFT_SHARE:
+            why = (f"{100 * share:.0f}% of the target's mean shift is a change of class proportions (label shift), "
+                   "which per-domain statistics would erase")
+            if SELF_TRAIN in methods:
+                methods = [m for m in methods if m != SELF_TRAIN]
+                gate_reasons.append(f"self-train not tried: {why}")
+            if per_domain:
+                per_domain = False
+                gate_reasons.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
+            for r in gate_reasons:
+                log(r)
     target_stats: tuple[np.ndarray, np.ndarray] | None = None
     # per-domain: source train / val on the source's statistics, the target on its own
     pd_data: tuple[Dataset, Dataset, Dataset] | None = None
-    if not finetune and (per_domain or SELF_TRAIN in methods):
+    # Features mode: the method-choosing validators read reverse validation in one space shared by
+    # every candidate (the backbone's features, each domain on its own statistics, rows L2-normalised),
+    # not in each model's own embedding: a bottleneck trained on the source makes any labelling of the
+    # target it produces look consistent there, so readings from different spaces do not compare.
+    common: dict[str, np.ndarray] | None = None
+    if not finetune and (len(target) >= 2 or per_domain or SELF_TRAIN in methods):
         assert features is not None
         target_stats = domain_statistics(features["target"], f"target features ({target.source})")
+        common = {"z_t": normalise(features["target"], *target_stats), "z_s": normalise(features["val"], mean, scale)}
         if per_domain:
             pd_data = (feature_dataset((features["train"] - mean) / scale, parts.train),
                        feature_dataset((features["val"] - mean) / scale, parts.val),
@@ -274,7 +302,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         row: dict[str, Any] = {"method": method, "seed": seed, "seconds": seconds, "cpu_seconds": cpu,
                                "best_epoch": result.best_epoch, "source_val_accuracy": result.best_val_accuracy,
-                               "normalise": "per-domain" if pd else "source", **validator_readings(proba, **context)}
+                               "normalise": "per-domain" if pd else "source",
+                               **validator_readings(proba, **{**context, **(common or {})})}
         if pd:
             assert target_stats is not None
             with torch.no_grad():  # deployed on the target: its statistics go into the head
@@ -322,7 +351,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                 if est.ok:
                     corrected = reweight(proba, est.weights())  # type: ignore[arg-type]
                     prow: dict[str, Any] = {**row, "method": method + PRIOR,
-                                            **validator_readings(corrected, **context),
+                                            **validator_readings(corrected, **{**context, **(common or {})}),
                                             "estimated_proportions": est.target.tolist()}  # type: ignore[union-attr]
                     if target_labels is not None:
                         prow["target_accuracy"] = float((corrected.argmax(1) == target_labels).mean())
@@ -339,6 +368,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     aligned = {m: v for m, v in summary.items() if not m.endswith(PRIOR)}
     labelled = target_labels is not None and guard_with_labels
     chosen, reasons = choose(aligned, config, labelled=labelled)
+    reasons = gate_reasons + reasons
     head, state = kept[(chosen, seeds[0])]
     if finetune and state is not None:
         backbone.load_state_dict(state)
@@ -358,7 +388,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         if apply:
             head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
     return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
-                        label_shift)
+                        label_shift, normalisation)
 
 
 def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: int, mean: np.ndarray,
