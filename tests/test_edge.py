@@ -94,6 +94,18 @@ def test_bad_export_options_are_config_errors(tmp_path, kwargs, words) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_image_int8_bar_is_agreement_and_accuracy() -> None:
+    from headstart.export.onnx import _passes, tolerance
+
+    bar = tolerance("int8", "image")
+    ok = {"max_abs_diff": 0.6, "top1_agreement": 0.995}
+    assert _passes(ok, bar)  # unlabelled items: agreement only; |dp| of a borderline item does not count
+    assert not _passes({**ok, "top1_agreement": 0.985}, bar)
+    assert _passes({**ok, "accuracy_torch": 0.92, "accuracy": 0.915}, bar)
+    assert not _passes({**ok, "accuracy_torch": 0.92, "accuracy": 0.905}, bar)  # 1.5 points lower
+    assert not _passes({"max_abs_diff": 0.3, "top1_agreement": 1.0}, tolerance("int8", "text"))
+
+
 # -- with real runs: slow -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
