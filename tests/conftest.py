@@ -250,3 +250,21 @@ def postgres():
             subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w",
                             "stop"], capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# Fixtures that load real pre-trained weights or real data sets, train, or start servers, browsers or
+# databases. A test that uses one is marked ``slow`` here, so the fast lane (`make test-fast`,
+# ``-m "not slow"``) keeps to the tests that run in well under a second each.
+HEAVY_FIXTURES = frozenset({
+    "lite0", "minilm", "mnist_small", "bbc_small", "tiny_bert_dir", "tiny_vit_dir", "browser", "postgres",
+    "server", "client", "text_model", "bert_copy", "bert_model", "bbc_csv", "text_run", "news", "news_csv",
+    "image_run", "image_edge", "text_edge", "runtime_venv", "engine_cache", "image_model", "text_export",
+    "text_server", "image_server", "digits_small", "digit_folder", "mnist_features", "digits_problem",
+    "mlflow_server", "finetuned_run", "fixtures",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import headstart
 
 
+@pytest.mark.slow
 def test_fit_takes_labels_positionally() -> None:
     rng = np.random.default_rng(0)
     images = [np.full((16, 16, 3), 40 if i % 2 else 210, dtype=np.uint8) + rng.integers(0, 20, (16, 16, 3), dtype=np.uint8)

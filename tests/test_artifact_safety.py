@@ -372,6 +372,7 @@ def _telemetry_files(tmp_path: Path, how: str) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
 
 
+@pytest.mark.slow
 def test_onnx_runtime_sessions_start_no_telemetry(tmp_path) -> None:
     """ONNX Runtime's telemetry writes a device id and an event store under ~/.cache/Microsoft when it
     starts, then looks up its collector; disable_telemetry_events() does not stop it, and headstart's
@@ -413,6 +414,7 @@ def test_hub_id_in_the_local_cache_loads_offline_and_stays_a_hub_id(bert_model, 
     assert not (again / "backbone").exists()
 
 
+@pytest.mark.slow
 def test_an_export_that_does_not_match_its_model_is_refused(tmp_path) -> None:
     """export.json's labels and input size must be the model's: otherwise the server would answer with
     the wrong names or feed inputs of the wrong size."""

@@ -22,6 +22,7 @@ def _inputs(modality: str) -> list:
     return ["Shares fell sharply after the results.", "The striker scored twice in the final."]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO.names())
 def test_zoo_entry_conformance(name: str) -> None:
     entry = ZOO.get(name)

@@ -32,6 +32,7 @@ def text_run(tmp_path_factory, bbc_csv) -> tuple[Path, subprocess.CompletedProce
     return out, result
 
 
+@pytest.mark.slow
 def test_help_has_examples() -> None:
     top = run("--help")
     assert top.returncode == 0 and "Examples:" in top.stdout
@@ -101,6 +102,7 @@ def test_check_exits_1_and_names_the_bad_file(image_folder) -> None:
     assert json.loads(good.stdout)["findings"][0]["code"] == "corrupt-image"
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line_without_traceback(tmp_path) -> None:
     result = run("fit", str(tmp_path / "missing.csv"))
     assert result.returncode == 2
@@ -115,6 +117,7 @@ def test_unknown_backbone_suggests(tmp_path, bbc_csv) -> None:
     assert result.returncode == 2 and "Did you mean 'minilm-l6'" in result.stderr
 
 
+@pytest.mark.slow
 def test_image_fit_and_predict_on_files_and_folder(image_folder, tmp_path) -> None:
     out = tmp_path / "img-run"
     fit = run("fit", str(image_folder), "--image-size", "32", "--out", str(out), "--val", "0.2", "--test", "0.3")
@@ -157,6 +160,7 @@ def test_check_warns_about_suspicious_labels_and_reads_other_encodings(tmp_path)
     assert "café" in json.loads(result.stdout)["class_counts"]
 
 
+@pytest.mark.slow
 def test_backbones_lists_the_zoo() -> None:
     result = run("backbones")
     assert result.returncode == 0

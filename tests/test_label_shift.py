@@ -195,6 +195,7 @@ def _images(proportions, n: int, seed: int) -> Dataset:
                    source=f"synthetic {seed}")
 
 
+@pytest.mark.slow
 def test_domain_adapt_corrects_the_prior_and_predict_applies_it(tmp_path) -> None:
     source = _images([1 / 3, 1 / 3, 1 / 3], 300, seed=0)
     truth = np.array([0.7, 0.2, 0.1])
@@ -223,6 +224,7 @@ def test_domain_adapt_corrects_the_prior_and_predict_applies_it(tmp_path) -> Non
     assert fixed[0] > plain[0] + 0.02 and fixed[2] < plain[2]
 
 
+@pytest.mark.slow
 def test_label_shift_off_keeps_the_model_as_it_was() -> None:
     source = _images([1 / 3, 1 / 3, 1 / 3], 150, seed=0)
     target = _images([0.7, 0.2, 0.1], 100, seed=1)
@@ -234,6 +236,7 @@ def test_label_shift_off_keeps_the_model_as_it_was() -> None:
     assert not isinstance(model.head, PriorAdjusted)
 
 
+@pytest.mark.slow
 def test_too_small_a_target_warns_and_changes_nothing() -> None:
     source = _images([1 / 3, 1 / 3, 1 / 3], 150, seed=0)
     target = _images([0.7, 0.2, 0.1], 12, seed=1)
@@ -256,6 +259,7 @@ def test_unknown_label_shift_options_are_config_errors() -> None:
 
 # -- headstart gap ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_gap_reports_target_proportions_with_intervals_and_names_the_shift(tmp_path) -> None:
     from headstart.workflows.gap import gap
 
@@ -280,6 +284,7 @@ def test_gap_reports_target_proportions_with_intervals_and_names_the_shift(tmp_p
     assert both["label_shift"]["in_words"].startswith(("both", "in the inputs"))
 
 
+@pytest.mark.slow
 def test_gap_cli_prints_proportions_and_rejects_an_unknown_estimator(tmp_path) -> None:
     from click.testing import CliRunner
     from PIL import Image

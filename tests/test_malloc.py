@@ -41,6 +41,7 @@ def _probe(env: dict[str, str]) -> tuple[int, bool, int]:
     return int(out[0]), out[1] == "True", int(out[2])
 
 
+@pytest.mark.slow
 def test_tuned_malloc_serves_large_tensors_from_the_heap() -> None:
     before, tuned, after = _probe({"HEADSTART_MALLOC_TUNING": "1"})
     assert before >= 64 << 20  # glibc's default: a fresh mapping per large tensor
@@ -48,6 +49,7 @@ def test_tuned_malloc_serves_large_tensors_from_the_heap() -> None:
     assert after < 64 << 20  # now from the heap, where the next batch reuses it
 
 
+@pytest.mark.slow
 def test_malloc_tuning_can_be_turned_off() -> None:
     before, tuned, after = _probe({"HEADSTART_MALLOC_TUNING": "0"})
     assert not tuned

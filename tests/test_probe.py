@@ -68,6 +68,7 @@ def test_minilm_probe_on_bbc_news(minilm, bbc_small) -> None:
     assert _acc(head, f["test"], y["test"]) >= 0.85  # 5 topics, chance is 0.2
 
 
+@pytest.mark.slow
 def test_mlp_head_learns_separable_features() -> None:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 16)) * 4

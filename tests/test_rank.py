@@ -150,6 +150,7 @@ def test_rank_backbones_on_real_digits(mnist_small) -> None:
     assert "Use efficientnet-lite0" in result["recommendation"]
 
 
+@pytest.mark.slow
 def test_rank_cli_and_modality_mismatch(tmp_path) -> None:
     import json
     import subprocess

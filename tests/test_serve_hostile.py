@@ -282,6 +282,7 @@ def health_over(sock: socket.socket) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_real_server_caps_connections_times_out_silence_and_exits_0_on_sigterm() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
