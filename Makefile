@@ -25,7 +25,8 @@ demo: install
 test: install
 	scripts/offline $(BIN)/python -m pytest -q --durations=10
 
-# The suite without the tests marked slow (real weights on real data), for quick iteration.
+# The suite without the tests marked slow (real weights or data, training, servers, browsers, databases):
+# sub-second tests only, for quick iteration (under 2 minutes on 2 cores).
 test-fast: install
 	scripts/offline $(BIN)/python -m pytest -q -m "not slow"
 
