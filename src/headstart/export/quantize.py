@@ -54,7 +54,8 @@ def check_calibration(n: int, modality: str, calibration_modality: str, where: s
     if n < MIN_CALIBRATION_ITEMS:
         raise DataError(f"The calibration set {where} has {n} item(s); int8 calibration needs at least "
                         f"{MIN_CALIBRATION_ITEMS} (a few hundred is better).",
-                        fix=f"pass --calibration with {DEFAULT_CALIBRATION_ITEMS} or more training images.")
+                        fix=f"pass --calibration with {DEFAULT_CALIBRATION_ITEMS} or more training images "
+                            f"(and --calibration-n of at least {MIN_CALIBRATION_ITEMS}).")
 
 
 def quantize_text(src: Path, dst: Path) -> dict[str, Any]:
