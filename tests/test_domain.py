@@ -399,3 +399,22 @@ def test_label_shift_keeps_per_domain_statistics_and_self_training_out() -> None
     assert res.chosen == "source-only" and "self-train" not in res.summary
     assert res.reasons[0].startswith("self-train not tried") and "class proportions" in res.reasons[0]
     assert res.normalisation["per_domain_allowed"] is False
+
+
+@pytest.mark.slow
+def test_self_train_model_saves_and_loads_with_the_target_statistics(mnist_small, tmp_path) -> None:
+    """Real weights: MNIST (600) -> UCI digits (200); the saved head normalises with the target's statistics."""
+    from headstart.heads import BottleneckHead
+
+    target = headstart.load_data("builtin:digits:20")
+    out = tmp_path / "run"
+    model = headstart.fit(mnist_small, target=target, strategy="domain-adapt",
+                          options={"method": "self-train", "guard": False, "epochs": 1}, out=out, progress=False,
+                          baseline=False)
+    assert model.info["strategy"]["details"]["chosen"] == "self-train"
+    loaded = headstart.load(out)
+    items = target.items[:16]
+    assert np.allclose(loaded.predict_proba(items), model.predict_proba(items), atol=1e-5)
+    heads = [m for m in loaded.head.modules() if isinstance(m, BottleneckHead)]
+    feats = model.features(target)
+    assert len(heads) == 1 and np.allclose(heads[0].mean.numpy(), feats.mean(0), atol=1e-3)
