@@ -370,7 +370,7 @@ def test_self_training_bad_input_errors() -> None:
     with pytest.raises(CE, match="curriculum"):
         curriculum_self_train(xs, ys, xt, 4, 1.0, curriculum=(0.5, 1.5))
     parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
-    with pytest.raises(CE, match="frozen features only"):
+    with pytest.raises(CE, match="method=.self-train. works on frozen features only"):
         adapt_domain(_FakeBackbone(16), parts, target, names, y,
                      AdaptConfig(method="self-train", mode="finetune"), features=feats, progress=False)
     with pytest.raises(CE, match="normalise"):

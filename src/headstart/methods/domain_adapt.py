@@ -180,8 +180,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             raise ConfigError(f"`candidates` must name registered aligners, got {list(candidates)!r}.",
                               fix=f"use some of: {', '.join(allowed)}.")
     if finetune and (config.method == SELF_TRAIN or config.normalise != "source"):
-        raise ConfigError(f"method={config.method!r} with normalise={config.normalise!r} works on frozen features "
-                          "only, not with mode='finetune'.",
+        what = "method='self-train'" if config.method == SELF_TRAIN else f"normalise={config.normalise!r}"
+        raise ConfigError(f"{what} works on frozen features only, not with mode='finetune'.",
                           fix="use mode='features' (the default), or another method with normalise='source'.")
     k = len(label_names)
     if finetune:
