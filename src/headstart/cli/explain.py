@@ -12,7 +12,8 @@ def _method_help() -> str:
 
     names = ", ".join(f"{n} ({'/'.join(EXPLAINERS.get(n).modalities)})" for n in EXPLAINERS)
     defaults = ", ".join(f"{m}s: {n}" for m, n in DEFAULT_METHODS.items())
-    return f"Attribution method: {names}. Default: the most faithful one the model supports ({defaults})."
+    return (f"Attribution method: {names}. Default: chosen by the faithfulness benchmark among those the model "
+            f"supports ({defaults}); an explanation by a method not verified faithful there says so.")
 
 
 @click.command("explain", epilog="""\b
@@ -50,4 +51,7 @@ def command(run: str, items: tuple[str, ...], method: str | None, target: str | 
                                                                             key=lambda w: -w["score"])[:5])
         out.print(f"{item['item']}: {item['label']} ({100 * item['probability']:.0f}%)"
                   + (f"  top words: {top}" if top else f"  overlay: {folder / item['overlay']}" if "overlay" in item else ""))
+    caveat = next((item["not_verified"] for item in record["items"] if item.get("not_verified")), "")
+    if caveat:
+        log(caveat)
     log(f"Wrote {folder}/ ({record['method']}): open {folder / 'index.html'}")

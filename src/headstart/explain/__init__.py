@@ -1,7 +1,7 @@
 """Attributions: why a model gives an item its class, by methods from Captum (the PyTorch
 attribution library), registered in ``EXPLAINERS``.
 
-- ``grad-cam`` (images): Grad-CAM on the backbone's last convolution.
+- ``grad-cam`` (images): Grad-CAM on the last convolution that keeps 1/8 of the image's side.
 - ``integrated-gradients`` (images: over pixels from a black image; texts: on the token
   embeddings from a text with every word blanked, summed per word).
 - ``kernel-shap`` (images: over a grid of cells, removed = blurred; texts: over words, removed =
@@ -9,8 +9,9 @@ attribution library), registered in ``EXPLAINERS``.
   (ONNX backbones).
 
 How faithful each is was measured, not assumed (``bench/explain_faithfulness.py``); the default per
-modality is the one that beat random order there. :func:`explain_items` is the one entry point;
-``TransferModel.explain`` calls it.
+modality follows from those measurements by the rule in :mod:`headstart.explain.measured`, and an
+explanation by a method that was not verified faithful for its modality carries a note that says so.
+:func:`explain_items` is the one entry point; ``TransferModel.explain`` calls it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,8 @@ from ..errors import ConfigError, DataError
 from .base import EXPLAINERS, Explainer, Prepared, Settings, Subject, needs_gradients, register_explainer
 from .explanation import Explanation
 from .image import grad_cam, integrated_gradients, kernel_shap_image, last_conv
+from .measured import note, preferred
 from .text import embedding_layer, integrated_gradients_text, kernel_shap_text
-
-# The default per modality: the method that beat random order by the widest margin in
-# bench/explain_faithfulness.py (docs/benchmarks.md), among those the model supports.
-DEFAULT_METHODS = {"image": "grad-cam", "text": "integrated-gradients"}
 
 
 def _grad_cam_unsupported(backbone: Backbone) -> str | None:
@@ -61,7 +59,8 @@ def _kernel_shap(subject: Subject, prep: Prepared, targets: np.ndarray, settings
 
 register_explainer(Explainer(
     "grad-cam", ("image",), grad_cam,
-    "Grad-CAM on the last convolution: the regions holding the evidence for the class (coarse, one pass)",
+    "Grad-CAM on the last convolution that keeps 1/8 of the image's side: the regions holding the evidence for "
+    "the class (one pass)",
     unsupported=_grad_cam_unsupported))
 register_explainer(Explainer(
     "integrated-gradients", ("image", "text"), _ig,
@@ -70,7 +69,16 @@ register_explainer(Explainer(
 register_explainer(Explainer(
     "kernel-shap", ("image", "text"), _kernel_shap,
     "KernelSHAP: Shapley values over image cells or words, by running the model only (works for ONNX "
-    "backbones; a few hundred passes)", model_agnostic=True))
+    "backbones; a few hundred passes)", model_agnostic=True, seeded=True))
+
+
+def _methods_of(modality: str) -> list[str]:
+    return [n for n in EXPLAINERS if modality in EXPLAINERS.get(n).modalities]
+
+
+# The default per modality, by the rule in measured.py (the cheapest method verified faithful in
+# every measured case; else the one that beat random on the most curves).
+DEFAULT_METHODS = {m: preferred(_methods_of(m), m) for m in ("image", "text")}
 
 
 def check_method(method: str, backbone: Backbone) -> Explainer:
@@ -89,12 +97,17 @@ def check_method(method: str, backbone: Backbone) -> Explainer:
 
 
 def usable_methods(backbone: Backbone) -> list[str]:
-    """The methods that can explain a model with this backbone, the default first."""
+    """The methods that can explain a model with this backbone, the default among them first."""
     modality = backbone.card.modality
-    names = [n for n in EXPLAINERS if modality in EXPLAINERS.get(n).modalities
-             and EXPLAINERS.get(n).unsupported(backbone) is None]
-    default = DEFAULT_METHODS.get(modality)
+    names = [n for n in _methods_of(modality) if EXPLAINERS.get(n).unsupported(backbone) is None]
+    default = preferred(names, modality)
     return sorted(names, key=lambda n: n != default)
+
+
+def faithfulness_note(method: str, backbone: Backbone) -> str:
+    """"" when ``method`` was verified faithful for the backbone's modality; else a sentence that
+    says so and names the closest option the model supports."""
+    return note(method, backbone.card.modality, usable_methods(backbone))
 
 
 def default_method(backbone: Backbone) -> str:
@@ -132,6 +145,7 @@ def explain_items(backbone: Backbone, head: nn.Module, label_names: Sequence[str
         targets = np.full(len(prep), int(target))
     scores = entry.run(subject, prep, targets, settings)
     ids = list(ids) if ids is not None else [f"item {i}" for i in range(len(prep))]
+    caveat = faithfulness_note(method, backbone)
     out = []
     for i, s in enumerate(scores):
         t = int(targets[i])
@@ -141,9 +155,10 @@ def explain_items(backbone: Backbone, head: nn.Module, label_names: Sequence[str
             image=prep.pixels[i] if prep.pixels is not None else None,
             text=prep.texts[i] if prep.modality == "text" else "",
             spans=prep.spans[i] if prep.modality == "text" else [],
-            dropped=prep.dropped[i] if prep.modality == "text" else 0))
+            dropped=prep.dropped[i] if prep.modality == "text" else 0, note=caveat))
     return out
 
 
 __all__ = ["EXPLAINERS", "DEFAULT_METHODS", "Explainer", "Explanation", "Settings", "Subject", "Prepared",
-           "explain_items", "check_method", "usable_methods", "default_method", "register_explainer"]
+           "explain_items", "check_method", "usable_methods", "default_method", "faithfulness_note",
+           "register_explainer"]

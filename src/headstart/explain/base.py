@@ -147,6 +147,7 @@ class Explainer:
     description: str
     unsupported: Callable[[Backbone], str | None] = lambda backbone: None
     model_agnostic: bool = False
+    seeded: bool = False  # the result depends on ``Settings.seed`` (sampling)
 
 
 EXPLAINERS: Registry[Explainer] = Registry("explanation method", ConfigError)

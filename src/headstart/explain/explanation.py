@@ -17,7 +17,8 @@ class Explanation:
 
     ``scores``: ``[S, S]`` over the pixels of ``image`` (the crop the backbone sees), or one score
     per word of ``text`` (``spans`` are the words' character spans; ``dropped`` words lay past the
-    model's token window and were not read). Higher = more evidence for ``label``.
+    model's token window and were not read). Higher = more evidence for ``label``. ``note``: why
+    these maps are not verified faithful for this kind of data ("" when the method was verified).
     """
 
     item: str
@@ -31,6 +32,7 @@ class Explanation:
     text: str = ""
     spans: list[tuple[int, int]] = field(default_factory=list)
     dropped: int = 0
+    note: str = ""
 
     def words(self) -> list[str]:
         return [self.text[a:b] for a, b in self.spans]
@@ -100,4 +102,6 @@ class Explanation:
             s = self.scores
             cells = np.array_split(np.arange(s.shape[0]), grid)
             out["grid"] = [[round(float(s[np.ix_(r, c)].mean()), 6) for c in cells] for r in cells]
+        if self.note:
+            out["not_verified"] = self.note
         return out

@@ -13,10 +13,34 @@ from .base import Prepared, Settings, Subject
 
 
 def last_conv(backbone: Backbone) -> nn.Conv2d | None:
-    """The last convolution of a convolutional backbone (Grad-CAM's layer), or None. A network with
-    a single convolution (a vision transformer's patch embedding) has no late convolutional stage."""
+    """The last convolution of a convolutional backbone, or None. A network with a single
+    convolution (a vision transformer's patch embedding) has no late convolutional stage."""
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1] if len(convs) > 1 else None
+
+
+# Grad-CAM weighs the maps of the last convolution that still keeps 1/CAM_STRIDE of the image's
+# side (28 x 28 maps at 224 px, 8 x 8 at 64 px). EfficientNet-Lite's very last convolution is at
+# 1/32 (7 x 7 at 224 px, 2 x 2 at 64 px): on MNIST it deleted worse than a random order at 64 px,
+# where the finer layer beat random on both curves (bench/explain_faithfulness.py, docs/benchmarks.md).
+CAM_STRIDE = 8
+
+
+def cam_layer(backbone: Backbone, x: torch.Tensor) -> nn.Conv2d:
+    """Grad-CAM's layer for inputs shaped like ``x``: the last convolution, in the order the forward
+    pass runs them, whose maps are at least 1/``CAM_STRIDE`` of the input's side."""
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    ran: list[tuple[nn.Conv2d, int]] = []
+    hooks = [c.register_forward_hook(lambda m, _, out: ran.append((m, int(out.shape[-1])))) for c in convs]
+    try:
+        with torch.no_grad():
+            backbone(pixel_values=x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    side = int(x.shape[-1])
+    wide = [m for m, s in ran if s * CAM_STRIDE >= side] or [max(ran, key=lambda r: r[1])[0]]
+    return wide[-1]
 
 
 def removed(x: torch.Tensor) -> torch.Tensor:
@@ -41,11 +65,13 @@ def _batches(prep: Prepared, settings: Settings):  # type: ignore[no-untyped-def
         yield i, prep.x[i:i + settings.batch_size]
 
 
-def grad_cam(subject: Subject, prep: Prepared, targets: np.ndarray, settings: Settings) -> list[np.ndarray]:
+def grad_cam(subject: Subject, prep: Prepared, targets: np.ndarray, settings: Settings,
+             layer: nn.Module | None = None) -> list[np.ndarray]:
     from captum.attr import LayerAttribution, LayerGradCam
 
-    layer = last_conv(subject.backbone)
-    assert layer is not None
+    assert prep.x is not None
+    if layer is None:
+        layer = cam_layer(subject.backbone, prep.x.to(subject.device))
     cam = LayerGradCam(subject.image_logits, layer)
     out: list[np.ndarray] = []
     for i, x in _batches(prep, settings):
