@@ -389,3 +389,16 @@ def test_explain_help_lists_every_registered_method() -> None:
     for name in EXPLAINERS:
         assert name in text
     assert "Examples:" in res.output
+
+
+def test_the_report_notes_an_unverified_method_under_each_explained_mistake(monkeypatch: pytest.MonkeyPatch) -> None:
+    import html
+
+    from headstart.report.html import Mistake, ReportInputs, _mistakes_section
+
+    monkeypatch.setattr(measured, "CASES", SYNTHETIC)
+    shown = [Mistake(item="a.png", true_label="cat", predicted="dog", confidence=0.9, method=m, image_png=b"png")
+             for m in ("grad-cam", "kernel-shap")]
+    page = _mistakes_section(ReportInputs(meta={}, evaluation={}, evaluated_on="test", mistakes=shown))
+    assert page.count("Not verified faithful") == 1  # grad-cam's note; kernel-shap is verified in this table
+    assert html.escape(measured.note("grad-cam", "image")) in page
