@@ -14,7 +14,7 @@ from headstart.domain.losses import ALIGNERS
 from headstart.errors import BackboneError
 from headstart.heads import HEADS, build_head
 from headstart.methods import STRATEGIES
-from headstart.methods.domain_adapt import SOURCE_ONLY, AdaptConfig, _method_list
+from headstart.methods.domain_adapt import SELF_TRAIN, SOURCE_ONLY, AdaptConfig, _method_list
 
 
 def _option(name: str) -> click.Option:
@@ -22,14 +22,14 @@ def _option(name: str) -> click.Option:
 
 
 def test_fit_adapt_choices_are_the_aligners() -> None:
-    assert list(_option("--adapt").type.choices) == ["auto", SOURCE_ONLY, *ALIGNERS.names()]
+    assert list(_option("--adapt").type.choices) == ["auto", SOURCE_ONLY, *ALIGNERS.names(), SELF_TRAIN]
 
 
 def test_a_new_aligner_shows_up_in_the_cli_and_in_auto() -> None:
     ALIGNERS.register("test-only", ALIGNERS.get("coral"))
     try:
         assert "test-only" in _option("--adapt").type.choices
-        assert _method_list(AdaptConfig(method="auto")) == [SOURCE_ONLY, *ALIGNERS.names()]
+        assert _method_list(AdaptConfig(method="auto")) == [SOURCE_ONLY, *ALIGNERS.names(), SELF_TRAIN]
         AdaptConfig(method="test-only")  # accepted by the config as well
     finally:
         del ALIGNERS._entries["test-only"]

@@ -79,11 +79,11 @@ def strategy_names() -> list[str]:
 
 
 def adapt_choices() -> list[str]:
-    """``--adapt``: ``auto``, ``source-only`` and every registered aligner."""
+    """``--adapt``: ``auto``, ``source-only``, every registered aligner and ``self-train``."""
     from ..domain.losses import ALIGNERS
-    from ..methods.domain_adapt import SOURCE_ONLY
+    from ..methods.domain_adapt import SELF_TRAIN, SOURCE_ONLY
 
-    return ["auto", SOURCE_ONLY, *ALIGNERS.names()]
+    return ["auto", SOURCE_ONLY, *ALIGNERS.names(), SELF_TRAIN]
 
 
 @click.command("fit", epilog="""\b
