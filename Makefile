@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned, so that no other package makes pip choose a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# wheels of the edge runtime (no torch), for the test that installs them into a fresh venv offline
+	$(BIN)/python -m pip download -q -d $(VENV)/edge-wheels onnxruntime numpy pillow tokenizers
 	touch $@
 
 demo: install

@@ -196,7 +196,10 @@ def runtime_venv(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("edge-venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
     python = venv / "bin" / "python"
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "20",
+    # `make install` downloads the wheels while the network is there; the tests run with it cut off.
+    wheels = Path(__file__).resolve().parents[1] / ".venv" / "edge-wheels"
+    source = ["--no-index", "--find-links", str(wheels)] if wheels.is_dir() else ["--retries", "0", "--timeout", "20"]
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *source,
                           "onnxruntime", "numpy", "pillow", "tokenizers"], capture_output=True, text=True, timeout=900)
     if pip.returncode != 0:
         message = "pip could not install onnxruntime numpy pillow tokenizers: " + pip.stderr[-1500:]
