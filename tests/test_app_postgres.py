@@ -36,10 +36,16 @@ BAD_URLS = [
     (lambda: f"postgresql+nosuchdriver://bob:{PASSWORD}@db/headstart",
      ["'postgresql+nosuchdriver'", "does not know", "bob:***@db"]),
     (lambda: f"sqlite:////nonexistent-{PASSWORD}-dir/app.sqlite", ["unable to open database file", "folder exists"]),
+    (lambda: f"postgresql+psycopg://bob:hunter@2@127.0.0.1:{_closed_port()}/headstart",
+     ["more than one '@' before the host", "bob:***@127.0.0.1", "%40"]),
+    # a one-character password is not masked inside the driver's reason, which stays readable
+    (lambda: f"postgresql+psycopg://bob:1@127.0.0.1:{_closed_port()}/headstart",
+     ['connection to server at "127.0.0.1"', "Connection refused", "bob:***@127.0.0.1"]),
 ]
 
 
-@pytest.mark.parametrize("make,words", BAD_URLS, ids=["refused", "no-scheme", "bad-port", "unknown-driver", "sqlite"])
+@pytest.mark.parametrize("make,words", BAD_URLS, ids=["refused", "no-scheme", "bad-port", "unknown-driver", "sqlite",
+                                                     "unencoded-at", "short-password"])
 def test_a_database_url_that_cannot_be_used_is_named_with_the_fix(make, words) -> None:
     from headstart.app.db import Store
     from headstart.errors import ConfigError

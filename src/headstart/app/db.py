@@ -160,6 +160,11 @@ def make_engine(url: str) -> Engine:
     """The engine, its tables made if missing; a URL that cannot be used raises ConfigError naming it
     (password hidden) and the fix, never a driver's traceback."""
     shown = hide_password(url)
+    authority = url.split("//", 1)[1].split("/", 1)[0] if "//" in url else ""
+    if authority.count("@") > 1:  # SQLAlchemy would read the part after the first '@' as the host
+        raise ConfigError(f"The database URL '{shown}' has more than one '@' before the host.",
+                          fix="Percent-encode '@' in the user name or password as %40 (and ':' as %3A, '/' as %2F), "
+                              "or leave --db out to keep the database in SQLite inside --data-dir.")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -189,7 +194,9 @@ def make_engine(url: str) -> Engine:
     except DBAPIError as exc:
         engine.dispose()
         reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0].rstrip(".")
-        if parsed.password:
+        # A password of a few characters also occurs in ordinary words and numbers ("1" in the host's
+        # address): masking it there would garble the reason, and drivers do not echo short secrets.
+        if parsed.password and len(str(parsed.password)) >= 4:
             reason = reason.replace(str(parsed.password), "***")
         if engine.dialect.name == "sqlite":
             fix = "Check that the file's folder exists and that this user may write in it; or leave --db out."
