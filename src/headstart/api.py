@@ -122,8 +122,9 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     screen = chosen.get("label_screen")
     if screen and screen["warn"]:
         say(f"[warning] {screen['count']} of {screen['n']} training items ({100 * screen['share']:.1f}%) look "
-            "mislabelled to a cross-fitted probe. Fix: `headstart check DATA --deep` lists them with the label the "
-            "model suggests; correct or remove them and fit again.")
+            f"mislabelled to a quick cross-fitted probe. Fix: `headstart check {dataset.source} --deep` (the full "
+            "check, which may list a somewhat different set) shows each with the label the model suggests; correct "
+            "or remove them and fit again.")
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     calibration = chosen.get("calibration")
     if calibration is not None and len(ys["test"]):

@@ -46,8 +46,16 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
         out.print(f"[yellow]Warning: {w}[/]")
     cal = model.info.get("calibration")
     if cal and "test_ece_before" in cal:
-        out.print(f"Confidence: temperature {cal['temperature']:.3g} " + ("applied" if cal["kept"] else "not needed")
-                  + f"; test ECE {cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
+        before, after = cal["test_ece_before"], cal["test_ece_after"]
+        if cal["kept"]:
+            said = (f"Confidence: temperature {cal['temperature']:.3g} applied; test calibration error (ECE) "
+                    f"{before:.3f} -> {after:.3f}")
+            if after > before + 1e-9:  # fitted on validation, it can miss on test: say so, do not hide it
+                n_val = model.info.get("data", {}).get("splits", {}).get("val", "?")
+                said += f" (worse on the test split than without it; it was fitted on {n_val} validation items)"
+        else:
+            said = f"Confidence: the model's own (no temperature lowered the validation log-loss); test ECE {before:.3f}"
+        out.print(said)
     if out_dir:
         out.print(f"Model and transfer card: {out_dir}/ (headstart.json, model.safetensors, transfer_card.md)")
 

@@ -26,8 +26,13 @@ def _calibration_section(cal: dict[str, Any] | None) -> list[str]:
         return []
     lines = ["", "### Confidence (calibration)", ""]
     if cal.get("kept"):
-        lines.append(f"Temperature scaling (T = {cal['temperature']:.3g}, fitted on the validation split) lowered the "
-                     f"validation log-loss {cal['val_nll_before']:.3f} -> {cal['val_nll_after']:.3f}.")
+        how = {"confidence matching": "set so that the mean confidence on the validation split equals its "
+                                      "accuracy (a split of under 100 items)",
+               "log-likelihood": "fitted by log-likelihood on the validation split"}.get(cal.get("method", ""),
+                                                                                       "fitted on the validation split")
+        lines.append(f"Temperature scaling (T = {cal['temperature']:.3g}, {how}; T below 1 sharpens the "
+                     f"probabilities, above 1 softens them) lowered the validation log-loss "
+                     f"{cal['val_nll_before']:.3f} -> {cal['val_nll_after']:.3f}.")
     else:
         lines.append(cal.get("reason", "Temperature scaling did not lower the validation log-loss, so it was not applied."))
     if "test_ece_before" in cal:
@@ -135,7 +140,7 @@ def render_card(meta: dict[str, Any]) -> str:
     if screen:
         lines.append(f"- Label screen (3-fold probe + confident learning): {screen['count']} of {screen['n']} training "
                      f"items ({100 * screen['share']:.1f}%) look mislabelled"
-                     + (f"; the worst: {', '.join(map(str, screen['indices'][:5]))}" if screen["count"] else ""))
+                     + (f"; the worst: {', '.join(map(str, screen['indices']))}" if screen["count"] else ""))
     selection = meta.get("backbone_selection")
     if selection:
         lines += ["", "## How the backbone was chosen",

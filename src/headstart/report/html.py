@@ -186,7 +186,7 @@ def _data_section(meta: dict[str, Any]) -> str:
                 + "</li>" for f in findings]
         out.append("</ul>")
     else:
-        out.append("<p>The data check found nothing to fix.</p>")
+        out.append("<p>The data check (files, labels, duplicates, balance) found nothing to fix.</p>")
     screen = data.get("label_screen")
     if isinstance(screen, dict) and screen.get("count"):
         worst = "".join(f"<li><code>{_e(i)}</code></li>" for i in screen.get("indices", [])[:20])

@@ -129,8 +129,9 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
             model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
-            log(f"Calibration: temperature {calibration['temperature']:.3g}, fitted on {len(parts.val)} validation "
-                "items, makes the confidences match the accuracy better")
+            log(f"Calibration: temperature {calibration['temperature']:.3g} ({calibration.get('method', 'fitted')} on "
+                f"{len(parts.val)} validation items; validation log-loss {calibration['val_nll_before']:.3f} -> "
+                f"{calibration['val_nll_after']:.3f})")
         else:
             log(f"Calibration: {calibration.get('reason', 'not needed (temperature 1 fits the validation split best)')}")
         chosen = {**chosen, "calibration": calibration}
