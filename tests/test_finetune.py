@@ -407,3 +407,14 @@ def test_auto_stops_a_run_that_outlasts_the_budget(news, tiny_bert_dir, monkeypa
     assert full and "stopped at the end of the budget" in full[0]["note"]
     assert full[0]["epochs"] == 1000 and full[0]["val_accuracy"] is not None
     assert len(model.info["strategy"]["details"]["search"]) == 2  # the probe and the one run
+
+
+def test_auto_says_what_budget_would_have_tried_the_cheapest_skipped_run() -> None:
+    from headstart.methods.auto import _Run, _why
+
+    probe = _Run("linear-probe", None, None, 0, val_accuracy=0.8, n_val=40, seconds=20.0)
+    skipped = [_Run("full", 5e-5, 1, 0, n_val=40, estimate_s=49.0, status="over budget"),
+               _Run("lora", 1e-3, 1, 0, n_val=40, estimate_s=300.0, status="over budget")]
+    said = " ".join(_why(probe, probe, [probe, *skipped]))
+    # 20 s spent + 49 s for the cheapest, with a fifth more for the estimate's noise: 82.8 s
+    assert "2 run(s) did not fit in the budget" in said and "full lr=5e-05" in said and "about 83s" in said

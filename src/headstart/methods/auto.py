@@ -325,6 +325,11 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     return best["head"], info, bool(best["trained"])
 
 
+def _budget_words(seconds: float) -> str:
+    """``--budget`` as a user would type it: whole seconds under two minutes, else whole minutes (rounded up)."""
+    return f"{int(np.ceil(seconds))}s" if seconds < 120 else f"{int(np.ceil(seconds / 60))}m"
+
+
 def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
     finished = [r for r in runs if r.status == "done"]
     said = [f"Tried {len(finished)} candidate run(s) on the validation split ({win.n_val} items); "
@@ -334,7 +339,13 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
         said.append("Stopped early and excluded: " + "; ".join(f"{_label(r)} ({r.status})" for r in trouble) + ".")
     skipped = [r for r in runs if r.status == "over budget"]
     if skipped:
-        said.append(f"{len(skipped)} run(s) did not fit in the budget.")
+        cheapest = min(skipped, key=lambda r: r.estimate_s or float("inf"))
+        spent = sum(r.seconds for r in runs)
+        need = spent + (cheapest.estimate_s or 0.0)
+        said.append(f"{len(skipped)} run(s) did not fit in the budget; the cheapest of them, {_label(cheapest)}, "
+                    f"needed about {cheapest.estimate_s:.0f} s more (a budget of about {_budget_words(need * 1.2)} "
+                    "would have tried it; the estimate moves with the machine's load)."
+                    if cheapest.estimate_s else f"{len(skipped)} run(s) did not fit in the budget.")
     if probe is not None and win is not probe and probe.status == "done" and win.val_accuracy == probe.val_accuracy:
         said.append("It tied with the linear probe on validation; the cheaper of the two was kept.")
     elif probe is not None and win is not probe and probe.status == "done":
