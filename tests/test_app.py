@@ -554,6 +554,7 @@ def test_text_flow_in_a_browser(browser, tmp_path: Path) -> None:
         assert "80 texts in 5 classes" in page.inner_text("[data-testid=check-summary]")
         _shot(page, tmp_path, "12-text-check")
         page.click("text=Train")
+        page.select_option("#budget", "60")  # auto's search, kept short: the flow, not the search, is under test
         page.click("#start-fit")
         # A second fit on the busy project is refused with a message on the page.
         page.click("#start-fit")
