@@ -100,3 +100,28 @@ def test_a_small_validation_split_sets_the_mean_confidence_to_its_smoothed_accur
 def test_a_large_validation_split_is_fitted_by_likelihood() -> None:
     p, y = _overconfident(400, 3)
     assert fit_temperature(p, y)["method"] == "log-likelihood"
+
+
+def test_a_temperature_that_worsens_the_real_validation_log_loss_is_not_kept() -> None:
+    # A perfect one-hot model: matching would soften it towards (n + 1) / (n + 2), which raises the
+    # log-loss against the real labels, so the model stays as it is.
+    y = np.arange(50) % 5
+    proba = np.full((50, 5), 1e-9)
+    proba[np.arange(50), y] = 1.0
+    cal = fit_temperature(proba, y)
+    assert not cal["kept"] and cal["temperature"] == 1.0
+
+
+def test_bad_calibration_input_is_a_clear_error() -> None:
+    import pytest
+
+    from headstart.errors import DataError
+
+    p = np.full((20, 4), 0.25)
+    y = np.arange(20) % 4
+    bad = p.copy()
+    bad[0, 0] = np.nan
+    for args, words in (((bad, y), "NaN"), ((p, y - 1), "must lie in 0..3"), ((p, y[:10]), "one label per item"),
+                        ((p[:, 0], y), "one label per item")):
+        with pytest.raises(DataError, match=words):
+            fit_temperature(*args)

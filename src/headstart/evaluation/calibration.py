@@ -49,15 +49,27 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """
     from scipy.optimize import minimize_scalar
 
+    from ..errors import DataError
+
     y = np.asarray(y, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or len(proba) != len(y):
+        raise DataError(f"Calibration needs probabilities [items, classes] and one label per item; got {proba.shape} "
+                        f"and {len(y)} labels.")
+    if len(y) and (y.min() < 0 or y.max() >= proba.shape[1]):
+        raise DataError(f"Calibration labels must lie in 0..{proba.shape[1] - 1}, got {y.min()}..{y.max()}.")
+    if not np.isfinite(proba).all():
+        raise DataError("Calibration got probabilities that are NaN or infinite.",
+                        fix="check the model: its validation predictions are not numbers.")
     logp = log_proba(proba)
     # A validation split that the model gets entirely right pushes the NLL-optimal T towards 0 (every
     # confidence 1.0). Laplace's rule of succession keeps it finite: with n items the error rate is
     # taken as at least 1 / (n + 2), spread over the other classes.
     smoothing = 1.0 / (len(y) + 2)
     before = _nll(logp, y, 1.0, smoothing)
+    raw_before = _nll(logp, y, 1.0) if len(y) else float("nan")
     if len(y) < MIN_ITEMS or len(np.unique(y)) < 2:
-        return {"temperature": 1.0, "kept": False, "val_nll_before": before, "val_nll_after": before,
+        return {"temperature": 1.0, "kept": False, "val_nll_before": raw_before, "val_nll_after": raw_before,
                 "reason": f"The validation split has {len(y)} item(s), too few to fit a temperature (at least "
                           f"{MIN_ITEMS}), so the confidences are the model's own, uncalibrated."}
     # A Gaussian prior on log T (sd LOG_T_PRIOR_SD) weighs as one more term of the summed NLL: with a
@@ -72,9 +84,12 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         res = minimize_scalar(objective, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
         t, method = float(np.exp(res.x)), "log-likelihood"
     after = _nll(logp, y, t, smoothing)
-    kept = after < before - 1e-6
+    raw_after = _nll(logp, y, t)
+    # Kept only if it lowers the validation log-loss against the real labels, and against the smoothed
+    # targets (which stop a split the model gets all right from asking for certainty).
+    kept = after < before - 1e-6 and raw_after < raw_before - 1e-6
     return {"temperature": t if kept else 1.0, "kept": kept, "fitted_temperature": t, "method": method,
-            "val_nll_before": before, "val_nll_after": after if kept else before}
+            "val_nll_before": raw_before, "val_nll_after": raw_after if kept else raw_before}
 
 
 def _mean_confidence(logp: np.ndarray, temperature: float) -> float:

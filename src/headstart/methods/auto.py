@@ -347,12 +347,12 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
                     "would have tried it; the estimate moves with the machine's load)."
                     if cheapest.estimate_s else f"{len(skipped)} run(s) did not fit in the budget.")
     if probe is not None and win is not probe and probe.status == "done" and win.val_accuracy == probe.val_accuracy:
-        said.append("It tied with the linear probe on validation; the cheaper of the two was kept.")
+        said.append(f"{_label(win)} tied with the linear probe on validation; the cheaper of the two was kept.")
     elif probe is not None and win is not probe and probe.status == "done":
         lo_w = wilson(win.val_accuracy * win.n_val, win.n_val)[0]
         hi_p = wilson(probe.val_accuracy * probe.n_val, probe.n_val)[1]
         margin = win.val_accuracy - probe.val_accuracy
-        said.append(f"It beat the linear probe by {100 * margin:.1f} points on validation"
+        said.append(f"{_label(win)} beat the linear probe by {100 * margin:.1f} points on validation"
                     + (", inside the split's noise (the 95% intervals overlap): treat the two as close."
                        if lo_w <= hi_p else ", beyond the split's noise."))
     elif probe is not None and win is probe and any(r.lr is not None for r in finished):

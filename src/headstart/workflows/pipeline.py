@@ -99,6 +99,9 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         else:
             if result is not None:
                 chosen = {**chosen, "label_screen": result}
+            else:
+                log("Label screen: skipped (a class has fewer than 3 training items, too few to cross-fit); "
+                    "`headstart check --deep` on the data looks at the labels with more folds")
     model = TransferModel(bb, head, label_names, backbone_trained=trained)
 
     final: dict[str, np.ndarray] = {}  # each split's features from the final backbone, computed once
