@@ -117,6 +117,9 @@ class Predictor:
 
         self.folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
         config_file = self.folder / "edge.json"
+        if not config_file.is_file():
+            raise ValueError(f"{self.folder} holds no edge.json: point --model at the folder that "
+                             "`headstart export RUN --target edge` wrote (RUN/onnx/edge).")
         self.config = json.loads(config_file.read_text(encoding="utf-8"))
         if self.config.get("format") != FORMAT or self.config.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{config_file} is not a {FORMAT} v{FORMAT_VERSION} file; "
@@ -145,13 +148,21 @@ class Predictor:
             size, crop, interp = int(self.pre["image_size"]), float(self.pre["crop_pct"]), str(self.pre["interpolation"])
             return {"pixels": np.stack([resize_crop(load_image(x), size, crop, interp) for x in items])}
         assert self.tokenizer is not None
-        encodings = self.tokenizer.encode_batch([str(t) for t in items])
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise ValueError(f"item {i} is {type(t).__name__}, not a text.")
+        # Text that is not valid UTF-8 (a lone surrogate from a badly decoded argument) becomes U+FFFD.
+        texts = [t.encode("utf-8", "replace").decode("utf-8") for t in items]
+        encodings = self.tokenizer.encode_batch(texts)
         return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
 
     def predict_proba(self, items: list[Any]) -> np.ndarray:
-        """``[N, len(labels)]`` class probabilities."""
-        return self.session.run(None, self.feeds(list(items)))[0]
+        """``[N, len(labels)]`` class probabilities (``[0, len(labels)]`` for no items)."""
+        items = list(items)
+        if not items:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.session.run(None, self.feeds(items))[0]
 
     def predict(self, items: list[Any], top: int = 1) -> list[dict[str, Any]]:
         """For each item: its top label, confidence and the ``top`` best labels with probabilities."""
@@ -163,19 +174,30 @@ class Predictor:
         return out
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Classify images or texts with the model in this folder.")
     parser.add_argument("items", nargs="+", help="image files (image model) or texts (text model)")
-    parser.add_argument("--top", type=int, default=1, help="how many labels to list per item")
-    parser.add_argument("--batch", type=int, default=32, help="items per forward pass")
+    parser.add_argument("--top", type=_positive, default=1, help="how many labels to list per item")
+    parser.add_argument("--batch", type=_positive, default=32, help="items per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--model", default=None, help="the export folder (default: this file's folder)")
     args = parser.parse_args(argv)
-    model = Predictor(args.model, threads=args.threads)
-    for start in range(0, len(args.items), max(1, args.batch)):
-        chunk = args.items[start:start + max(1, args.batch)]
-        for item, result in zip(chunk, model.predict(chunk, top=args.top)):
-            print(json.dumps({"input": item, **result}))
+    try:
+        model = Predictor(args.model, threads=args.threads)
+        for start in range(0, len(args.items), args.batch):
+            chunk = args.items[start:start + args.batch]
+            for item, result in zip(chunk, model.predict(chunk, top=args.top)):
+                print(json.dumps({"input": item, **result}))
+    except (OSError, ValueError) as exc:  # a missing or unreadable file, a foreign folder, a bad item
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
