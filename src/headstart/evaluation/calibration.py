@@ -93,7 +93,7 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def _mean_confidence(logp: np.ndarray, temperature: float) -> float:
-    return float(apply_temperature(np.exp(logp), temperature).max(1).mean())
+    return float(_scaled(logp, temperature).max(1).mean())
 
 
 def _match_confidence(logp: np.ndarray, y: np.ndarray) -> float:
@@ -117,11 +117,16 @@ def _match_confidence(logp: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(brentq(gap, lo, hi, xtol=1e-4)))
 
 
-def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
-    z = log_proba(proba) / temperature
+def _scaled(logp: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logp / T) from log-probabilities."""
+    z = logp / temperature
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    return _scaled(log_proba(proba), temperature)
 
 
 def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
