@@ -123,6 +123,18 @@ def wait_job(c: httpx.Client, job_id: int, timeout: float = 600) -> dict:
     raise AssertionError(f"job {job_id} still {j['status']} after {timeout} s: {j['log'][-2000:]}")
 
 
+def two_checked_projects(c: httpx.Client, tmp_path: Path) -> list[int]:
+    """Projects "first" and "second", each with a checked upload of two classes of 8 images."""
+    projects = []
+    for name in ("first", "second"):
+        pid = c.post("/api/projects", json={"name": name}).json()["id"]
+        r = upload(c, pid, "d.zip", class_zip(tmp_path / f"{name}.zip", {"a": 8, "b": 8}).read_bytes())
+        assert r.status_code == 200, r.text
+        wait_job(c, r.json()["check_job"])
+        projects.append(pid)
+    return projects
+
+
 def upload(c: httpx.Client, pid: int, name: str, content: bytes, **cols: str) -> httpx.Response:
     r = c.post(f"/api/projects/{pid}/uploads", params={"filename": name}, content=content)
     if r.status_code != 200:
@@ -372,13 +384,7 @@ def test_jobs_survive_a_kill_9_of_the_server(tmp_path: Path) -> None:
     fit = {"kind": "fit", "params": {"strategy": "prototypes", "backbone": "raw-pixels"}}
     try:
         with s.client() as c:
-            projects = []
-            for name in ("first", "second"):
-                pid = c.post("/api/projects", json={"name": name}).json()["id"]
-                r = upload(c, pid, "d.zip", class_zip(tmp_path / f"{name}.zip", {"a": 8, "b": 8}).read_bytes())
-                assert r.status_code == 200
-                wait_job(c, r.json()["check_job"])
-                projects.append(pid)
+            projects = two_checked_projects(c, tmp_path)
             jobs = [c.post(f"/api/projects/{pid}/jobs", json=fit).json()["id"] for pid in projects]
             running, queued = jobs
             deadline = time.time() + 60

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app import Server, _alive, class_zip, upload, wait_job
+from test_app import Server, _alive, two_checked_projects, wait_job
 
 PASSWORD = "hunter2-secret"
 
@@ -149,13 +149,7 @@ def test_jobs_survive_a_kill_9_on_postgresql(postgres, tmp_path: Path, monkeypat
 
     try:
         with s.client() as c:
-            projects = []
-            for name in ("first", "second"):
-                pid = c.post("/api/projects", json={"name": name}).json()["id"]
-                r = upload(c, pid, "d.zip", class_zip(tmp_path / f"{name}.zip", {"a": 8, "b": 8}).read_bytes())
-                assert r.status_code == 200, r.text
-                wait_job(c, r.json()["check_job"])
-                projects.append(pid)
+            projects = two_checked_projects(c, tmp_path)
             running, queued = (c.post(f"/api/projects/{pid}/jobs", json=fit).json()["id"] for pid in projects)
             deadline = time.time() + 60
             while not worker_pid(running) and time.time() < deadline:
@@ -230,16 +224,23 @@ def test_two_servers_claiming_at_once_start_one_job_per_project(postgres) -> Non
         st.engine.dispose()
 
 
-@pytest.mark.slow
-def test_recover_on_postgresql(postgres) -> None:
-    from headstart.app.db import Job, Project, Store
+def _queue_one_fit(store) -> None:
+    """A project "p" with one queued fit job."""
+    from headstart.app.db import Job, Project
 
-    store = Store(postgres.database())
     with store.session() as s:
         p = Project(name="p")
         s.add(p)
         s.flush()
         s.add(Job(project_id=p.id, kind="fit"))
+
+
+@pytest.mark.slow
+def test_recover_on_postgresql(postgres) -> None:
+    from headstart.app.db import Store
+
+    store = Store(postgres.database())
+    _queue_one_fit(store)
     first = store.claim_next()
     assert first is not None and first.status == "running"
     assert store.recover() == [(first.id, "queued")]
@@ -253,17 +254,13 @@ def test_recover_on_postgresql(postgres) -> None:
 
 @pytest.mark.slow
 def test_a_server_recovers_the_jobs_of_a_dead_server_only(postgres) -> None:
-    from headstart.app.db import Job, Project, Store
+    from headstart.app.db import Job, Store
 
     url = postgres.database()
     a, b = Store(url), Store(url)  # two servers on one database
     a.announce()
     b.announce()
-    with a.session() as s:
-        p = Project(name="p")
-        s.add(p)
-        s.flush()
-        s.add(Job(project_id=p.id, kind="fit"))
+    _queue_one_fit(a)
     job = a.claim_next()
     assert job is not None
     assert b.recover() == []  # a runs it and is alive: b leaves it alone
