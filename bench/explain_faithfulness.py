@@ -1,4 +1,6 @@
 """Are the explanations faithful to the model? Each method against a random order, on real data.
+Every registered method is measured (occlusion with patches of 1/--occlusion-grid of the side, 14 by
+default: the curves' cells), beside a random order.
 
 1. mnist: efficientnet-lite0 linear probe (fitted by headstart.fit on builtin:mnist:100 at
    --image-size px, 224 by default as a default fit); the digits are the seed-0 split's 200 test
@@ -276,6 +278,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="Integrated Gradients steps")
     ap.add_argument("--samples", type=int, default=64, help="KernelSHAP samples per item")
     ap.add_argument("--grid", type=int, default=6, help="KernelSHAP cells per image side")
+    ap.add_argument("--occlusion-grid", type=int, default=14, help="occlusion patches per image side")
     ap.add_argument("--curve-steps", type=int, default=8, help="points on the deletion / insertion curves")
     ap.add_argument("--curve-grid", type=int, default=CURVE_GRID,
                     help="deletion / insertion remove cells of this grid (0: single pixels)")
@@ -297,7 +300,8 @@ def main() -> None:
         parts |= {"sanity-mnist", "sanity-bbc"}
     caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
     grid = args.curve_grid or None
-    settings = Settings(steps=args.steps, samples=args.samples, grid=args.grid, batch_size=32)
+    settings = Settings(steps=args.steps, samples=args.samples, grid=args.grid, occlusion_grid=args.occlusion_grid,
+                        batch_size=32)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -323,6 +327,8 @@ def main() -> None:
                     better = ({"comprehensiveness": 1, "sufficiency": -1} if k == "bbc"
                               else {"deletion": -1, "insertion": 1})
                     results[k]["table"] = summarise(results[k]["rows"], better)
+                elif k.startswith("sanity_") and isinstance(v, dict) and isinstance(results.get(k), dict):
+                    results[k].update(v)  # the sanity check of other methods, on the same items
                 else:
                     results[k] = v
             results.setdefault("configs", []).extend(found.get("configs", []))

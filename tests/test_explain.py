@@ -17,11 +17,11 @@ from headstart.errors import ConfigError, DataError
 from headstart.explain import DEFAULT_METHODS, EXPLAINERS, Settings, Subject, explain_items, measured, usable_methods
 from headstart.explain.faithfulness import (comprehensiveness_sufficiency, deletion_insertion, random_scores,
                                             randomised, rank_correlation)
-from headstart.explain.image import cam_layer, last_conv
+from headstart.explain.image import cam_layer, last_conv, occlusion_patch
 from headstart.model import TransferModel
 
 SIZE = 32
-FAST = Settings(steps=8, samples=48, grid=4, batch_size=16)
+FAST = Settings(steps=8, samples=48, grid=4, occlusion_grid=8, batch_size=16)  # cells meet at the middle
 
 
 class LeftHalf(Backbone):
@@ -293,6 +293,64 @@ def test_kernel_shap_explains_a_backbone_without_gradients() -> None:
     assert ex.method == "kernel-shap" and ex.top_words(1)[0][0] == "excellent"
 
 
+class Window(Backbone):
+    """A small random convolutional backbone that reads only the square ``[lo, hi)`` of its maps:
+    two 3 x 3 convolutions (each pixel reaches one pixel further per layer), then everything outside
+    the square is zeroed. Pixels more than two away from the square cannot change its output."""
+
+    def __init__(self, lo: int = 8, hi: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        mask = torch.zeros(1, 1, SIZE, SIZE)
+        mask[..., lo:hi, lo:hi] = 1
+        self.register_buffer("mask", mask)
+        self.calls: list[int] = []  # the batch size of every forward pass
+        self.card = BackboneCard(name="window", modality="image", feature_dim=4, source="test", license="n/a",
+                                 input=InputSpec(image_size=SIZE, mean=(0.5,) * 3, std=(0.5,) * 3))
+
+    def preprocess(self, items):  # type: ignore[no-untyped-def]
+        return {"pixel_values": preprocess_images(items, self.card.input)}
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        self.calls.append(len(pixel_values))
+        return (torch.tanh(self.conv2(torch.tanh(self.conv1(pixel_values)))) * self.mask).mean((2, 3))
+
+
+def test_occlusion_gives_the_patches_that_change_the_output_the_larger_attributions() -> None:
+    torch.manual_seed(1)
+    model = TransferModel(Window(8, 16), nn.Linear(4, 3), ["a", "b", "c"])
+    grid = 8  # 4 px patches on a 32 px image: rows 8-11 and 12-15 are inside the square the model reads
+    patch = occlusion_patch(SIZE, grid)
+    assert patch == 4
+    settings = Settings(occlusion_grid=grid, batch_size=16)
+    for ex in model.explain(images(3, seed=5), method="occlusion", settings=settings):
+        s = ex.scores
+        assert s.shape == (SIZE, SIZE) and np.isfinite(s).all()
+        cells = np.abs(s).reshape(grid, patch, grid, patch).max(axis=(1, 3))  # one value per patch
+        read = cells[2:4, 2:4]                    # patches inside the square: removing them changes the output
+        reach = np.zeros((grid, grid), bool)
+        reach[1:5, 1:5] = True                    # within two pixels of the square (the convolutions' reach)
+        unread = cells[~reach]                    # removing these cannot change the output
+        assert (read > 0).all()
+        assert unread.max() <= 1e-6
+        assert read.min() > unread.max()
+
+
+def test_occlusion_runs_the_model_in_batches_one_pass_per_patch() -> None:
+    backbone = Window()
+    model = TransferModel(backbone, nn.Linear(4, 2), ["a", "b"])
+    settings = Settings(occlusion_grid=8, batch_size=16)
+    model.explain(images(2), method="occlusion", settings=settings)
+    assert max(backbone.calls) <= settings.batch_size
+    # Per image: the 8 x 8 patches and the image itself; plus the one pass that finds the predicted class.
+    assert sum(backbone.calls) == 2 * (8 * 8 + 1) + 2
+
+
 # -- faithfulness measures -----------------------------------------------------------------------
 def test_deletion_and_insertion_reward_the_true_order(image_model: TransferModel) -> None:
     subject = Subject(image_model.backbone, image_model.head)
@@ -351,6 +409,11 @@ def test_refusals_name_the_problem_and_the_way_out(image_model: TransferModel, t
     with pytest.raises(ConfigError, match="explains images.*takes texts") as err:
         text_model.explain(TEXTS[:1], method="grad-cam")
     assert "integrated-gradients" in (err.value.fix or "")
+    with pytest.raises(ConfigError, match="'occlusion' explains images.*takes texts") as err:
+        text_model.explain(TEXTS[:1], method="occlusion")
+    assert "kernel-shap" in (err.value.fix or "") and "occlusion" not in (err.value.fix or "")
+    with pytest.raises(ConfigError, match="Did you mean 'occlusion'"):
+        image_model.explain(images(1), method="occlusoin")
     frozen = TransferModel(Frozen(), head([[1.0, 0.0], [-1.0, 0.0]]), ["praise", "other"])
     with pytest.raises(ConfigError, match="cannot explain this model: .*without gradients") as err:
         frozen.explain(TEXTS[:1], method="integrated-gradients")

@@ -4,6 +4,9 @@ attribution library), registered in ``EXPLAINERS``.
 - ``grad-cam`` (images): Grad-CAM on the last convolution that keeps 1/8 of the image's side.
 - ``integrated-gradients`` (images: over pixels from a black image; texts: on the token
   embeddings from a text with every word blanked, summed per word).
+- ``occlusion`` (images): how much the class's log-probability falls when each square patch (1/14 of
+  the side: the faithfulness curves' cell) is replaced by the blurred image; model-agnostic, 197
+  passes per image, batched.
 - ``kernel-shap`` (images: over a grid of cells, removed = blurred; texts: over words, removed =
   left out): model-agnostic, so it also explains models whose backbone runs without gradients
   (ONNX backbones).
@@ -26,7 +29,7 @@ from ..backbones.base import Backbone
 from ..errors import ConfigError, DataError
 from .base import EXPLAINERS, Explainer, Prepared, Settings, Subject, needs_gradients, register_explainer
 from .explanation import Explanation
-from .image import grad_cam, integrated_gradients, kernel_shap_image, last_conv
+from .image import grad_cam, integrated_gradients, kernel_shap_image, last_conv, occlusion
 from .measured import note, preferred
 from .text import embedding_layer, integrated_gradients_text, kernel_shap_text
 
@@ -66,6 +69,10 @@ register_explainer(Explainer(
     "integrated-gradients", ("image", "text"), _ig,
     "Integrated Gradients: pixels from a black image, or words on the token embeddings (fine-grained, "
     "a few dozen passes)", unsupported=_ig_unsupported))
+register_explainer(Explainer(
+    "occlusion", ("image",), occlusion,
+    "Occlusion: how much the class's probability falls when each patch (1/14 of the side) is blurred away, by "
+    "running the model only (works for ONNX backbones; 197 passes, batched)", model_agnostic=True))
 register_explainer(Explainer(
     "kernel-shap", ("image", "text"), _kernel_shap,
     "KernelSHAP: Shapley values over image cells or words, by running the model only (works for ONNX "

@@ -31,6 +31,7 @@ class Settings:
     steps: int = 32           # Integrated Gradients: points on the path from the baseline
     samples: int = 200        # KernelSHAP: coalitions evaluated per item
     grid: int = 8             # KernelSHAP on images: the image is cut into grid x grid cells
+    occlusion_grid: int = 14  # occlusion: patches of 1/occlusion_grid of the side (occlusion_grid ** 2 passes)
     batch_size: int = 32
     seed: int = 0
 
