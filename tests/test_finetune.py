@@ -195,7 +195,8 @@ def test_auto_measures_candidates_and_explains_its_choice(news, tiny_bert_dir, t
     validation accuracy, and writes every run with its interval and fate into the card."""
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
                           out=tmp_path / "auto", options={"candidates": "linear-probe,prototypes,full,lora",
-                                                          "lr_factors": "1,3", "epochs": 2, "budget_s": 600})
+                                                          "lr_factors": "1,3", "epochs": 2, "budget_s": 600,
+                                                          "cv_below": 0})  # the split decides here
     details = model.info["strategy"]["details"]
     search = details["search"]
     tried = {(r["strategy"], r["rung"]) for r in search}
@@ -214,6 +215,51 @@ def test_auto_measures_candidates_and_explains_its_choice(news, tiny_bert_dir, t
     again = headstart.load(tmp_path / "auto")
     items = news.subset(range(5))
     assert np.allclose(again.predict_proba(items, progress=False), model.predict_proba(items, progress=False), atol=1e-5)
+
+
+def test_auto_on_a_small_validation_split_compares_the_finalists_on_folds(news, tiny_bert_dir) -> None:
+    """75 articles leave about 11 for validation: the probe, prototypes and the race's best fine-tuning
+    setting are scored on the same stratified folds of train + val, every labelled item once per
+    repetition, and the winner is the best on the folds, not on the 11 items."""
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "linear-probe,prototypes,lp-ft", "lr_factors": "1", "epochs": 2,
+                                   "cv_repeats": 2, "cv_finalists": 1, "budget_s": 600})
+    details = model.info["strategy"]["details"]
+    n_labelled = model.info["data"]["splits"]["train"] + model.info["data"]["splits"]["val"]
+    scored = [r for r in details["search"] if "cv_accuracy" in r]
+    assert {r["strategy"] for r in scored} == {"linear-probe", "prototypes", "lp-ft"}
+    assert all(r["cv_n"] == 2 * n_labelled for r in scored)  # two repetitions, every item once in each
+    assert all(r["cv_ci95"][0] <= r["cv_accuracy"] <= r["cv_ci95"][1] for r in scored)
+    top = max(r["cv_accuracy"] for r in scored)
+    assert details["chosen_strategy"] in {r["strategy"] for r in scored if r["cv_accuracy"] == top}
+    assert any("stratified folds of train + val" in r for r in details["reasons"])
+
+
+def test_fold_inputs_keep_items_features_and_labels_together(news) -> None:
+    """Train + val pooled and re-split into a fold: item, feature row and label stay aligned."""
+    from headstart.data.splits import split
+    from headstart.methods.auto import _fold_inputs, _pooled
+    from headstart.methods.base import StrategyInputs
+    from headstart.runtime import Runtime
+
+    parts = split(news, seed=0)
+    names = news.label_names
+    y = {s: np.array([names.index(v) for v in getattr(parts, s).labels]) for s in ("train", "val", "test")}
+    # feature row i of split s says where it came from: train rows 0.., val rows 1000..
+    feats = {s: (np.arange(len(y[s])) + (1000.0 if s == "val" else 0.0))[:, None] for s in ("train", "val")}
+    inputs = StrategyInputs(parts, feats, y, len(names), Runtime(), seed=0)
+    pooled, f, yy, groups = _pooled(inputs)
+    n_train = len(parts.train)
+    assert len(pooled) == len(f) == len(yy) == len(groups) == n_train + len(parts.val)
+    fit_idx, score_idx = np.arange(0, len(yy), 2), np.arange(1, len(yy), 2)
+    fold = _fold_inputs(inputs, pooled, f, yy, fit_idx, score_idx)
+    for s, idx in (("train", fit_idx), ("val", score_idx)):
+        data = getattr(fold.splits, s)
+        originals = [parts.train.items[i] if i < n_train else parts.val.items[i - n_train] for i in idx]
+        assert data.items == originals
+        assert [names.index(v) for v in data.labels] == fold.labels[s].tolist()
+        assert fold.features[s][:, 0].tolist() == [i if i < n_train else 1000.0 + i - n_train for i in idx]
+    assert fold.splits.test is parts.test and fold.labels["test"] is y["test"]
 
 
 def test_auto_stops_and_excludes_a_learning_rate_that_collapses(news, tiny_bert_dir) -> None:

@@ -14,9 +14,14 @@ The search, in order:
 3. A run whose loss stops being a number (diverged) or whose validation accuracy is no better
    than always answering the commonest class (collapsed) is stopped early by the training loop,
    reported, and its learning rate and every larger one of that strategy are excluded.
-4. The winner has the best validation accuracy; a fine-tuning run replaces the probe only if it
-   beats it, and the card says whether the margin is inside the validation split's noise (the
-   Wilson 95% intervals of the two scores overlap).
+4. On a small validation split (under ``cv_below`` items, where one item moves the score by a point
+   or more) the feature-based candidates and the race's best fine-tuning settings are compared on
+   stratified folds of train + validation instead (duplicates kept in one fold), repeated while the
+   budget allows: every labelled item is scored once per repetition, and all candidates see the
+   same folds, so their difference is paired.
+5. The winner has the best score; a fine-tuning run replaces the probe only if it beats it, and
+   the card says whether the margin is inside the noise (the Wilson 95% intervals of the two
+   scores overlap).
 
 Every candidate tried, its validation score with its interval, its time and its fate go into the
 model's info (``search``) and from there into the transfer card.
@@ -52,25 +57,35 @@ class AutoConfig(Config):
     budget_s: float = 600.0
     candidates: tuple[str, ...] = ()
     lr_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
-    epochs: int = 4
+    epochs: int = 0
     first_rung_epochs: int = 1
     keep: float = 1 / 3
     min_per_class: int = 4
+    cv_below: int = 100
+    folds: int = 3
+    cv_repeats: int = 2
+    cv_finalists: int = 2
     type: str = field(default="auto", init=False)
 
     constraints: ClassVar[dict[str, Constraint]] = {
         "budget_s": Interval(0, low_open=True), "lr_factors": Each(Interval(0, low_open=True), non_empty=True),
-        "epochs": Interval(1), "first_rung_epochs": Interval(1), "keep": Interval(0, 1, low_open=True),
-        "min_per_class": Interval(1)}
+        "epochs": Interval(0), "first_rung_epochs": Interval(1), "keep": Interval(0, 1, low_open=True),
+        "min_per_class": Interval(1), "cv_below": Interval(0), "folds": Interval(2), "cv_repeats": Interval(1),
+        "cv_finalists": Interval(1)}
     notes: ClassVar[dict[str, str]] = {
         "budget_s": "seconds the search may take (--budget 10m)",
         "candidates": "strategies to try; empty = the probe, prototypes and every fine-tuning strategy "
                       "that suits the backbone and the data",
         "lr_factors": "each fine-tuning candidate's default learning rate times these",
-        "epochs": "epochs of a fine-tuning candidate in the last rung",
+        "epochs": "epochs of a fine-tuning candidate in the last rung; 0 = each strategy's own default",
         "first_rung_epochs": "epochs of every fine-tuning candidate in the first rung",
         "keep": "share of the first rung's candidates that go on to the last",
-        "min_per_class": "below this many examples in the smallest class, fine-tuning is not tried"}
+        "min_per_class": "below this many examples in the smallest class, fine-tuning is not tried",
+        "cv_below": "below this many validation items, the finalists are compared on folds of train + val "
+                    "(0 = never)",
+        "folds": "folds of that comparison",
+        "cv_repeats": "repetitions of the folds (new partitions) while the budget allows",
+        "cv_finalists": "fine-tuning settings from the race that enter the fold comparison"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,21 +175,72 @@ class _Run:
     n_val: int = 0
     seconds: float = 0.0
     estimate_s: float | None = None
-    status: str = "done"  # done | collapsed | diverged | over budget | failed
+    status: str = "done"  # done | collapsed | diverged | over budget | failed | skipped
     note: str = ""
+    cv_right: int = 0  # items scored right / scored on the folds of train + val
+    cv_n: int = 0
+    cv_seconds: float = 0.0
+
+    @property
+    def cv_accuracy(self) -> float:
+        return self.cv_right / self.cv_n if self.cv_n else float("nan")
+
+    def score(self) -> tuple[float, int]:
+        """The number the winner is chosen by, and how many items it rests on."""
+        return (self.cv_accuracy, self.cv_n) if self.cv_n else (self.val_accuracy, self.n_val)
 
     def row(self) -> dict[str, Any]:
         ci = wilson(self.val_accuracy * self.n_val, self.n_val) if self.n_val and np.isfinite(self.val_accuracy) else None
-        return {"strategy": self.strategy, "lr": self.lr, "epochs": self.epochs, "rung": self.rung,
-                "val_accuracy": None if not np.isfinite(self.val_accuracy) else self.val_accuracy,
-                "ci95": ci, "seconds": round(self.seconds, 2),
-                "estimate_s": None if self.estimate_s is None else round(self.estimate_s, 1),
-                "status": self.status, "note": self.note}
+        out = {"strategy": self.strategy, "lr": self.lr, "epochs": self.epochs, "rung": self.rung,
+               "val_accuracy": None if not np.isfinite(self.val_accuracy) else self.val_accuracy,
+               "ci95": ci, "seconds": round(self.seconds, 2),
+               "estimate_s": None if self.estimate_s is None else round(self.estimate_s, 1),
+               "status": self.status, "note": self.note}
+        if self.cv_n:
+            out.update(cv_accuracy=self.cv_accuracy, cv_n=self.cv_n, cv_ci95=wilson(self.cv_right, self.cv_n),
+                       cv_seconds=round(self.cv_seconds, 2))
+        return out
 
 
 def _label(run: _Run) -> str:
     return run.strategy + (f" lr={run.lr:g}" if run.lr is not None else "") + (
         f", {run.epochs} epoch(s)" if run.epochs is not None else "")
+
+
+def _config_for(entry: Any, lr: float | None, epochs: int | None) -> Any:
+    default = entry.config_class()
+    if lr is None:
+        return default
+    # stop_at_chance: a run still at chance after two epochs has collapsed (loop.train)
+    extra = {"stop_at_chance": 2} if hasattr(default, "stop_at_chance") else {}
+    return dataclasses.replace(default, lr=lr, epochs=epochs, **extra)
+
+
+def _final_epochs(entry: Any, config: AutoConfig) -> int:
+    return config.epochs or int(getattr(entry.config_class(), "epochs", 1))
+
+
+def _fold_inputs(inputs: StrategyInputs, pooled: Any, feats: np.ndarray, y: np.ndarray, fit_idx: np.ndarray,
+                 score_idx: np.ndarray) -> StrategyInputs:
+    """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``score_idx`` to score."""
+    splits = dataclasses.replace(inputs.splits, train=pooled.subset(fit_idx, "train"),
+                                 val=pooled.subset(score_idx, "val"))
+    return dataclasses.replace(inputs, splits=splits,
+                               features={**inputs.features, "train": feats[fit_idx], "val": feats[score_idx]},
+                               labels={**inputs.labels, "train": y[fit_idx], "val": y[score_idx]})
+
+
+def _pooled(inputs: StrategyInputs) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Train + val as one data set, its features, labels and duplicate groups (content hashes)."""
+    from ..data import Dataset
+
+    tr, va = inputs.splits.train, inputs.splits.val
+    pooled = Dataset(tr.modality, list(tr.items) + list(va.items),
+                     list(tr.labels or []) + list(va.labels or []), list(tr.ids) + list(va.ids), source=tr.source)
+    feats = np.concatenate([inputs.features["train"], inputs.features["val"]])
+    y = np.concatenate([inputs.labels["train"], inputs.labels["val"]])
+    _, groups = np.unique(pooled.content_hashes(), return_inverse=True)
+    return pooled, feats, y, groups
 
 
 def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple[nn.Module, dict[str, Any], bool]:
@@ -188,17 +254,20 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     n_val = len(inputs.labels["val"])
     candidates = list(config.candidates) or _default_candidates(backbone, inputs)
     runs: list[_Run] = []
-    best: dict[str, Any] | None = None  # the best finished run's run, head, info, trained, backbone state
+    # Finished runs and what it takes to rebuild their model: the head, the info, and for a run that
+    # trained the backbone its weights (kept for the best few only: a backbone can weigh 100 MB).
+    results: list[dict[str, Any]] = []
     reasons: list[str] = []
 
-    def consider(run: _Run, head: nn.Module, info: dict[str, Any], trained: bool, bb: Any) -> None:
-        nonlocal best
-        if run.status != "done":
-            return
-        key = (run.val_accuracy, -run.seconds)  # ties go to the cheaper candidate
-        if best is None or key > best["key"]:
-            best = {"key": key, "run": run, "head": head, "info": info, "trained": trained,
-                    "state": {k: v.detach().clone() for k, v in bb.state_dict().items()} if trained else None}
+    def keep(run: _Run, head: nn.Module, info: dict[str, Any], trained: bool, bb: Any) -> None:
+        results.append({"run": run, "head": head, "info": info, "trained": trained,
+                        "state": {k: v.detach().clone() for k, v in bb.state_dict().items()} if trained else None})
+        tuned = sorted((r for r in results if r["trained"]), key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
+        for r in tuned[max(config.cv_finalists, 1):]:
+            r["state"] = None  # out of the running: its weights are not needed
+
+    def left() -> float:
+        return config.budget_s - (time.perf_counter() - start)
 
     # 1. the cheap candidates, always
     for name in [c for c in candidates if c in FEATURE_CANDIDATES]:
@@ -210,7 +279,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         run.val_accuracy = _val_accuracy(backbone, head, info, inputs, trained)
         runs.append(run)
         log(f"auto: {_label(run)}: validation accuracy {run.val_accuracy:.3f} ({run.seconds:.1f} s)")
-        consider(run, head, info, trained, backbone)
+        keep(run, head, info, trained, backbone)
     probe = next((r for r in runs if r.strategy == "linear-probe"), None)
 
     # 2. the fine-tuning race
@@ -224,11 +293,12 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         reasons.append(f"The smallest class has {smallest} training examples (< {config.min_per_class}): too few to "
                        "tell fine-tuning runs apart on validation, so only the feature-based candidates were tried.")
         tuning = []
-    left = config.budget_s - (time.perf_counter() - start)
-    if tuning and left <= 0:
+    if tuning and left() <= 0:
         reasons.append(f"The budget ({config.budget_s:g} s) was spent on the feature-based candidates: no "
                        "fine-tuning run was tried.")
         tuning = []
+    original: dict[str, torch.Tensor] = {}
+    per_item, slowdown = 0.0, [1.0]  # measured seconds / estimated seconds of the runs so far
     if tuning:
         # Before anything runs the backbone in training mode (the timing below moves BatchNorm's
         # statistics): every run, and a feature-based winner, starts from these weights.
@@ -243,31 +313,30 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         order = sorted(tuning, key=lambda n: FINETUNE_CANDIDATES.index(n) if n in FINETUNE_CANDIDATES else 99)
         pool = [(name, f) for f in factors for name in order]
         excluded: dict[str, float] = {}  # strategy -> the smallest learning rate that collapsed
-        first = min(config.first_rung_epochs, config.epochs)
-        rungs = [first, config.epochs] if first < config.epochs else [config.epochs]
-        for r, epochs in enumerate(rungs):
-            results: list[tuple[_Run, tuple[str, float]]] = []
+        n_rungs = 2
+        for r in range(n_rungs):
+            rung_done: list[tuple[_Run, tuple[str, float]]] = []
             for name, factor in pool:
                 entry = STRATEGIES.get(name)
-                default = entry.config_class()
-                lr = default.lr * factor
+                final = _final_epochs(entry, config)
+                epochs = min(config.first_rung_epochs, final) if r == 0 else final
+                lr = entry.config_class().lr * factor
+                if r > 0 and epochs == min(config.first_rung_epochs, final):
+                    continue  # its first-rung run already had the full length
                 run = _Run(name, lr, epochs, rung=r, n_val=n_val)
                 runs.append(run)
                 if name in excluded and lr >= excluded[name]:
                     run.status, run.note = "skipped", f"lr >= {excluded[name]:g} collapsed or diverged"
                     continue
-                run.estimate_s = run_seconds(per_item, epochs, n_train, n_val)
-                left = config.budget_s - (time.perf_counter() - start)
-                if run.estimate_s > left:
-                    run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left, 0):.0f} s left"
+                estimate = run_seconds(per_item, epochs, n_train, n_val)
+                run.estimate_s = estimate * float(np.median(slowdown))
+                if run.estimate_s > left():
+                    run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
                     continue
-                # stop_at_chance: a run still at chance after two epochs has collapsed (loop.train)
-                cfg = dataclasses.replace(default, lr=lr, epochs=epochs, stop_at_chance=2) if hasattr(
-                    default, "stop_at_chance") else dataclasses.replace(default, lr=lr, epochs=epochs)
                 backbone.load_state_dict(original)  # every run starts from the pre-trained weights
                 t = time.perf_counter()
                 try:
-                    head, info, trained = entry.run(backbone, quiet, cfg)
+                    head, info, trained = entry.run(backbone, quiet, _config_for(entry, lr, epochs))
                 except (HeadstartError, RuntimeError) as err:  # diverged in its first epoch; out of memory
                     _unwrap_adapters(backbone)
                     run.seconds = time.perf_counter() - t
@@ -281,6 +350,8 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 stopped = info.get("stopped_reason", "")
                 if stopped == "out of time":
                     run.note = "stopped at the end of the budget, scored on what it had learnt"
+                else:
+                    slowdown.append(run.seconds / max(estimate, 1e-9))
                 if not np.isfinite(run.val_accuracy):
                     stopped = "diverged"
                 elif run.val_accuracy <= chance + 1e-9 and stopped != "out of time":  # cut short, not collapsed
@@ -294,20 +365,34 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     + (f"validation accuracy {run.val_accuracy:.3f}" if run.status == "done" else run.status)
                     + f" ({run.seconds:.0f} s)")
                 if run.status == "done":
-                    results.append((run, (name, factor)))
+                    rung_done.append((run, (name, factor)))
                     # A finished short run is a measured model too: it counts when the budget
                     # stops the longer rung (a longer run of the same setting replaces it if better).
-                    consider(run, head, info, trained, backbone)
-            if r < len(rungs) - 1:  # successive halving: the best share goes on
-                results.sort(key=lambda x: -x[0].val_accuracy)
-                pool = [c for _, c in results[:max(1, int(np.ceil(len(results) * config.keep)))]]
+                    keep(run, head, info, trained, backbone)
+            if r < n_rungs - 1:  # successive halving: the best share goes on
+                rung_done.sort(key=lambda x: -x[0].val_accuracy)
+                pool = [c for _, c in rung_done[:max(1, int(np.ceil(len(rung_done) * config.keep)))]]
                 if not pool:
                     break
+
+    # 3. on a small validation split: the finalists on folds of train + val
+    tuned = sorted((r for r in results if r["trained"] and r["state"] is not None),
+                   key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
+    if tuned and 0 < n_val < config.cv_below:
+        reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
+                                       original, per_item * float(np.median(slowdown)), left, log))
+    if original:
         backbone.load_state_dict(original)
 
-    if best is None:
+    finished = [r for r in results if r["run"].status == "done"]
+    if not finished:
         raise ConfigError("auto could not finish any candidate within the budget.",
                           fix="raise --budget, or choose a strategy with --strategy linear-probe.")
+    cv = any(r["run"].cv_n for r in finished)
+    pool_ = [r for r in finished if r["run"].cv_n] if cv else [r for r in finished if r["state"] is not None
+                                                             or not r["trained"]]
+    # ties go to the cheaper candidate
+    best = max(pool_, key=lambda r: (r["run"].score()[0], -r["run"].seconds))
     win: _Run = best["run"]
     if best["trained"]:
         backbone.load_state_dict(best["state"])
@@ -325,6 +410,64 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     return best["head"], info, bool(best["trained"])
 
 
+def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, cheap: list[dict[str, Any]],
+                    tuned: list[dict[str, Any]], original: dict[str, torch.Tensor], per_item: float,
+                    left: Any, log: Any) -> list[str]:
+    """Score the feature-based candidates and the best fine-tuning settings on the same stratified
+    folds of train + val, repeated while the budget allows; returns what to tell the user."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    pooled, feats, y, groups = _pooled(quiet)
+    k = min(config.folds, int(np.bincount(y).min()))
+    n_val = len(quiet.labels["val"])
+    if k < 2:
+        return [f"The validation split has {n_val} items, but the smallest class has fewer than 2 labelled items: "
+                "the candidates were compared on the validation split alone."]
+    finalists = tuned[:config.cv_finalists]
+    repeats = 0
+    for rep in range(config.cv_repeats):
+        # the cost of one repetition: every finalist trained k times on (k-1)/k of the pooled items
+        need = sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k) * k
+                   for r in finalists)
+        if need > left():
+            break
+        folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=quiet.seed + rep).split(
+            feats, y, groups))
+        for r in [*cheap, *finalists]:
+            run: _Run = r["run"]
+            entry = STRATEGIES.get(run.strategy)
+            right, t = 0, time.perf_counter()
+            for fit_idx, score_idx in folds:
+                fold = _fold_inputs(quiet, pooled, feats, y, fit_idx, score_idx)
+                if r["trained"]:
+                    backbone.load_state_dict(original)
+                try:
+                    head, info, trained = entry.run(backbone, fold, _config_for(entry, run.lr, run.epochs))
+                except (HeadstartError, RuntimeError) as err:
+                    _unwrap_adapters(backbone)
+                    log(f"auto: {_label(run)} failed on a fold ({str(err).split('. ')[0]}); it scores 0 there")
+                    continue
+                acc = _val_accuracy(backbone, head, info, fold, trained)
+                right += int(round((acc if np.isfinite(acc) else 0.0) * len(score_idx)))
+            run.cv_right += right
+            run.cv_n += len(y)
+            run.cv_seconds += time.perf_counter() - t
+        repeats += 1
+    if original:
+        backbone.load_state_dict(original)
+    if not repeats:
+        for r in [*cheap, *finalists]:
+            r["run"].cv_n = r["run"].cv_right = 0
+        return [f"The validation split has {n_val} items (< {config.cv_below}); comparing on folds of train + val "
+                "did not fit in what was left of the budget, so the validation split decided."]
+    for r in [*cheap, *finalists]:
+        log(f"auto: {_label(r['run'])}: {r['run'].cv_accuracy:.3f} on {k} folds x {repeats} of train + val")
+    return [f"The validation split has only {n_val} items (< {config.cv_below}), so the feature-based candidates "
+            f"and the race's best {len(finalists)} fine-tuning setting(s) were compared on {k} stratified folds of "
+            f"train + val ({len(y)} items, {repeats} repetition(s)): every labelled item was scored, and all "
+            "candidates saw the same folds."]
+
+
 def _budget_words(seconds: float) -> str:
     """``--budget`` as a user would type it: whole seconds under two minutes, else whole minutes (rounded up)."""
     return f"{int(np.ceil(seconds))}s" if seconds < 120 else f"{int(np.ceil(seconds / 60))}m"
@@ -332,31 +475,35 @@ def _budget_words(seconds: float) -> str:
 
 def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
     finished = [r for r in runs if r.status == "done"]
-    said = [f"Tried {len(finished)} candidate run(s) on the validation split ({win.n_val} items); "
-            f"{_label(win)} scored best: {win.val_accuracy:.3f}."]
+    score, n = win.score()
+    where = f"on folds of train + val ({n} items)" if win.cv_n else f"on the validation split ({n} items)"
+    said = [f"Tried {len(finished)} candidate run(s); {_label(win)} scored best {where}: {score:.3f}."]
     trouble = [r for r in runs if r.status in ("collapsed", "diverged")]
     if trouble:
         said.append("Stopped early and excluded: " + "; ".join(f"{_label(r)} ({r.status})" for r in trouble) + ".")
     skipped = [r for r in runs if r.status == "over budget"]
     if skipped:
         cheapest = min(skipped, key=lambda r: r.estimate_s or float("inf"))
-        spent = sum(r.seconds for r in runs)
+        spent = sum(r.seconds + r.cv_seconds for r in runs)
         need = spent + (cheapest.estimate_s or 0.0)
         said.append(f"{len(skipped)} run(s) did not fit in the budget; the cheapest of them, {_label(cheapest)}, "
                     f"needed about {cheapest.estimate_s:.0f} s more (a budget of about {_budget_words(need * 1.2)} "
                     "would have tried it; the estimate moves with the machine's load)."
                     if cheapest.estimate_s else f"{len(skipped)} run(s) did not fit in the budget.")
-    if probe is not None and win is not probe and probe.status == "done" and win.val_accuracy == probe.val_accuracy:
-        said.append(f"{_label(win)} tied with the linear probe on validation; the cheaper of the two was kept.")
-    elif probe is not None and win is not probe and probe.status == "done":
-        lo_w = wilson(win.val_accuracy * win.n_val, win.n_val)[0]
-        hi_p = wilson(probe.val_accuracy * probe.n_val, probe.n_val)[1]
-        margin = win.val_accuracy - probe.val_accuracy
-        said.append(f"{_label(win)} beat the linear probe by {100 * margin:.1f} points on validation"
-                    + (", inside the split's noise (the 95% intervals overlap): treat the two as close."
-                       if lo_w <= hi_p else ", beyond the split's noise."))
-    elif probe is not None and win is probe and any(r.lr is not None for r in finished):
-        said.append("The linear probe was kept: no fine-tuning run beat it on validation.")
+    if probe is None or probe.status != "done":
+        return said
+    p_score, p_n = probe.score() if bool(win.cv_n) == bool(probe.cv_n) else (probe.val_accuracy, probe.n_val)
+    if win is not probe and score == p_score:
+        said.append(f"{_label(win)} tied with the linear probe; the cheaper of the two was kept.")
+    elif win is not probe:
+        lo_w = wilson(score * n, n)[0]
+        hi_p = wilson(p_score * p_n, p_n)[1]
+        said.append(f"{_label(win)} beat the linear probe by {100 * (score - p_score):.1f} points"
+                    + (", inside the noise (the 95% intervals overlap): treat the two as close."
+                       if lo_w <= hi_p else ", beyond the noise."))
+    elif any(r.lr is not None for r in finished):
+        said.append("The linear probe was kept: no fine-tuning run beat it"
+                    + (" on the folds." if win.cv_n else " on validation."))
     return said
 
 
