@@ -464,3 +464,19 @@ def test_auto_says_what_budget_would_have_tried_the_cheapest_skipped_run() -> No
     said = " ".join(_why(probe, probe, [probe, *skipped]))
     # 20 s spent + 49 s for the cheapest, with a fifth more for the estimate's noise: 82.8 s
     assert "2 run(s) did not fit in the budget" in said and "full lr=5e-05" in said and "about 83s" in said
+
+
+def test_the_card_shows_fold_scores_beside_validation_scores() -> None:
+    from headstart.report.card import _search_section
+
+    rows = [{"strategy": "linear-probe", "lr": None, "epochs": None, "val_accuracy": 0.75, "ci95": [0.4, 0.9],
+             "seconds": 1.0, "status": "done", "note": "", "cv_accuracy": 0.8125, "cv_n": 64,
+             "cv_ci95": [0.7, 0.89], "cv_seconds": 2.0},
+            {"strategy": "full", "lr": 5e-5, "epochs": 1, "val_accuracy": None, "ci95": None, "seconds": 0.0,
+             "status": "over budget", "note": "needs ~90 s, 10 s left"}]
+    text = "\n".join(_search_section(rows))
+    assert "on folds of train + val" in text
+    assert "| linear-probe | - | - | 75.0% (40.0-90.0) | 81.2% (70.0-89.0) | 3.0 | done |" in text
+    assert "| full | 5e-05 | 1 | - | - | 0.0 | over budget: needs ~90 s, 10 s left |" in text
+    # without fold scores the column is left out
+    assert "on folds" not in "\n".join(_search_section([rows[1]]))

@@ -60,20 +60,28 @@ def gain_sentence(gain: float, baseline_name: str, interval: list[float] | None 
 
 
 def _search_section(search: list[dict[str, Any]] | None) -> list[str]:
-    """``auto``'s search: every candidate run, its validation score with a 95% interval, time, fate."""
+    """``auto``'s search: every candidate run, its validation score (and its score on folds of train +
+    val, when the validation split was small) with a 95% interval, time, fate."""
     if not search:
         return []
+
+    def pct(value: float | None, ci: list[float] | None) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value:.1f}%" + (f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
+
+    folds = any("cv_accuracy" in r for r in search)
     lines = ["", "### The search (`auto`)", "",
-             "| candidate | learning rate | epochs | validation accuracy (95% interval) | seconds | outcome |",
-             "|---|---|---|---|---|---|"]
+             "| candidate | learning rate | epochs | validation accuracy (95% interval) | "
+             + ("on folds of train + val (95% interval) | " if folds else "") + "seconds | outcome |",
+             "|---|---|---|---|" + ("---|" if folds else "") + "---|---|"]
     for r in search:
-        acc = "-" if r.get("val_accuracy") is None else (
-            f"{100 * r['val_accuracy']:.1f}%" + (f" ({100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})"
-                                                 if r.get("ci95") else ""))
         lr = "-" if r.get("lr") is None else f"{r['lr']:.2g}"
         outcome = r["status"] + (f": {r['note']}" if r.get("note") else "")
-        lines.append(f"| {r['strategy']} | {lr} | {r.get('epochs') or '-'} | {acc} | {r.get('seconds', 0):.1f} | "
-                     f"{outcome} |")
+        cv = f"{pct(r.get('cv_accuracy'), r.get('cv_ci95'))} | " if folds else ""
+        seconds = r.get("seconds", 0) + r.get("cv_seconds", 0)
+        lines.append(f"| {r['strategy']} | {lr} | {r.get('epochs') or '-'} | {pct(r.get('val_accuracy'), r.get('ci95'))}"
+                     f" | {cv}{seconds:.1f} | {outcome} |")
     return lines
 
 
