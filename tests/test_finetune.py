@@ -480,3 +480,19 @@ def test_the_card_shows_fold_scores_beside_validation_scores() -> None:
     assert "| full | 5e-05 | 1 | - | - | 0.0 | over budget: needs ~90 s, 10 s left |" in text
     # without fold scores the column is left out
     assert "on folds" not in "\n".join(_search_section([rows[1]]))
+
+
+def test_auto_keeps_part_of_the_budget_for_the_last_rung(news, tiny_bert_dir, monkeypatch) -> None:
+    """The first rung may use only its share of the budget: with every epoch estimated at 30 s of a 100 s
+    budget and a share of 0.5, one first-rung run fits and the next is turned away, so that a longer run of
+    the best setting still has time."""
+    from headstart.methods import auto
+
+    monkeypatch.setattr(auto, "run_seconds", lambda per_item, epochs, n_train, n_val: 30.0 * epochs)
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "linear-probe,lp-ft,full", "lr_factors": "1", "epochs": 1,
+                                   "first_rung_share": 0.5, "budget_s": 100, "cv_below": 0})
+    first = [r for r in model.info["strategy"]["details"]["search"] if r["rung"] == 0 and r["lr"] is not None]
+    assert [r["strategy"] for r in first] == ["lp-ft", "full"]
+    assert first[0]["status"] != "over budget"
+    assert first[1]["status"] == "over budget" and "first rung's share" in first[1]["note"]

@@ -60,6 +60,7 @@ class AutoConfig(Config):
     epochs: int = 0
     first_rung_epochs: int = 1
     keep: float = 1 / 3
+    first_rung_share: float = 0.5
     min_per_class: int = 4
     cv_below: int = 100
     folds: int = 3
@@ -70,6 +71,7 @@ class AutoConfig(Config):
     constraints: ClassVar[dict[str, Constraint]] = {
         "budget_s": Interval(0, low_open=True), "lr_factors": Each(Interval(0, low_open=True), non_empty=True),
         "epochs": Interval(0), "first_rung_epochs": Interval(1), "keep": Interval(0, 1, low_open=True),
+        "first_rung_share": Interval(0, 1, low_open=True),
         "min_per_class": Interval(1), "cv_below": Interval(0), "folds": Interval(2), "cv_repeats": Interval(1),
         "cv_finalists": Interval(1)}
     notes: ClassVar[dict[str, str]] = {
@@ -80,6 +82,8 @@ class AutoConfig(Config):
         "epochs": "epochs of a fine-tuning candidate in the last rung; 0 = each strategy's own default",
         "first_rung_epochs": "epochs of every fine-tuning candidate in the first rung",
         "keep": "share of the first rung's candidates that go on to the last",
+        "first_rung_share": "at most this share of the budget left when the race starts goes to its first rung, "
+                            "so that the best settings can still run at full length",
         "min_per_class": "below this many examples in the smallest class, fine-tuning is not tried",
         "cv_below": "below this many validation items, the finalists are compared on folds of train + val "
                     "(0 = never)",
@@ -220,6 +224,12 @@ def _final_epochs(entry: Any, config: AutoConfig) -> int:
     return config.epochs or int(getattr(entry.config_class(), "epochs", 1))
 
 
+def _scale(slowdown: list[float]) -> float:
+    """How much longer runs take than timed: the median of measured / estimated so far, never below 1
+    (the timing leaves out data loading and scoring, so it errs low, not high)."""
+    return max(1.0, float(np.median(slowdown)))
+
+
 def _fold_inputs(inputs: StrategyInputs, pooled: Any, feats: np.ndarray, y: np.ndarray, fit_idx: np.ndarray,
                  score_idx: np.ndarray) -> StrategyInputs:
     """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``score_idx`` to score."""
@@ -314,6 +324,9 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         pool = [(name, f) for f in factors for name in order]
         excluded: dict[str, float] = {}  # strategy -> the smallest learning rate that collapsed
         n_rungs = 2
+        # The first rung's allowance, charged with the larger of the time it took and the time its
+        # runs were estimated to take (a run that finished early does not hand its estimate back).
+        race_start, first_rung_allowance, first_rung_planned = time.perf_counter(), config.first_rung_share * left(), 0.0
         for r in range(n_rungs):
             rung_done: list[tuple[_Run, tuple[str, float]]] = []
             for name, factor in pool:
@@ -329,10 +342,16 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     run.status, run.note = "skipped", f"lr >= {excluded[name]:g} collapsed or diverged"
                     continue
                 estimate = run_seconds(per_item, epochs, n_train, n_val)
-                run.estimate_s = estimate * float(np.median(slowdown))
+                run.estimate_s = estimate * _scale(slowdown)
                 if run.estimate_s > left():
                     run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
                     continue
+                if r == 0:
+                    used = max(time.perf_counter() - race_start, first_rung_planned)
+                    if used + run.estimate_s > first_rung_allowance:
+                        run.status, run.note = "over budget", "the first rung's share of the budget is spent"
+                        continue
+                    first_rung_planned += run.estimate_s
                 backbone.load_state_dict(original)  # every run starts from the pre-trained weights
                 t = time.perf_counter()
                 try:
@@ -380,7 +399,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                    key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
     if tuned and 0 < n_val < config.cv_below:
         reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
-                                       original, per_item * float(np.median(slowdown)), left, log))
+                                       original, per_item * _scale(slowdown), left, log))
     if original:
         backbone.load_state_dict(original)
 
@@ -423,13 +442,17 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     if k < 2:
         return [f"The validation split has {n_val} items, but the smallest class has fewer than 2 labelled items: "
                 "the candidates were compared on the validation split alone."]
+    def need(finalists: list[dict[str, Any]]) -> float:
+        # one repetition: every finalist trained k times on (k-1)/k of the pooled items
+        return sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k) * k
+                   for r in finalists)
+
     finalists = tuned[:config.cv_finalists]
+    while len(finalists) > 1 and need(finalists) > left():
+        finalists = finalists[:-1]  # a tight budget: the race's best setting alone against the probe
     repeats = 0
     for rep in range(config.cv_repeats):
-        # the cost of one repetition: every finalist trained k times on (k-1)/k of the pooled items
-        need = sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k) * k
-                   for r in finalists)
-        if need > left():
+        if need(finalists) > left():
             break
         folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=quiet.seed + rep).split(
             feats, y, groups))
