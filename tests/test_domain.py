@@ -418,3 +418,86 @@ def test_self_train_model_saves_and_loads_with_the_target_statistics(mnist_small
     heads = [m for m in loaded.head.modules() if isinstance(m, BottleneckHead)]
     feats = model.features(target)
     assert len(heads) == 1 and np.allclose(heads[0].mean.numpy(), feats.mean(0), atol=1e-3)
+
+
+# -- the guard's class-proportion check --------------------------------------------------------------
+
+def _label_and_input_shift(seed: int = 0, n: int = 400, d: int = 16, k: int = 4):
+    """Overlapping source classes, and a target with the same classes at other proportions (class 0 at
+    60%) moved off the classes' span. Per-domain centring then also removes the move of the target's
+    mean that the extra class-0 items cause, which pushes class 0 into its neighbours: self-training
+    loses accuracy while spreading its predictions over the classes, which both validators reward."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.7, (k, d))
+    ys = rng.integers(0, k, n)
+    yt = rng.choice(k, n, p=[0.6] + [0.4 / (k - 1)] * (k - 1))
+    basis = np.linalg.qr((centres - centres.mean(0)).T)[0]
+    off = rng.normal(0, 1, d)
+    off -= basis @ (basis.T @ off)
+    xs = centres[ys] + rng.normal(0, 1.0, (n, d))
+    xt = centres[yt] + rng.normal(0, 1.0, (n, d)) + 1.5 * off / np.linalg.norm(off)
+    return xs.astype(np.float32), ys, xt.astype(np.float32), yt
+
+
+def test_class_proportion_check_keeps_source_only_when_self_training_erases_a_label_shift() -> None:
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, yt = _label_and_input_shift()
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y,
+                       AdaptConfig(method="self-train", epochs=3, label_shift="off"), seeds=(0,), features=feats,
+                       progress=False, target_labels=yt, guard_with_labels=False)
+    s = res.summary
+    # by construction: self-train runs (the input shift hides the label shift from the gate), loses
+    # accuracy, and both validators still prefer it
+    assert res.normalisation["per_domain_allowed"]
+    assert s["self-train"]["target_accuracy"][0] < s["source-only"]["target_accuracy"][0] - 0.02
+    assert s["self-train"]["im"][0] > s["source-only"]["im"][0] and s["self-train"]["rv"][0] > s["source-only"]["rv"][0]
+    # the check: source-only's estimate is trusted here, and self-train's predictions stray from it
+    assert res.proportion_check["trusted"]
+    assert s["self-train"]["proportion_excess"][0] > 0.05
+    assert res.chosen == "source-only"
+    assert any(r.startswith("class-proportion check: self-train") for r in res.reasons), res.reasons
+
+
+def test_class_proportion_check_stands_aside_where_source_only_cannot_estimate_the_proportions() -> None:
+    """An input shift that leaves source-only unsure on the target: its estimate is not trusted, and
+    self-training (which recovers the domain) is kept as before."""
+    from headstart.domain.validators import proportion_excess, proportions_trusted
+
+    rng = np.random.default_rng(0)
+    sure = np.eye(4)[rng.integers(0, 4, 200)] * 0.9 + 0.025
+    unsure = np.full((200, 4), 0.25) + rng.normal(0, 0.01, (200, 4))
+    even = np.full(4, 0.25)
+    assert proportions_trusted(sure, sure, even)[0]
+    trusted, info = proportions_trusted(sure, unsure, even)
+    assert not trusted and info["confidence_drop"] > 0.5
+    assert not proportions_trusted(sure, sure, even, mixture=np.array([1.0, 0, 0, 0]))[0]  # the mixture disagrees
+    skew = np.array([0.7, 0.1, 0.1, 0.1])
+    follows = np.eye(4)[np.repeat(np.arange(4), (skew * 100).astype(int))]
+    erases = np.eye(4)[np.repeat(np.arange(4), 25)]
+    assert proportion_excess(follows, follows, skew) == 0.0
+    assert proportion_excess(erases, follows, skew) == pytest.approx(0.9)  # |0.25-0.7| + 3 |0.25-0.1|
+
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, yt = _shifted_blobs(2)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y,
+                       AdaptConfig(method="self-train", epochs=2, label_shift="off"), seeds=(0,), features=feats,
+                       progress=False)
+    assert not res.proportion_check["trusted"] and "proportion_excess" not in res.summary["self-train"]
+    assert res.chosen == "self-train", res.reasons
+
+
+def test_choose_drops_candidates_that_distort_the_class_proportions() -> None:
+    s = _summary(**{"source-only": (0.5, 0.8), "self-train": (0.9, 0.95), "mmd": (0.6, 0.85)})
+    s["source-only"]["proportion_excess"] = (0.0, 0.0)
+    s["self-train"]["proportion_excess"], s["mmd"]["proportion_excess"] = (0.12, 0.0), (0.01, 0.0)
+    chosen, reasons = choose(s, AdaptConfig(method="auto"), labelled=False)
+    assert chosen == "mmd" and reasons[0].startswith("class-proportion check: self-train")
+    del s["mmd"]
+    chosen, reasons = choose(s, AdaptConfig(method="auto"), labelled=False)
+    assert chosen == "source-only" and "no candidate left" in reasons[-1]
+    chosen, _ = choose(s, AdaptConfig(method="auto", guard=False), labelled=False)
+    assert chosen == "self-train"  # the check is part of the guard

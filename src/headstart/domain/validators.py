@@ -92,3 +92,53 @@ CHOOSING = ("im", "rv")  # the validators that choose the method and run the gua
 
 def validator_readings(proba: np.ndarray, **context: Any) -> dict[str, float]:
     return {name: VALIDATORS.get(name)(proba, **context) for name in VALIDATORS.names()}
+
+
+# -- the class-proportion check of the guard -------------------------------------------------------
+#
+# IM and RV can both prefer a model that got the target's class proportions wrong: per-domain
+# standardisation under a change of class proportions spreads the predictions over the classes,
+# which IM rewards, and RV reads the pseudo-labels in a space with the same error (measured on BBC
+# News article ends with one class at 50%: self-training lost 3 points and both preferred it).
+# The check compares what each model predicts with the target proportions source-only's outputs
+# estimate (label-shift EM / BBSE), but only where that estimate can be trusted.
+
+PROPORTION_EXCESS = 0.05  # L1 beyond source-only's own predictions at which a model distorts the proportions
+TRUST_CONFIDENCE_DROP = 0.10  # source-only's mean confidence may fall by at most this from source to target
+TRUST_MIXTURE_L1 = 0.5  # the estimate and the feature-mean class mixture must agree within this (L1)
+
+
+def predicted_shares(proba: np.ndarray) -> np.ndarray:
+    """The share of items each class is predicted for (argmax)."""
+    p = np.asarray(proba)
+    return np.bincount(p.argmax(1), minlength=p.shape[1]) / max(len(p), 1)
+
+
+def proportion_excess(proba: np.ndarray, reference: np.ndarray, estimate: np.ndarray) -> float:
+    """How much further (L1) ``proba``'s predicted class shares are from ``estimate`` than the
+    reference model's (source-only's) own predicted shares are. Positive: the model moved its
+    predictions away from the target's estimated class proportions."""
+    q = np.asarray(estimate, dtype=float)
+    return float(np.abs(predicted_shares(proba) - q).sum() - np.abs(predicted_shares(reference) - q).sum())
+
+
+def proportions_trusted(reference_source: np.ndarray, reference_target: np.ndarray, estimate: np.ndarray,
+                        mixture: np.ndarray | None = None) -> tuple[bool, dict[str, Any]]:
+    """Whether source-only's estimate of the target's class proportions can judge other models.
+
+    The estimators assume each class looks the same in both domains; two label-free signs that it
+    does not: source-only is much less confident on the target than on the source validation split
+    (difference of confidences, Guillory et al. 2021; MNIST -> UCI digits: 0.2-0.4, text pairs:
+    under 0.05), and the estimate disagrees with the class mixture that best explains the target's
+    mean feature vector (MNIST -> UCI digits: L1 0.8-1.0, text pairs: under 0.2). Either one and the
+    estimate is not used. Returns the verdict and the readings.
+    """
+    drop = float(np.asarray(reference_source).max(1).mean() - np.asarray(reference_target).max(1).mean())
+    info: dict[str, Any] = {"confidence_drop": drop, "max_confidence_drop": TRUST_CONFIDENCE_DROP}
+    trusted = drop <= TRUST_CONFIDENCE_DROP
+    if mixture is not None:
+        gap = float(np.abs(np.asarray(mixture, dtype=float) - np.asarray(estimate, dtype=float)).sum())
+        info.update({"mixture_l1": gap, "max_mixture_l1": TRUST_MIXTURE_L1})
+        trusted = trusted and gap <= TRUST_MIXTURE_L1
+    info["trusted"] = trusted
+    return trusted, info

@@ -42,7 +42,8 @@ from ..domain.label_shift import (SHIFT_ESTIMATORS, PriorEstimate, class_weights
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
 from ..domain.self_training import (LABEL_SHIFT_SHARE, NORMALISE, as_bottleneck_head, choose_strength,
                                     curriculum_self_train, domain_statistics, mixture_explained_share, normalise)
-from ..domain.validators import CHOOSING, VALIDATORS, validator_readings
+from ..domain.validators import (CHOOSING, PROPORTION_EXCESS, VALIDATORS, proportion_excess, proportions_trusted,
+                                  validator_readings)
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
 from ..heads import BottleneckHead, PriorAdjusted
@@ -126,11 +127,12 @@ class DomainResult:
     gap_after: dict[str, Any]
     label_shift: dict[str, Any] = field(default_factory=dict)
     normalisation: dict[str, Any] = field(default_factory=dict)  # the label-shift check of per-domain statistics
+    proportion_check: dict[str, Any] = field(default_factory=dict)  # the guard's class-proportion check
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "summary": self.summary, "reasons": self.reasons, "runs": self.runs,
                 "gap_before": self.gap_before, "gap_after": self.gap_after, "label_shift": self.label_shift,
-                "normalisation": self.normalisation}
+                "normalisation": self.normalisation, "proportion_check": self.proportion_check}
 
 
 def check_domains(source: Dataset, target: Dataset) -> None:
@@ -200,12 +202,15 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     per_domain = not finetune and config.normalise == "per-domain"
     normalisation: dict[str, Any] = {}
     gate_reasons: list[str] = []
-    if not finetune and (per_domain or SELF_TRAIN in methods):
+    mixture: np.ndarray | None = None  # the class mixture that best explains the target's mean features
+    if not finetune and len(target) >= 2:
         assert features is not None
+        share, mixture = mixture_explained_share(features["train"], y["train"], features["target"], k)
+    if not finetune and (per_domain or SELF_TRAIN in methods):
+        assert mixture is not None
         # Per-domain statistics assume the inputs moved; when a change of class proportions
         # explains the target's mean shift, they would erase it: keep the source's statistics.
-        share, mix = mixture_explained_share(features["train"], y["train"], features["target"], k)
-        normalisation = {"label_shift_share": share, "mixture": mix.tolist(), "threshold": LABEL_SHIFT_SHARE,
+        normalisation = {"label_shift_share": share, "mixture": mixture.tolist(), "threshold": LABEL_SHIFT_SHARE,
                          "per_domain_allowed": share < LABEL_SHIFT_SHARE}
         if share >= LABEL_SHIFT_SHARE:
             why = (f"{100 * share:.0f}% of the target's mean shift is a change of class proportions (label shift), "
@@ -320,6 +325,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
     probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # source val, target, prior
     self_trained: tuple[dict[str, Any], nn.Module, np.ndarray, dict[str, Any]] | None = None
+    # the guard's class-proportion check: source-only's estimate of the target proportions, per seed
+    reference: dict[int, tuple[np.ndarray, np.ndarray | None, dict[str, Any]]] = {}
     for method in methods:
         # Only when asked ("on"): fed a wrong estimate (a large input shift breaks the estimators),
         # the resampled source made MMD collapse onto one class on MNIST -> UCI digits.
@@ -341,6 +348,14 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                 row, head, proba, proba_s, context, prior = _train_one(method, seed)
             if target_labels is not None:
                 row["target_accuracy"] = float((proba.argmax(1) == target_labels).mean())
+            if method == SOURCE_ONLY:
+                ref = estimate(proba_s, proba, prior, seed)
+                trust = proportions_trusted(proba_s, proba, ref.target, mixture)[1] if ref.ok else {
+                    "trusted": False, "why": ref.warning}
+                reference[seed] = (proba, ref.target, trust)
+                row["proportion_excess"] = 0.0
+            elif seed in reference and reference[seed][1] is not None:
+                row["proportion_excess"] = proportion_excess(proba, reference[seed][0], reference[seed][1])
             runs.append(row)
             log("  " + ", ".join(f"{a} {b:.4f}" if isinstance(b, float) else f"{a} {b}" for a, b in row.items()))
             kept[(method, seed)] = (head, {n: v.detach().clone() for n, v in backbone.state_dict().items()}
@@ -359,12 +374,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                 else:
                     log(f"  {est.warning}")
 
+    checks = [reference[s][2] for s in seeds if s in reference]
+    trusted = bool(checks) and all(c["trusted"] for c in checks)
+    proportion_check: dict[str, Any] = {"trusted": trusted, "per_seed": checks, "max_excess": PROPORTION_EXCESS,
+                                        "estimates": [None if reference[s][1] is None else reference[s][1].tolist()
+                                                      for s in seeds if s in reference]}
     summary: dict[str, dict[str, Any]] = {}
-    keys = ("source_val_accuracy", *VALIDATORS.names(), *(("target_accuracy",) if target_labels is not None else ()))
+    keys = ("source_val_accuracy", *VALIDATORS.names(), *(("target_accuracy",) if target_labels is not None else ()),
+            *(("proportion_excess",) if trusted else ()))
     for method in [m for base in methods for m in (base, base + PRIOR)]:
         rows = [r for r in runs if r["method"] == method]
         if rows:
-            summary[method] = {key: _mean_std([r[key] for r in rows]) for key in keys}
+            summary[method] = {key: _mean_std([r[key] for r in rows]) for key in keys if all(key in r for r in rows)}
     aligned = {m: v for m, v in summary.items() if not m.endswith(PRIOR)}
     labelled = target_labels is not None and guard_with_labels
     chosen, reasons = choose(aligned, config, labelled=labelled)
@@ -388,7 +409,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         if apply:
             head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
     return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
-                        label_shift, normalisation)
+                        label_shift, normalisation, proportion_check)
 
 
 def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: int, mean: np.ndarray,
@@ -476,10 +497,15 @@ def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, 
 def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bool) -> tuple[str, list[str]]:
     """The method to keep, and why, in plain words.
 
-    Without target labels: each candidate's validators are ranked across methods, and the best
-    mean rank wins (ties to the better source validation accuracy). The guard then compares the
-    winner with source-only: it must be at least as good on *both* validators, else source-only is
-    kept. With target labels (evaluation only), the guard compares target accuracy instead.
+    Without target labels: first the class-proportion check, when ``proportion_excess`` is in the
+    summary (``adapt_domain`` puts it there only when source-only's estimate of the target's class
+    proportions can be trusted, see :func:`~headstart.domain.validators.proportions_trusted`): a
+    candidate whose predicted class shares lie further from that estimate than source-only's own
+    predictions do, by more than PROPORTION_EXCESS (L1), is not considered. Then each candidate's
+    validators are ranked across methods, and the best mean rank wins (ties to the better source
+    validation accuracy). The guard then compares the winner with source-only: it must be at least
+    as good on *both* validators, else source-only is kept. With target labels (evaluation only),
+    the guard compares target accuracy instead.
     """
     names = list(CHOOSING)
     methods = list(summary)
@@ -487,6 +513,18 @@ def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bo
     reasons: list[str] = []
     if not adapted:
         return SOURCE_ONLY, ["only source-only was asked for"]
+    if config.guard and not labelled:
+        distorted = {m: summary[m]["proportion_excess"][0] for m in adapted if "proportion_excess" in summary[m]
+                     and summary[m]["proportion_excess"][0] > PROPORTION_EXCESS}
+        if distorted:
+            reasons.append("class-proportion check: " + ", ".join(f"{m} (L1 {v:+.3f})" for m, v in distorted.items())
+                           + " predict class shares further from the target proportions that source-only's outputs "
+                           f"estimate than source-only's own predictions, by more than {PROPORTION_EXCESS:.2f}; "
+                           "not considered")
+            adapted = [m for m in adapted if m not in distorted]
+            if not adapted:
+                reasons.append("no candidate left, so source-only is kept")
+                return SOURCE_ONLY, reasons
     if len(adapted) == 1:
         best = adapted[0]
     else:
