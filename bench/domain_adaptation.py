@@ -13,6 +13,7 @@ scored on the other half, on the same frozen features.
 
     python bench/domain_adaptation.py [--seeds 0,1,2] [--epochs 20]
     python bench/domain_adaptation.py --methods mmd,self-train [--normalise per-domain]
+    python bench/domain_adaptation.py --normalise per-domain --self-train-start aligners --tag chain
     python bench/domain_adaptation.py --mode finetune --source-per-class 100 --epochs 3 --methods dann,mcc,mmd
 Writes bench/results/domain_adaptation[_<mode>][_<tag>].{json,md}.
 """
@@ -65,6 +66,9 @@ def main() -> None:
                     help="the strategy's label-shift handling (off: alignment alone, as measured before it existed)")
     ap.add_argument("--normalise", default="source", choices=("source", "per-domain"),
                     help="the aligners' input statistics (self-train always normalises per domain)")
+    ap.add_argument("--self-train-start", default="probe", choices=("probe", "aligners"),
+                    help="self-training's first pseudo-labels: the source probe, or the validators' choice among "
+                         "the aligners tried (seeds averaged)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -84,7 +88,8 @@ def main() -> None:
     in_domain = in_domain_accuracy(tg, yt)
     config = AdaptConfig(method=args.method, mode=args.mode, epochs=args.epochs, trade_off=args.trade_off, lr=args.lr,
                          head_lr=args.head_lr, freeze=args.freeze, label_shift=args.label_shift,
-                         normalise=args.normalise, max_steps_per_epoch=args.max_steps)
+                         normalise=args.normalise, max_steps_per_epoch=args.max_steps,
+                         self_train_start=args.self_train_start)
     candidates = tuple(m for m in args.methods.split(",") if m) or None
     t = time.perf_counter()
     res = adapt_domain(bb, parts, target, names, y, config, seeds=seeds, target_labels=yt, candidates=candidates,
@@ -104,17 +109,20 @@ def main() -> None:
     out = {"mode": args.mode, "seeds": seeds, "epochs": args.epochs, "source_per_class": args.source_per_class or 500,
            "max_steps_per_epoch": args.max_steps, "batch_size": config.batch_size,
            "n_source_train": len(parts.train), "n_target": len(target), "lr": args.lr, "head_lr": args.head_lr, "freeze": args.freeze, "label_shift": args.label_shift, "normalise": args.normalise,
+           "self_train_start": args.self_train_start,
            "features_seconds": t_feat, "adapt_seconds": t_adapt, "in_domain_accuracy": in_domain,
            "summary": res.summary, "runs": res.runs, "best_by_target_labels": best_by_labels,
            "label_free_choice": label_free, "label_free_reasons": why,
            "gap_closed_by_label_free_choice": closed(res.summary[label_free]["target_accuracy"][0]),
            "seconds_per_run": per_run, "cpu_seconds_per_run": per_run_cpu,
-           "gap_before": res.gap_before, "gap_after": res.gap_after}
+           "gap_before": res.gap_before, "gap_after": res.gap_after, "proportion_check": res.proportion_check}
     lines = [f"mode {args.mode}, {len(parts.train)} MNIST training images ({out['source_per_class']} per class before "
              f"the validation split), {len(target)} UCI digits as target, {args.epochs} epochs"
              + (f" of at most {args.max_steps} steps of {config.batch_size}" if args.max_steps else "")
              + (f", first {args.freeze} parameter groups frozen" if args.freeze else "")
-             + f", aligners' inputs normalised on {args.normalise} statistics, seeds {seeds}",
+             + f", aligners' inputs normalised on {args.normalise} statistics, seeds {seeds}"
+             + (", self-train started from the validators' choice among the aligners"
+                if args.self_train_start == "aligners" else ""),
              "", "| method | target accuracy (mean +- std) | gap closed | IM | RV | SND | source val accuracy "
              "| seconds per run (wall / CPU) |", "|---|---|---|---|---|---|---|---|"]
     for m, s in res.summary.items():

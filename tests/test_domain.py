@@ -501,3 +501,22 @@ def test_choose_drops_candidates_that_distort_the_class_proportions() -> None:
     assert chosen == "source-only" and "no candidate left" in reasons[-1]
     chosen, _ = choose(s, AdaptConfig(method="auto", guard=False), labelled=False)
     assert chosen == "self-train"  # the check is part of the guard
+
+
+def test_self_training_can_start_from_the_aligner_the_validators_prefer() -> None:
+    from headstart.domain.self_training import curriculum_self_train
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, yt = _shifted_blobs(2)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    config = AdaptConfig(method="auto", epochs=2, batch_size=32, label_shift="off", self_train_start="aligners")
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, seeds=(0, 1), features=feats,
+                       candidates=("coral", "mmd", "self-train"), progress=False, guard_with_labels=False,
+                       target_labels=yt)
+    started = {r["started_from"] for r in res.runs if r["method"] == "self-train"}
+    assert started <= {"coral", "mmd"} and len(started) == 1
+    assert res.summary["self-train"]["target_accuracy"][0] > 0.9
+    with pytest.raises(DataError, match="starting probabilities have shape"):
+        curriculum_self_train(xs, ys, xt, 4, 1.0, init=np.full((len(xt), 3), 1 / 3))
+    with pytest.raises(headstart.errors.ConfigError, match="self_train_start"):
+        AdaptConfig(self_train_start="cdan")

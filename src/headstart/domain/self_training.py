@@ -102,9 +102,11 @@ class SelfTrained:
 
 
 def curriculum_self_train(zs: np.ndarray, ys: np.ndarray, zt: np.ndarray, k: int, C: float,
-                          curriculum: tuple[float, ...] = CURRICULUM) -> SelfTrained:
+                          curriculum: tuple[float, ...] = CURRICULUM, init: np.ndarray | None = None) -> SelfTrained:
     """Fit on the source, then for each share in ``curriculum``: pseudo-label the target, keep the
-    most confident share of each predicted class, refit on source + kept target (warm-started)."""
+    most confident share of each predicted class, refit on source + kept target (warm-started).
+    ``init``: target probabilities (items x k) of another model, whose labels and confidences make
+    the first round's pseudo-labels instead of the source probe's."""
     if len(zs) != len(ys):
         raise DataError(f"{len(zs)} source rows but {len(ys)} source labels.", fix="pass one label per source row.")
     if zs.ndim != 2 or zt.ndim != 2 or zs.shape[1] != zt.shape[1]:
@@ -113,10 +115,13 @@ def curriculum_self_train(zs: np.ndarray, ys: np.ndarray, zt: np.ndarray, k: int
     if not curriculum or any(not 0 < f <= 1 for f in curriculum):
         raise ConfigError(f"The curriculum must be shares in (0, 1], got {list(curriculum)!r}.",
                           fix="e.g. (0.2, 0.4, 0.6, 0.8, 1.0).")
+    if init is not None and np.shape(init) != (len(zt), k):
+        raise DataError(f"The starting probabilities have shape {np.shape(init)}; expected ({len(zt)}, {k}), one row "
+                        "per target item.", fix="pass the target probabilities of the model to start from.")
     w, b = _fit(zs, ys, k, C)
     rounds: list[dict[str, Any]] = []
-    for share in curriculum:
-        p = _softmax(zt @ w.T + b)
+    for i, share in enumerate(curriculum):
+        p = np.asarray(init) if i == 0 and init is not None else _softmax(zt @ w.T + b)
         label, conf = p.argmax(1), p.max(1)
         keep: list[int] = []
         for c in range(k):

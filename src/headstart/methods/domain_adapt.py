@@ -55,6 +55,7 @@ SOURCE_ONLY = "source-only"
 SELF_TRAIN = "self-train"  # per-domain normalisation + curriculum self-training of a logistic probe (features mode)
 PRIOR = "+prior"  # suffix of a candidate whose target probabilities are re-weighted to the estimated proportions
 LABEL_SHIFT_MODES = ("off", "auto", "on")
+SELF_TRAIN_STARTS = ("probe", "aligners")
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,12 @@ class AdaptConfig(FineTuneConfig):
     label_shift: str = "auto"  # off | auto (correct when the proportions moved and the guard agrees) | on
     shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
     normalise: str = "source"  # source | per-domain: the statistics the aligners' inputs are standardised with
+    self_train_start: str = "probe"  # probe | aligners: where self-training's first pseudo-labels come from
     type: str = field(default="domain-adapt", init=False)
 
     constraints: ClassVar[dict[str, Constraint]] = {
         "method": OneOf(lambda: (SOURCE_ONLY, "auto", *ALIGNERS.names(), SELF_TRAIN)),
-        "normalise": OneOf(NORMALISE),
+        "normalise": OneOf(NORMALISE), "self_train_start": OneOf(SELF_TRAIN_STARTS),
         "mode": OneOf(("features", "finetune")), "bottleneck": Interval(1),
         "bottleneck_dropout": Interval(0, 1, high_open=True), "trade_off": Interval(0),
         "validator": OneOf(lambda: VALIDATORS.names()), "seeds": Interval(1),
@@ -99,6 +101,8 @@ class AdaptConfig(FineTuneConfig):
         "label_shift": "off; auto: re-weight to the estimated target class proportions when they moved beyond their "
                        "intervals and reverse validation does not drop; on: whenever they can be estimated",
         "shift_estimator": "how the target's class proportions are estimated without its labels",
+        "self_train_start": "probe: self-training's first pseudo-labels come from a probe on the source; aligners: "
+                            "from the aligner the validators prefer among those tried (its seeds averaged)",
         "normalise": "features mode: source standardises both domains with the source's statistics; per-domain "
                      "standardises each domain with its own (the saved model carries the target's)",
     }
@@ -338,7 +342,10 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                 assert features is not None and target_stats is not None
                 if self_trained is None:  # deterministic (L-BFGS on fixed data): one fit serves every seed
                     log(f"Domain adaptation: {method} (deterministic: one fit for every seed)")
-                    self_trained = _self_train(features, y, k, mean, scale, target_stats)
+                    start, why = _self_train_start(config, methods, runs, probas, seeds)
+                    if why:
+                        log(why)
+                    self_trained = _self_train(features, y, k, mean, scale, target_stats, start)
                 row0, head, proba, context = self_trained
                 context = dict(context)
                 proba_s = context.pop("proba_s")
@@ -412,23 +419,45 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                         label_shift, normalisation, proportion_check)
 
 
+def _self_train_start(config: AdaptConfig, methods: list[str], runs: list[dict[str, Any]],
+                      probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]], seeds: tuple[int, ...]
+                      ) -> tuple[tuple[str, np.ndarray] | None, str]:
+    """With ``self_train_start="aligners"``: the aligner the validators prefer among those already
+    trained (the label-free ranking of :func:`choose`, without the guard), and its target
+    probabilities averaged over the seeds, for self-training's first pseudo-labels."""
+    if config.self_train_start != "aligners":
+        return None, ""
+    tried = [m for m in methods if m not in (SOURCE_ONLY, SELF_TRAIN) and all((m, s) in probas for s in seeds)]
+    if not tried:
+        return None, "self-train starts from the source probe: no aligner was trained before it"
+    summary = {m: {key: _mean_std([r[key] for r in runs if r["method"] == m])
+                   for key in ("source_val_accuracy", *CHOOSING)} for m in (SOURCE_ONLY, *tried)}
+    best = tried[0] if len(tried) == 1 else choose(summary, AdaptConfig(guard=False), labelled=False)[0]
+    return (best, np.mean([probas[(best, s)][1] for s in seeds], axis=0)), (
+        f"self-train starts from {best}'s pseudo-labels (the validators' choice among {', '.join(tried)}, "
+        f"{len(seeds)} seed(s) averaged)")
+
+
 def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: int, mean: np.ndarray,
-                scale: np.ndarray, target_stats: tuple[np.ndarray, np.ndarray]
+                scale: np.ndarray, target_stats: tuple[np.ndarray, np.ndarray],
+                start: tuple[str, np.ndarray] | None = None
                 ) -> tuple[dict[str, Any], nn.Module, np.ndarray, dict[str, Any]]:
     """Per-domain standardisation + L2 rows, C by source validation accuracy, curriculum
-    self-training; returns the run's row, the deployable head (target statistics inside), the
-    target probabilities and the validators' context (normalised features as the embeddings)."""
+    self-training (its first pseudo-labels from ``start``'s target probabilities when given);
+    returns the run's row, the deployable head (target statistics inside), the target
+    probabilities and the validators' context (normalised features as the embeddings)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     zs, zv = normalise(features["train"], mean, scale), normalise(features["val"], mean, scale)
     zt = normalise(features["target"], *target_stats)
     C, scores = choose_strength(zs, y["train"], zv, y["val"], k)
-    fit = curriculum_self_train(zs, y["train"], zt, k, C)
+    fit = curriculum_self_train(zs, y["train"], zt, k, C, init=None if start is None else start[1])
     proba, proba_s = fit.proba(zt), fit.proba(zv)
     context = {"z_t": zt, "z_s": zv, "y_s": y["val"], "proba_s": proba_s}
     row: dict[str, Any] = {"method": SELF_TRAIN, "seconds": time.perf_counter() - started,
                            "cpu_seconds": time.process_time() - cpu_started, "best_epoch": len(fit.rounds),
                            "source_val_accuracy": float((proba_s.argmax(1) == y["val"]).mean()),
                            "normalise": "per-domain", "C": C, "C_scores": {str(c): v for c, v in scores.items()},
+                           "started_from": "probe" if start is None else start[0],
                            "pseudo_labelled": [r["pseudo_labelled"] for r in fit.rounds],
                            **validator_readings(proba, **{n: v for n, v in context.items() if n != "proba_s"})}
     return row, as_bottleneck_head(fit.weight, fit.bias, *target_stats), proba, context
