@@ -377,6 +377,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                                             "estimated_proportions": est.target.tolist()}  # type: ignore[union-attr]
                     if target_labels is not None:
                         prow["target_accuracy"] = float((corrected.argmax(1) == target_labels).mean())
+                    if seed in reference and reference[seed][1] is not None:
+                        prow["proportion_excess"] = proportion_excess(corrected, reference[seed][0],
+                                                                      reference[seed][1])
                     runs.append(prow)
                 else:
                     log(f"  {est.warning}")
