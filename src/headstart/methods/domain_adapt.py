@@ -207,7 +207,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     normalisation: dict[str, Any] = {}
     gate_reasons: list[str] = []
     mixture: np.ndarray | None = None  # the class mixture that best explains the target's mean features
-    if not finetune and len(target) >= 2:
+    if not finetune:
         assert features is not None
         share, mixture = mixture_explained_share(features["train"], y["train"], features["target"], k)
     if not finetune and (per_domain or SELF_TRAIN in methods):
