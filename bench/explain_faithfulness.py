@@ -233,7 +233,8 @@ def markdown(results: dict) -> str:
     lines = []
     for part, better in (("mnist", {"deletion": -1, "insertion": 1}), ("mnist_small", {"deletion": -1, "insertion": 1}),
                          ("photos", {"deletion": -1, "insertion": 1}),
-                         ("bbc", {"comprehensiveness": 1, "sufficiency": -1})):
+                         *((k, {"comprehensiveness": 1, "sufficiency": -1}) for k in sorted(results)
+                           if k == "bbc" or k.startswith("bbc_"))):
         if part not in results:
             continue
         keys = list(better)
@@ -324,7 +325,7 @@ def main() -> None:
                         have += [r for r in runs if r["seed"] not in seen]
                         have.sort(key=lambda r: r["seed"])
                     results[k]["title"] = v["title"]
-                    better = ({"comprehensiveness": 1, "sufficiency": -1} if k == "bbc"
+                    better = ({"comprehensiveness": 1, "sufficiency": -1} if k.startswith("bbc")
                               else {"deletion": -1, "insertion": 1})
                     results[k]["table"] = summarise(results[k]["rows"], better)
                 elif k.startswith("sanity_") and isinstance(v, dict) and isinstance(results.get(k), dict):
@@ -389,8 +390,10 @@ def main() -> None:
         articles = [test.load(i) for i in range(len(test))]
         bbc = Subject(model.backbone, model.head)
         if "bbc" in parts:
+            bbc_key = "bbc" if args.max_length == 64 else f"bbc_{args.max_length}"  # another window: another case
+
             def keep_bbc(rows: dict) -> None:
-                results["bbc"] = {"title": f"BBC News test articles (minilm-l6 at {args.max_length} tokens, linear "
+                results[bbc_key] = {"title": f"BBC News test articles (minilm-l6 at {args.max_length} tokens, linear "
                                            f"probe, test accuracy {model.info['metrics']['test']['accuracy']:.3f})",
                                   "table": summarise(rows, {"comprehensiveness": 1, "sufficiency": -1}), "rows": rows}
                 save()
