@@ -162,6 +162,8 @@ def main() -> None:
                 row["kept_accuracy"] = res.summary[row["kept"]]["target_accuracy"][0]
                 row["reasons"] = res.reasons
                 row["importance_weighting"] = res.label_shift.get("importance_weighting", {}).get("used", False)
+                row["proportion_check"] = res.proportion_check  # the guard's: trusted?, confidence drop, mixture L1
+                row["proportion_excess"] = {r["method"]: r.get("proportion_excess") for r in res.runs}
                 est_kept = res.label_shift.get("estimate", {})
                 row["l1_em_kept_model"] = (float(np.abs(np.array(est_kept["target"]) - truth).sum())
                                            if est_kept.get("target") is not None else None)
