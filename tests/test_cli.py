@@ -175,3 +175,15 @@ def test_text_demo_runs_end_to_end(tmp_path) -> None:
     assert "reloaded model gives identical probabilities" in result.stdout
     assert "In plain words" in result.stdout and "percentage points" in result.stdout
     assert (tmp_path / "demo" / "transfer_card.md").is_file()
+
+
+def test_fit_unlabelled_reaches_the_strategy_and_a_strategy_that_ignores_it_says_so(tmp_path) -> None:
+    pool = tmp_path / "pool"
+    for i in range(3):
+        write_png(pool / f"{i}.png", value=i)
+    result = run("fit", "builtin:digits:6", "--backbone", "raw-pixels", "--unlabelled", str(pool),
+                 "--out", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert "Unlabelled data was given, but the strategy 'linear-probe' does not use it" in result.stderr + result.stdout
+    assert "--strategy pseudo-label or auto" in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()

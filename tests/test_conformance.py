@@ -29,8 +29,11 @@ def test_every_strategy_fits_saves_reloads_and_exports(strategy, news, bbc_small
     target = bbc_small.subset(range(1, 150, 5)) if STRATEGIES.get(strategy).needs_target else None
     if target is not None:
         target.labels = None  # unlabelled, as a target domain is
+    pool = bbc_small.subset(range(2, 150, 5)) if STRATEGIES.get(strategy).pool == "needed" else None
+    if pool is not None:
+        pool.labels = None
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy=strategy, options=OPTIONS.get(strategy, {}),
-                          out=out, target=target, progress=False, baseline=False)
+                          out=out, target=target, unlabelled=pool, progress=False, baseline=False)
     probe = news.items[:6]
     again = headstart.load(out)
     assert np.array_equal(again.predict_proba(probe), model.predict_proba(probe))

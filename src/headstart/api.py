@@ -38,7 +38,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         label_column: str | None = None, split_column: str | None = None,
         log: Callable[[str], None] | None = None, command: str | None = None, resume: bool = False,
         checkpoint_dir: str | Path | None = None, target: Any = None, overwrite: bool = False,
-        encoding: str | None = None) -> TransferModel:
+        encoding: str | None = None, unlabelled: Any = None) -> TransferModel:
     """Train a transfer model on ``data`` and return it; with ``out``, also save the artifact.
 
     ``data``: an image folder, a CSV / TSV / JSONL / Parquet table, ``builtin:<name>``, a
@@ -55,6 +55,10 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     Domain adaptation: ``target`` is data from where the model will be used (a folder or table,
     labels optional and used only for evaluation) and ``strategy="domain-adapt"`` with
     ``options={"method": "auto" | "dann" | ...}``.
+
+    Unlabelled data from the same domain (``unlabelled``: a folder, a table or a :class:`Dataset`;
+    labels in it are ignored) feeds ``strategy="pseudo-label"`` and is one more of ``auto``'s
+    candidates.
     """
     say = log or (lambda msg: None)
     config = make_config(strategy, **(options or {}))
@@ -95,6 +99,14 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
             raise DataError(f"The target data cannot be used: {err.message}", fix=err.fix) from None
         say(f"Target: {len(target_data)} {target_data.modality}s from {target_data.source}"
             + (" (labels used only for evaluation)" if target_data.labels is not None else " (unlabelled)"))
+    pool_data = None
+    if unlabelled is not None:
+        try:
+            pool_data = unlabelled if isinstance(unlabelled, Dataset) else load_data(
+                unlabelled, labelled=None, text_column=text_column, encoding=encoding)
+        except DataError as err:
+            raise DataError(f"The unlabelled data cannot be used: {err.message}", fix=err.fix) from None
+        say(f"Unlabelled: {len(pool_data)} {pool_data.modality}s from {pool_data.source}")
     say(f"Data: {len(dataset)} {dataset.modality}s, {len(label_names)} classes; "
         + ", ".join(f"{k} {v}" for k, v in parts.sizes().items()))
 
@@ -117,7 +129,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
                       progress=progress, log=say)
     model, test_proba, ys, chosen = train_model(bb, parts, label_names, strategy, config, runtime=runtime, seed=seed,
                                                 checkpoint_dir=ckpt, resume=resume, target=target_data,
-                                                screen=True)
+                                                screen=True, pool=pool_data)
     t3 = time.perf_counter()
     screen = chosen.get("label_screen")
     if screen and screen["warn"]:
@@ -173,7 +185,9 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
                  **({"label_screen": {**screen, "indices": [parts.train.ids[i] for i in screen["indices"]]}}
                     if screen else {}),
                  **({"target": {"source": target_data.source, "n": len(target_data),
-                                "labelled": target_data.labels is not None}} if target_data is not None else {})},
+                                "labelled": target_data.labels is not None}} if target_data is not None else {}),
+                 **({"unlabelled": {"source": pool_data.source, "n": len(pool_data)}} if pool_data is not None
+                    else {})},
         "metrics": metrics,
         **({"calibration": calibration} if calibration is not None else {}),
         **({"backbone_selection": {"primary": selection["primary"], "order": selection["order"],

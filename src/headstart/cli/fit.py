@@ -105,6 +105,7 @@ Examples:
   headstart fit photos/ --strategy auto --budget 10m --out runs/p              # picks, and says why
   headstart fit studio/ --target shop_photos/ --adapt auto --out runs/shop     # domain adaptation
   headstart fit builtin:mnist --target builtin:digits --adapt mcc --option seeds=3
+  headstart fit tickets.csv --unlabelled more_tickets.csv --strategy auto --budget 10m   # + pseudo-labels
 """)
 @click.argument("data")
 @click.option("--backbone", "-b", default=None, help="Backbone name (see `headstart backbones`), hf:ID or timm:NAME. "
@@ -121,6 +122,8 @@ Examples:
               "used only for evaluation): adapt to it without its labels.")
 @click.option("--adapt", default=None, type=RegistryChoice(adapt_choices),
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
+@click.option("--unlabelled", default=None, metavar="DATA", help="Unlabelled items like the training ones (folder or "
+              "table; labels in it are ignored), for --strategy pseudo-label and as one more candidate of auto.")
 @click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt); "
               "refused if the checkpoint was made from other data or options.")
@@ -145,7 +148,8 @@ Examples:
               "http://127.0.0.1:5000.")
 @data_options
 def command(data: str, backbone: str | None, strategy: str, head: str | None, epochs: int | None, lr: float | None,
-            extra: tuple[str, ...], target: str | None, adapt: str | None, budget: str | None, resume: bool,
+            extra: tuple[str, ...], target: str | None, adapt: str | None, unlabelled: str | None,
+            budget: str | None, resume: bool,
             out_dir: str | None, overwrite: bool, val: float, test: float,
             seed: int, image_size: int | None, max_length: int | None, split_column: str | None, batch_size: int,
             device: str | None, cache_dir: str | None, no_cache: bool, no_baseline: bool, track: bool, track_uri: str | None,
@@ -187,7 +191,8 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
                 image_size=image_size, max_length=max_length, cache_dir=cache_dir, use_cache=not no_cache,
                 device=device, batch_size=batch_size, baseline=not no_baseline, options=options,
                 text_column=text_column, label_column=label_column, split_column=split_column, encoding=encoding, log=log,
-                command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target, overwrite=overwrite)
+                command="headstart " + shlex.join(sys.argv[1:]), resume=resume, target=target, overwrite=overwrite,
+                unlabelled=unlabelled)
     print_summary(model, out_dir)
     if track or track_uri or os.environ.get("MLFLOW_TRACKING_URI"):
         from ..workflows.tracking import track_run, tracking_uri

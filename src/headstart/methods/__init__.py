@@ -13,7 +13,7 @@ from ..options import parse_options
 from .base import STRATEGIES, Strategy, StrategyInputs, register_strategy
 
 # Imported for their registration; the order is the order of `STRATEGIES.names()`.
-from . import linear_probe, finetune, lora, domain_adapt, zero_shot, prototypes, setfit, auto  # noqa: E402, F401, I001
+from . import linear_probe, finetune, lora, domain_adapt, zero_shot, prototypes, setfit, pseudo_label, auto  # noqa: E402, F401, I001
 
 
 def make_config(strategy: str, **options: Any) -> Any:

@@ -45,7 +45,7 @@ from ..features import extract_features
 from ..options import Config, Constraint, Each, Interval
 from .base import STRATEGIES, StrategyInputs, register_strategy
 
-FEATURE_CANDIDATES = ("linear-probe", "prototypes")
+FEATURE_CANDIDATES = ("linear-probe", "prototypes", "pseudo-label")  # pseudo-label: with unlabelled items
 # In the order they enter the race, most promising per second first: LP-FT (Kumar et al. 2022)
 # keeps the probed head and rarely loses to it; LoRA trains a fraction of the weights; then full and
 # partial fine-tuning, then SetFit. A tight budget runs the first few.
@@ -136,7 +136,7 @@ def run_seconds(per_item: float, epochs: int, n_train: int, n_val: int) -> float
 def _default_candidates(backbone: Any, inputs: StrategyInputs) -> list[str]:
     from .lora import lora_targets
 
-    names = list(FEATURE_CANDIDATES)
+    names = [n for n in FEATURE_CANDIDATES if n != "pseudo-label" or inputs.pool is not None]
     if backbone.trainable:
         for name in FINETUNE_CANDIDATES:
             if name == "lora" and not (getattr(backbone, "model", None) is not None and lora_targets(backbone.model)):
@@ -183,6 +183,7 @@ class _Run:
     note: str = ""
     cv_right: int = 0  # items scored right / scored on the folds of train + val
     cv_n: int = 0
+    cv_items: int = 0  # distinct items: the repetitions score the same items again, so they set the interval
     cv_seconds: float = 0.0
 
     @property
@@ -191,7 +192,7 @@ class _Run:
 
     def score(self) -> tuple[float, int]:
         """The number the winner is chosen by, and how many items it rests on."""
-        return (self.cv_accuracy, self.cv_n) if self.cv_n else (self.val_accuracy, self.n_val)
+        return (self.cv_accuracy, self.cv_items) if self.cv_n else (self.val_accuracy, self.n_val)
 
     def row(self) -> dict[str, Any]:
         ci = wilson(self.val_accuracy * self.n_val, self.n_val) if self.n_val and np.isfinite(self.val_accuracy) else None
@@ -201,7 +202,8 @@ class _Run:
                "estimate_s": None if self.estimate_s is None else round(self.estimate_s, 1),
                "status": self.status, "note": self.note}
         if self.cv_n:
-            out.update(cv_accuracy=self.cv_accuracy, cv_n=self.cv_n, cv_ci95=wilson(self.cv_right, self.cv_n),
+            out.update(cv_accuracy=self.cv_accuracy, cv_n=self.cv_n, cv_items=self.cv_items,
+                       cv_ci95=wilson(self.cv_accuracy * self.cv_items, self.cv_items),
                        cv_seconds=round(self.cv_seconds, 2))
         return out
 
@@ -278,6 +280,10 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
 
     def left() -> float:
         return config.budget_s - (time.perf_counter() - start)
+
+    if "pseudo-label" in candidates and inputs.pool is None:
+        candidates.remove("pseudo-label")
+        reasons.append("pseudo-label was not tried: it needs unlabelled items (--unlabelled).")
 
     # 1. the cheap candidates, always
     for name in [c for c in candidates if c in FEATURE_CANDIDATES]:
@@ -397,7 +403,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     # 3. on a small validation split: the finalists on folds of train + val
     tuned = sorted((r for r in results if r["trained"] and r["state"] is not None),
                    key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
-    if tuned and 0 < n_val < config.cv_below:
+    if 0 < n_val < config.cv_below and len([r for r in results if r["run"].status == "done"]) >= 2:
         reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
                                        original, per_item * _scale(slowdown), left, log))
     if original:
@@ -474,21 +480,23 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
                 right += int(round((acc if np.isfinite(acc) else 0.0) * len(score_idx)))
             run.cv_right += right
             run.cv_n += len(y)
+            run.cv_items = len(y)
             run.cv_seconds += time.perf_counter() - t
         repeats += 1
     if original:
         backbone.load_state_dict(original)
     if not repeats:
         for r in [*cheap, *finalists]:
-            r["run"].cv_n = r["run"].cv_right = 0
+            r["run"].cv_n = r["run"].cv_right = r["run"].cv_items = 0
         return [f"The validation split has {n_val} items (< {config.cv_below}); comparing on folds of train + val "
                 "did not fit in what was left of the budget, so the validation split decided."]
     for r in [*cheap, *finalists]:
         log(f"auto: {_label(r['run'])}: {r['run'].cv_accuracy:.3f} on {k} folds x {repeats} of train + val")
-    return [f"The validation split has only {n_val} items (< {config.cv_below}), so the feature-based candidates "
-            f"and the race's best {len(finalists)} fine-tuning setting(s) were compared on {k} stratified folds of "
-            f"train + val ({len(y)} items, {repeats} repetition(s)): every labelled item was scored, and all "
-            "candidates saw the same folds."]
+    which = "the feature-based candidates" + (f" and the race's best {len(finalists)} fine-tuning setting(s)"
+                                              if finalists else "")
+    return [f"The validation split has only {n_val} items (< {config.cv_below}), so {which} were compared on {k} "
+            f"stratified folds of train + val ({len(y)} items, {repeats} repetition(s)): every labelled item was "
+            "scored, and all candidates saw the same folds."]
 
 
 def _budget_words(seconds: float) -> str:
@@ -531,5 +539,5 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
 
 
 register_strategy("auto", AutoConfig, run_auto, "try the strategies on validation within the time budget "
-                  "(successive halving over strategies and learning rates); keep the best, say why",
-                  needs_features=True)
+                  "(successive halving over strategies and learning rates; pseudo-labels with --unlabelled); keep "
+                  "the best, say why", needs_features=True, pool="optional")

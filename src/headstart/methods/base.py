@@ -40,6 +40,7 @@ class StrategyInputs:
     label_names: list[str] = field(default_factory=list)
     target: Any = None  # unlabelled target-domain Dataset (domain adaptation)
     target_labels: np.ndarray | None = None  # evaluation-only target labels, when the user has some
+    pool: Any = None  # unlabelled Dataset from the same domain as the labelled data (``features["pool"]``)
 
     @property
     def device(self) -> torch.device:
@@ -61,14 +62,19 @@ class Strategy:
     description: str
     needs_features: bool = False
     needs_target: bool = False  # domain adaptation: also needs unlabelled target data
+    pool: str = "no"  # unlabelled in-domain data: "no" (refused), "optional" or "needed"
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
 
 
 def register_strategy(name: str, config_class: type, run: Callable[..., tuple[nn.Module, dict[str, Any], bool]],
-                      description: str, *, needs_features: bool = False, needs_target: bool = False) -> Strategy:
+                      description: str, *, needs_features: bool = False, needs_target: bool = False,
+                      pool: str = "no") -> Strategy:
     """Add a strategy under ``name`` (a duplicate name is an error) and return its entry."""
-    entry = Strategy(name, config_class, run, description, needs_features=needs_features, needs_target=needs_target)
+    if pool not in ("no", "optional", "needed"):
+        raise ValueError(f"pool must be 'no', 'optional' or 'needed', got {pool!r}")
+    entry = Strategy(name, config_class, run, description, needs_features=needs_features, needs_target=needs_target,
+                     pool=pool)
     STRATEGIES.register(name, entry)
     return entry

@@ -51,13 +51,14 @@ def encode_labels(labels: list[str] | None, label_names: list[str], where: str) 
 def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, config: Any, *,
                 runtime: Runtime | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
                 resume: bool = False, target: Dataset | None = None, calibrate: bool = True, ood: bool = True,
-                screen: bool = False) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+                screen: bool = False, pool: Dataset | None = None) -> tuple[TransferModel, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Run a strategy on the splits; shared by ``fit`` and :class:`~headstart.sklearn.TransferClassifier`.
 
     Frozen-backbone features (through the cache) are extracted only for strategies that use them.
     Returns the model, its test-split probabilities, the integer labels per split, and what the
     strategy chose. A trained backbone is evaluated on fresh features, never on cached ones.
     ``target``: the unlabelled target-domain data of a domain-adaptation strategy.
+    ``pool``: unlabelled data from the same domain, for strategies that learn from it (pseudo-labels).
     ``calibrate``: fit a temperature on the validation split (kept only if it lowers the validation
     negative log-likelihood); the returned model and test probabilities include it.
     ``ood``: fit an out-of-scope scorer on the training features, thresholded on validation
@@ -76,6 +77,20 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     if target is not None and not entry.needs_target:
         raise ConfigError(f"Target data was given, but the strategy '{strategy}' does not use it.",
                           fix="add --adapt METHOD (auto, dann, cdan, coral, mmd, mcc), or drop --target.")
+    if entry.pool == "needed" and pool is None:
+        raise ConfigError(f"The strategy '{strategy}' learns from unlabelled data and needs some.",
+                          fix="pass --unlabelled DATA (fit(..., unlabelled=...)): items like the training ones, "
+                              "without labels.")
+    if pool is not None and entry.pool == "no":
+        users = [n for n in STRATEGIES.names() if STRATEGIES.get(n).pool != "no"]
+        raise ConfigError(f"Unlabelled data was given, but the strategy '{strategy}' does not use it.",
+                          fix=f"use --strategy {' or '.join(users)}, or drop --unlabelled.")
+    if pool is not None:
+        if len(pool) == 0:
+            raise DataError(f"The unlabelled data {pool.source} is empty.", fix="point --unlabelled at some items.")
+        if pool.modality != parts.train.modality:
+            raise DataError(f"The labelled data holds {parts.train.modality}s but the unlabelled data {pool.source} "
+                            f"holds {pool.modality}s.", fix="give unlabelled items of the same kind.")
     target_labels = None
     if target is not None:
         check_domains(parts.train, target)
@@ -85,11 +100,13 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
           for s in ("train", "val", "test")}
     feats: dict[str, np.ndarray] = {}
     if entry.needs_features:
-        names = ("train", "val", "test") + (("target",) if target is not None else ())
-        sets = [getattr(parts, s) for s in names[:3]] + ([target] if target is not None else [])
+        names = ("train", "val", "test") + (("target",) if target is not None else ()) + (
+            ("pool",) if pool is not None else ())
+        sets = [getattr(parts, s) for s in ("train", "val", "test")] + [d for d in (target, pool) if d is not None]
         feats = dict(zip(names, extract_features_many(bb, sets, **rt.extraction())))
     inputs = StrategyInputs(parts, feats, ys, len(label_names), rt, seed, checkpoint_dir=checkpoint_dir,
-                            resume=resume, label_names=list(label_names), target=target, target_labels=target_labels)
+                            resume=resume, label_names=list(label_names), target=target, target_labels=target_labels,
+                            pool=pool)
     head, chosen, trained = entry.run(bb, inputs, config)
     if screen and "train" in feats and len(ys["train"]) >= 20:
         try:
