@@ -7,8 +7,8 @@ advance) is not inflated by picking the luckiest of several noisy scores. headst
 validation split out of the labelled items, as it would for a user.
 
 For each set and seed: auto with a time budget; every single strategy auto may pick, each at its
-defaults (kept in ``singles.json`` and reused when the set, seed, strategy and sizes match, so auto
-can be re-measured alone with ``--auto-only``). Reported: test accuracy of auto, the probe and the
+defaults (kept in ``singles_s<seed>.json`` and reused when the set, seed, strategy and sizes match, so auto
+can be re-measured alone with ``--auto-only``; one file per seed). Reported: test accuracy of auto, the probe and the
 oracle, auto's search time against its budget, and what auto chose.
 
     python bench/auto.py [--sets mnist32,digits32,bbc8,bbc32,lfw] [--seeds 0,1,2] [--budget 150]
@@ -115,6 +115,29 @@ def summarise(rows: list[dict], budget: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge() -> None:
+    """The rows of every tagged run (one per set and seed; the latest run wins) in one table."""
+    rows: dict[tuple[str, int], dict] = {}
+    budgets = set()
+    for path in sorted(OUT.glob("results_*.json"), key=lambda p: p.stat().st_mtime):
+        d = json.loads(path.read_text())
+        budgets.add(d["budget_s"])
+        for r in d["rows"]:
+            rows[(r["set"], r["seed"])] = r
+    order = list(SETS)
+    merged = sorted(rows.values(), key=lambda r: (order.index(r["set"]), r["seed"]))
+    (OUT / "results.json").write_text(json.dumps({"budget_s": sorted(budgets), "rows": merged}, indent=2))
+    text = summarise(merged, max(budgets))
+    per_set = ["", "| set | seeds | auto | probe | oracle | auto - oracle | auto - probe |", "|---|---|---|---|---|---|---|"]
+    for name in order:
+        rs = [r for r in merged if r["set"] == name]
+        if rs:
+            a, p, o = (100 * np.mean([r[k]["test_accuracy"] for r in rs]) for k in ("auto", "probe", "oracle"))
+            per_set.append(f"| {name} | {len(rs)} | {a:.1f} | {p:.1f} | {o:.1f} | {a - o:+.1f} | {a - p:+.1f} |")
+    (OUT / "summary.md").write_text(text + "\n".join(per_set) + "\n")
+    print(text + "\n".join(per_set))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="mnist32,digits32,bbc8,bbc32,lfw")
@@ -124,10 +147,17 @@ def main() -> None:
     ap.add_argument("--singles-only", action="store_true", help="only the single strategies (the oracle's runs)")
     ap.add_argument("--auto-only", action="store_true", help="only auto; the singles come from singles.json")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--merge", action="store_true",
+                    help="only combine every results_*.json into results.json and summary.md")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    singles_path = OUT / "singles.json"
-    cache = json.loads(singles_path.read_text()) if singles_path.exists() else {}
+    if args.merge:
+        merge()
+        return
+    # the single strategies' results: one file per seed, so that seeds can run in parallel processes
+    cache: dict[str, dict] = {}
+    for path in sorted(OUT.glob("singles*.json")):
+        cache.update(json.loads(path.read_text()))
     suffix = f"_{args.tag}" if args.tag else ""
     rows: list[dict] = []
     for name in args.sets.split(","):
@@ -140,9 +170,11 @@ def main() -> None:
                     if args.auto_only:
                         continue
                     cache[key] = fit(name, s, seed, args)
-                    tmp = singles_path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(cache, indent=1))
-                    os.replace(tmp, singles_path)
+                    path = OUT / f"singles_s{seed}.json"
+                    mine = {k: v for k, v in cache.items() if k.split("|")[1] == str(seed)}
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(mine, indent=1))
+                    os.replace(tmp, path)
                 singles.append(cache[key])
                 print(f"{name} seed {seed} {s}: {cache[key]['test_accuracy']:.3f} ({cache[key]['seconds']:.0f} s)",
                       flush=True)
