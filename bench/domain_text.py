@@ -39,7 +39,8 @@ def main() -> None:
                           options={"method": args.method, "seeds": args.seeds}, progress=False, baseline=False, log=print)
     d = model.info["strategy"]["details"]
     out = {"summary": d["summary"], "chosen": d["chosen"], "reasons": d["reasons"], "gap_before": d["gap_before"],
-           "gap_after": d["gap_after"], "target_accuracy_of_kept_model": model.info["metrics"]["target"]["accuracy"]}
+           "gap_after": d["gap_after"], "target_accuracy_of_kept_model": model.info["metrics"]["target"]["accuracy"],
+           "proportion_check": d.get("proportion_check"), "runs": d.get("runs")}
     unlabelled = {m: {k: v for k, v in s.items() if k != "target_accuracy"} for m, s in d["summary"].items()
                   if not m.endswith("+prior")}
     out["label_free_choice"], out["label_free_reasons"] = choose(unlabelled, AdaptConfig(), labelled=False)
