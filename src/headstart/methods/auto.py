@@ -2,10 +2,11 @@
 
 The search, in order:
 
-1. The cheap candidates on cached features (the linear probe, class prototypes) always run: they
-   take seconds, and the probe is the floor the result is measured against.
-2. The fine-tuning candidates (LP-FT, LoRA when the backbone has attention projections, full,
-   partial, SetFit for text; in that order, each at its default learning rate before any at
+1. The cheap candidates on cached features (the linear probe, class prototypes, and pseudo-labels
+   when unlabelled items are given) always run: they take seconds, and the probe is the floor the
+   result is measured against.
+2. The fine-tuning candidates (LP-FT, SetFit for text, LoRA when the backbone has attention
+   projections, full, partial; in that order, each at its default learning rate before any at
    another of ``lr_factors``) enter a successive-halving race (Jamieson & Talwalkar 2016; AutoGluon and
    Optuna's pruners work the same way): a short first rung for every candidate, then the best
    third continue at full length. Each run's cost is estimated from timed forward + backward
@@ -47,9 +48,10 @@ from .base import STRATEGIES, StrategyInputs, register_strategy
 
 FEATURE_CANDIDATES = ("linear-probe", "prototypes", "pseudo-label")  # pseudo-label: with unlabelled items
 # In the order they enter the race, most promising per second first: LP-FT (Kumar et al. 2022)
-# keeps the probed head and rarely loses to it; LoRA trains a fraction of the weights; then full and
-# partial fine-tuning, then SetFit. A tight budget runs the first few.
-FINETUNE_CANDIDATES = ("lp-ft", "lora", "full", "partial", "setfit")
+# keeps the probed head and rarely loses to it; SetFit (texts only) costs several fine-tuning runs
+# but was the best single strategy on 8 articles per class (bench/auto.py); LoRA trains a fraction
+# of the weights; then full and partial fine-tuning. A tight budget runs the first few.
+FINETUNE_CANDIDATES = ("lp-ft", "setfit", "lora", "full", "partial")
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,17 @@ def seconds_per_item(backbone: Any, inputs: StrategyInputs, batch_size: int = 8,
     return min(times)
 
 
-def run_seconds(per_item: float, epochs: int, n_train: int, n_val: int) -> float:
-    """Training items every epoch, plus a forward-only pass (about a third of the cost) over validation."""
-    return per_item * epochs * (n_train + n_val / 3)
+def run_seconds(per_item: float, epochs: int, n_train: float, n_val: float, passes: float = 1.0) -> float:
+    """Training items every epoch (``passes`` times each: a contrastive strategy sees each item in many
+    pairs), plus a forward-only pass (about a third of the cost) over validation."""
+    return per_item * epochs * (n_train * passes + n_val / 3)
+
+
+def _passes(config: Any) -> float:
+    """How many times an epoch runs each training item through the backbone: once, or for SetFit's
+    pairs twice per pair, with ``pairs_per_example`` positives and as many negatives per item."""
+    pairs = getattr(config, "pairs_per_example", 0)
+    return 4.0 * pairs if pairs else 1.0
 
 
 def _default_candidates(backbone: Any, inputs: StrategyInputs) -> list[str]:
@@ -347,7 +357,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 if name in excluded and lr >= excluded[name]:
                     run.status, run.note = "skipped", f"lr >= {excluded[name]:g} collapsed or diverged"
                     continue
-                estimate = run_seconds(per_item, epochs, n_train, n_val)
+                estimate = run_seconds(per_item, epochs, n_train, n_val, _passes(entry.config_class()))
                 run.estimate_s = estimate * _scale(slowdown)
                 if run.estimate_s > left():
                     run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
@@ -450,7 +460,8 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
                 "the candidates were compared on the validation split alone."]
     def need(finalists: list[dict[str, Any]]) -> float:
         # one repetition: every finalist trained k times on (k-1)/k of the pooled items
-        return sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k) * k
+        return sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k,
+                               _passes(STRATEGIES.get(r["run"].strategy).config_class())) * k
                    for r in finalists)
 
     finalists = tuned[:config.cv_finalists]
