@@ -177,6 +177,7 @@ def test_text_demo_runs_end_to_end(tmp_path) -> None:
     assert (tmp_path / "demo" / "transfer_card.md").is_file()
 
 
+@pytest.mark.slow  # a subprocess that imports torch: seconds
 def test_fit_unlabelled_reaches_the_strategy_and_a_strategy_that_ignores_it_says_so(tmp_path) -> None:
     pool = tmp_path / "pool"
     for i in range(3):
