@@ -85,13 +85,66 @@ def test_calibration_of_the_other_modality_is_a_data_error() -> None:
     assert "images" in err.value.fix
 
 
-@pytest.mark.parametrize("kwargs, words", [({"quantize": "int4"}, "`quantize` must be"),
+@pytest.mark.parametrize("kwargs, words", [({"quantize": "int4"}, "`quantize` must be 'int8' or 'int8-qat'"),
                                            ({"target": "phone"}, "`target` must be one of onnx, edge"),
                                            ({"calibration_method": "mse"}, "`calibration_method` must be one of")])
 def test_bad_export_options_are_config_errors(tmp_path, kwargs, words) -> None:
     with pytest.raises(ConfigError, match=words):
         export_onnx(tmp_path / "no-run", ["x"], **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qat_epochs_need_int8_qat(tmp_path) -> None:
+    for kwargs in ({"quantize": "int8", "qat_epochs": 2}, {"quantize": "int8-qat", "qat_epochs": 0}):
+        with pytest.raises(ConfigError, match="`qat_epochs`"):
+            export_onnx(tmp_path / "no-run", ["x"], **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fake_quant_is_the_uint8_grid_with_a_straight_through_gradient() -> None:
+    import torch
+
+    from headstart.export.quantize import _fake_quant
+
+    x = torch.linspace(-1.0, 7.0, 401, requires_grad=True)
+    y = _fake_quant(x, 0.0, 6.0)
+    step = 6.0 / 255
+    assert float(y.detach().min()) == 0.0 and abs(float(y.detach().max()) - 6.0) < 1e-5  # saturates like ReLU6
+    grid = y.detach() / step
+    assert torch.allclose(grid, grid.round(), atol=1e-3)  # on the grid
+    inside = (x > 0) & (x < 6)
+    assert float((y - x).detach()[inside].abs().max()) <= step / 2 + 1e-6
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    z = _fake_quant(torch.tensor([0.5, 1.0]), 0.5, 1.0)  # the range is widened to hold 0
+    assert abs(float(z[1]) - 1.0) < 1e-6 and abs(float(z[0]) - 0.5) <= 1 / 255
+
+
+def test_mixup_blends_two_training_images() -> None:
+    from headstart.export.quantize import mixup
+
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    a[1] = 200
+    blends = mixup(a, 50)
+    assert blends.shape == (50, 4, 4, 3) and blends.dtype == np.uint8
+    pure = (blends == 0).all((1, 2, 3)) | (blends == 200).all((1, 2, 3))
+    mixed = blends[~pure]
+    assert len(mixed) and ((mixed >= 0.3 * 200 - 1) & (mixed <= 0.7 * 200 + 1)).all()
+
+
+def test_qat_refuses_a_backbone_without_blocks(tmp_path) -> None:
+    import torch
+
+    from headstart.backbones.base import BackboneCard
+    from headstart.export.quantize import qat_backbone
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    net.card = BackboneCard(name="plain-conv", modality="image", feature_dim=4, source="", license="",
+                            input=InputSpec(image_size=8, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3))
+    with pytest.raises(ConfigError, match="EfficientNet-Lite-style.*'plain-conv'") as err:
+        qat_backbone(net, torch.nn.Linear(4, 2), np.zeros((4, 8, 8, 3), np.uint8), tmp_path / "a.onnx",
+                     tmp_path / "b.onnx")
+    assert "--quantize int8" in err.value.fix
 
 
 def test_image_int8_bar_is_agreement_and_accuracy() -> None:
@@ -250,3 +303,31 @@ def test_predictor_runs_without_torch_or_headstart(runtime_venv, image_run, imag
     labels = headstart.load(image_run).label_names
     assert [x["input"] for x in lines] == files[:3]
     assert all(x["label"] in labels and len(x["top"]) == 2 for x in lines)
+
+
+@pytest.mark.slow
+def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, mnist_small, text_run, bbc_small,
+                                                        monkeypatch) -> None:
+    import onnx
+
+    from headstart.export import onnx as onnx_mod
+
+    held_out = list(range(1, 600, 3))[:60]  # the run was fitted on every third digit from 0
+    items, labels = [mnist_small.load(i) for i in held_out], [mnist_small.labels[i] for i in held_out]
+    calibration = [mnist_small.load(i) for i in range(0, 600, 3)]
+    before = _snapshot(image_run / "onnx")
+    monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 1.01, 0.01))  # unreachable
+    with pytest.raises(ArtifactError, match="int8 parity check failed.*required 1.01.*Nothing was written"):
+        export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration, qat_epochs=1,
+                    target="edge")
+    assert _snapshot(image_run / "onnx") == before
+    monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 0.0, 1.0))  # the flow, not the bar
+    report = export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration, qat_epochs=2)
+    qat = report["quantization"]["qat"]
+    assert report["quantize"] == "int8-qat" and qat["epochs"] == 2 and qat["items"] == 2 * len(calibration)
+    assert qat["kl_per_epoch"][-1] < qat["kl_per_epoch"][0]  # the tuning lowered the simulated int8's KL
+    assert report["quantization"]["fp32_layers"] == []
+    graph = onnx.load(str(image_run / "onnx" / "model.int8.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "Conv" and not any("DequantizeLinear" in x for x in n.input[:1])]
+    with pytest.raises(ConfigError, match="int8-qat fine-tunes image backbones"):
+        export_onnx(text_run, bbc_small.items[100:110], quantize="int8-qat")
