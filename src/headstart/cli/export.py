@@ -27,11 +27,14 @@ Examples:
   headstart export runs/photos                       # fp32 ONNX, parity-checked on the run's test split
   headstart export runs/photos --quantize int8       # + int8, calibrated on the run's training images
   headstart export runs/photos --quantize int8 --target edge   # + RUN/onnx/edge/: model, JSON, predict.py
+  headstart export runs/digits --quantize int8-qat   # int8 after a short quantisation-aware fine-tune
   headstart export runs/tickets --quantize int8 --data sample.csv
 """)
 @click.argument("run")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--quantize", type=click.Choice(QUANTIZE), default=None, help="Also write an int8 model (checked too).")
+@click.option("--quantize", type=click.Choice(QUANTIZE), default=None,
+              help="Also write an int8 model (checked too); int8-qat (images) fine-tunes the last blocks with "
+                   "int8 simulated first.")
 @click.option("--target", type=click.Choice(TARGETS), default="onnx", show_default=True,
               help="edge: also write RUN/onnx/edge/ with one model (int8 with --quantize), labels and "
                    "preprocessing as JSON, and a predict.py that needs only onnxruntime, numpy and Pillow.")
