@@ -45,6 +45,9 @@ CASES: tuple[Case, ...] = (
     Case("bbc", "text", "BBC News articles at 64 tokens",
          {"integrated-gradients": ("comprehensiveness", "sufficiency"),
           "kernel-shap": ("comprehensiveness", "sufficiency")}),
+    Case("bbc_256", "text", "BBC News articles at 256 tokens",
+         {"integrated-gradients": ("comprehensiveness", "sufficiency"),
+          "kernel-shap": ("comprehensiveness", "sufficiency")}),
 )
 
 
