@@ -488,7 +488,7 @@ def test_auto_keeps_part_of_the_budget_for_the_last_rung(news, tiny_bert_dir, mo
     the best setting still has time."""
     from headstart.methods import auto
 
-    monkeypatch.setattr(auto, "run_seconds", lambda per_item, epochs, n_train, n_val: 30.0 * epochs)
+    monkeypatch.setattr(auto, "run_seconds", lambda per_item, epochs, n_train, n_val, passes=1.0: 30.0 * epochs)
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
                           options={"candidates": "linear-probe,lp-ft,full", "lr_factors": "1", "epochs": 1,
                                    "first_rung_share": 0.5, "budget_s": 100, "cv_below": 0})
@@ -496,3 +496,14 @@ def test_auto_keeps_part_of_the_budget_for_the_last_rung(news, tiny_bert_dir, mo
     assert [r["strategy"] for r in first] == ["lp-ft", "full"]
     assert first[0]["status"] != "over budget"
     assert first[1]["status"] == "over budget" and "first rung's share" in first[1]["note"]
+
+
+def test_a_run_turned_away_by_the_first_rungs_share_gets_a_budget_hint_that_counts_the_share() -> None:
+    from headstart.methods.auto import _Run, _why
+
+    probe = _Run("linear-probe", None, None, 0, val_accuracy=0.8, n_val=40, seconds=20.0)
+    skipped = _Run("full", 5e-5, 1, 0, n_val=40, estimate_s=30.0, status="over budget",
+                   note="the first rung's share of the budget is spent")
+    said = " ".join(_why(probe, probe, [probe, skipped], first_rung_share=0.5))
+    # (20 s spent + 30 s) / 0.5 share = 100 s, with a fifth more for the estimate's noise: 120 s -> "2m"
+    assert "a budget of about 2m would have tried it" in said

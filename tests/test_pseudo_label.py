@@ -119,3 +119,26 @@ def test_auto_tries_pseudo_labels_with_a_pool_on_real_articles(minilm, bbc_small
 
     assert auto.info["data"]["unlabelled"]["n"] == 300
     assert accuracy(auto) >= accuracy(probe) - 0.01
+
+
+def test_unlabelled_items_that_are_also_labelled_are_left_out_and_said(tiny_bert_dir, tmp_path) -> None:
+    """A user who passes 'all my data' as the pool must not train on the test items through their
+    pseudo-labels: items also in the labelled data leave the pool, with a warning; the card counts
+    what is left. On 30 labelled items the label screen stands aside and says why."""
+    from headstart.data import load_data
+
+    news = load_data("builtin:bbc-news:6")
+    fresh = load_data("builtin:bbc-news:12").subset(range(0, 60, 2))
+    fresh_items = [t for t in fresh.items if t not in set(news.items)][:10]
+    items = list(news.items) + fresh_items
+    pool = Dataset("text", items, None, [f"p{i}" for i in range(len(items))], source="everything.csv")
+    said: list[str] = []
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="pseudo-label", unlabelled=pool,
+                          progress=False, baseline=False, log=said.append, out=tmp_path / "run")
+    warning = [m for m in said if "also in the labelled data" in m]
+    assert len(warning) == 1 and f"{len(news)} of the {len(items)} unlabelled items" in warning[0]
+    assert "in test" in warning[0] and "--unlabelled" in warning[0]
+    assert model.info["data"]["unlabelled"]["n"] == len(fresh_items)
+    assert model.info["strategy"]["details"]["pool_size"] == len(fresh_items)
+    assert f"({len(fresh_items)} items" in (tmp_path / "run" / "transfer_card.md").read_text()
+    assert any(m.startswith("Label screen: skipped") and "needs 60" in m for m in said)

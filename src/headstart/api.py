@@ -26,7 +26,8 @@ from .methods import make_config
 from .artifact import MODEL_FOLDER
 from .model import TransferModel
 from .train.loop import CHECKPOINT_FOLDER, CHECKPOINT_MARKER
-from .workflows.pipeline import backbone_name, check_backbone_modality, encode_labels, train_model
+from .workflows.pipeline import (backbone_name, check_backbone_modality, encode_labels, train_model,
+                                 without_labelled_items)
 from .workflows.report import write_fit_report
 from .runtime import Runtime
 
@@ -107,6 +108,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         except DataError as err:
             raise DataError(f"The unlabelled data cannot be used: {err.message}", fix=err.fix) from None
         say(f"Unlabelled: {len(pool_data)} {pool_data.modality}s from {pool_data.source}")
+        pool_data = without_labelled_items(pool_data, parts, say)
     say(f"Data: {len(dataset)} {dataset.modality}s, {len(label_names)} classes; "
         + ", ".join(f"{k} {v}" for k, v in parts.sizes().items()))
 

@@ -124,7 +124,8 @@ Examples:
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--unlabelled", default=None, metavar="DATA", help="Unlabelled items like the training ones (folder or "
               "table; labels in it are ignored), for --strategy pseudo-label and as one more candidate of auto.")
-@click.option("--budget", default=None, help="Time budget for --strategy auto, e.g. 90s, 10m, 1h.")
+@click.option("--budget", default=None, help="Time budget of --strategy auto's search, e.g. 90s, 10m, 1h (a bare "
+              "number is seconds); loading, feature extraction, the baseline and the report come on top.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt); "
               "refused if the checkpoint was made from other data or options.")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder to save the model in: new, empty, or a model folder "

@@ -303,6 +303,8 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         head, info, trained = entry.run(backbone, quiet, entry.config_class())
         run.seconds = time.perf_counter() - t
         run.val_accuracy = _val_accuracy(backbone, head, info, inputs, trained)
+        if info.get("used_pool") is False:
+            run.note = "the pool lowered validation accuracy and was dropped: a probe without it"
         runs.append(run)
         log(f"auto: {_label(run)}: validation accuracy {run.val_accuracy:.3f} ({run.seconds:.1f} s)")
         keep(run, head, info, trained, backbone)
@@ -349,7 +351,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 entry = STRATEGIES.get(name)
                 final = _final_epochs(entry, config)
                 epochs = min(config.first_rung_epochs, final) if r == 0 else final
-                lr = entry.config_class().lr * factor
+                lr = float(f"{entry.config_class().lr * factor:.3g}")  # 6e-05, not 6.000000000000001e-05
                 if r > 0 and epochs == min(config.first_rung_epochs, final):
                     continue  # its first-rung run already had the full length
                 run = _Run(name, lr, epochs, rung=r, n_val=n_val)
@@ -389,7 +391,8 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     slowdown.append(run.seconds / max(estimate, 1e-9))
                 if not np.isfinite(run.val_accuracy):
                     stopped = "diverged"
-                elif run.val_accuracy <= chance + 1e-9 and stopped != "out of time":  # cut short, not collapsed
+                elif (run.val_accuracy <= chance + 1e-9 and stopped != "out of time"  # cut short, not collapsed
+                      and epochs >= 2):  # after one epoch a run may not have left chance yet (loop's stop_at_chance)
                     stopped = "collapsed"  # no better than always answering the commonest class
                 if stopped in ("collapsed", "diverged"):
                     run.status = stopped
@@ -423,15 +426,28 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     if not finished:
         raise ConfigError("auto could not finish any candidate within the budget.",
                           fix="raise --budget, or choose a strategy with --strategy linear-probe.")
-    cv = any(r["run"].cv_n for r in finished)
-    pool_ = [r for r in finished if r["run"].cv_n] if cv else [r for r in finished if r["state"] is not None
-                                                             or not r["trained"]]
+    usable = [r for r in finished if r["state"] is not None or not r["trained"]]
+    scored = [r for r in usable if r["run"].cv_n]
     # ties go to the cheaper candidate
-    best = max(pool_, key=lambda r: (r["run"].score()[0], -r["run"].seconds))
+    best = max(scored or usable, key=lambda r: (r["run"].score()[0], -r["run"].seconds))
+    unscored = [r for r in usable if r["trained"] and not r["run"].cv_n]
+    if scored and unscored and not any(r["trained"] for r in scored):
+        # No fine-tuning run had time for the folds: the best of them meets the folds' winner on the
+        # one score both have, the validation split.
+        challenger = max(unscored, key=lambda r: (r["run"].val_accuracy, -r["run"].seconds))
+        if challenger["run"].val_accuracy > best["run"].val_accuracy:
+            reasons.append(f"The fine-tuning runs had no time left for the folds; the best of them, "
+                           f"{_label(challenger['run'])}, beat the folds' winner ({_label(best['run'])}) on the "
+                           f"validation split ({challenger['run'].val_accuracy:.3f} against "
+                           f"{best['run'].val_accuracy:.3f}) and was kept.")
+            best = challenger
+        else:
+            reasons.append(f"The fine-tuning runs had no time left for the folds; the best of them, "
+                           f"{_label(challenger['run'])}, did not beat the folds' winner on the validation split.")
     win: _Run = best["run"]
     if best["trained"]:
         backbone.load_state_dict(best["state"])
-    reasons.extend(_why(win, probe, runs))
+    reasons.extend(_why(win, probe, runs, config.first_rung_share))
     spent = time.perf_counter() - start
     if spent > config.budget_s * 1.05:
         reasons.append(f"The search took {spent:.0f} s, over the {config.budget_s:g} s budget: the feature-based "
@@ -453,6 +469,8 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     from sklearn.model_selection import StratifiedGroupKFold
 
     pooled, feats, y, groups = _pooled(quiet)
+    # the fold runs are a means to a score: their own epoch lines would read like new results
+    silent = dataclasses.replace(quiet, runtime=quiet.runtime.with_(log=lambda message: None))
     k = min(config.folds, int(np.bincount(y).min()))
     n_val = len(quiet.labels["val"])
     if k < 2:
@@ -465,8 +483,10 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
                    for r in finalists)
 
     finalists = tuned[:config.cv_finalists]
-    while len(finalists) > 1 and need(finalists) > left():
-        finalists = finalists[:-1]  # a tight budget: the race's best setting alone against the probe
+    while finalists and need(finalists) > left():
+        # a tight budget: fewer fine-tuning settings on the folds, at worst none (the feature-based
+        # candidates cost seconds there, and the fine-tuning runs keep their validation scores)
+        finalists = finalists[:-1]
     repeats = 0
     for rep in range(config.cv_repeats):
         if need(finalists) > left():
@@ -478,7 +498,7 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
             entry = STRATEGIES.get(run.strategy)
             right, t = 0, time.perf_counter()
             for fit_idx, score_idx in folds:
-                fold = _fold_inputs(quiet, pooled, feats, y, fit_idx, score_idx)
+                fold = _fold_inputs(silent, pooled, feats, y, fit_idx, score_idx)
                 if r["trained"]:
                     backbone.load_state_dict(original)
                 try:
@@ -515,7 +535,7 @@ def _budget_words(seconds: float) -> str:
     return f"{int(np.ceil(seconds))}s" if seconds < 120 else f"{int(np.ceil(seconds / 60))}m"
 
 
-def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
+def _why(win: _Run, probe: _Run | None, runs: list[_Run], first_rung_share: float = 1.0) -> list[str]:
     finished = [r for r in runs if r.status == "done"]
     score, n = win.score()
     where = f"on folds of train + val ({n} items)" if win.cv_n else f"on the validation split ({n} items)"
@@ -528,6 +548,8 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run]) -> list[str]:
         cheapest = min(skipped, key=lambda r: r.estimate_s or float("inf"))
         spent = sum(r.seconds + r.cv_seconds for r in runs)
         need = spent + (cheapest.estimate_s or 0.0)
+        if "first rung's share" in cheapest.note:  # the first rung may use only its share of a budget
+            need /= first_rung_share
         said.append(f"{len(skipped)} run(s) did not fit in the budget; the cheapest of them, {_label(cheapest)}, "
                     f"needed about {cheapest.estimate_s:.0f} s more (a budget of about {_budget_words(need * 1.2)} "
                     "would have tried it; the estimate moves with the machine's load)."

@@ -144,6 +144,10 @@ def render_card(meta: dict[str, Any]) -> str:
     for f in data.get("findings", []):
         if f["level"] != "info":
             lines.append(f"- Data {f['level']}: {f['message']}")
+    pool = data.get("unlabelled")
+    if pool:
+        lines.append(f"- Unlabelled: `{pool['source']}` ({pool['n']} items, after leaving out any that are also "
+                     "labelled), for the pseudo-labels")
     screen = data.get("label_screen")
     if screen:
         lines.append(f"- Label screen (3-fold probe + confident learning): {screen['count']} of {screen['n']} training "
