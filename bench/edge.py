@@ -11,6 +11,8 @@ alternating) and batch-32 throughput. ``passes`` applies export's rule (images: 
 accuracy within 1 point; text: agreement >= 95%, |dp| <= 0.2).
 
     python bench/edge.py [--only lite0-mnist,...]   # writes bench/results/edge/{results.json,table.md}
+    python bench/edge.py --qat --only lite0-mnist   # + int8-qat: bench/results/edge/{qat.json,qat.md}
+    python bench/edge.py --profile                  # ONNX Runtime per-operator profile: profile.{json,md}
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def speed(sessions: dict[str, object], feeds: dict[str, np.ndarray], repeats_b1:
             for name, t in times.items()}
 
 
-def one_case(key: str, tmp: Path) -> dict:
+def one_case(key: str, tmp: Path, with_qat: bool = False) -> dict:
     bb, data_name = CASES[key]
     data = lfw() if data_name == "lfw" else load_data(data_name)
     parts = split(data, seed=0)
@@ -116,28 +118,43 @@ def one_case(key: str, tmp: Path) -> dict:
     else:
         q = quantize_text(fp32, int8)
     quantize_s = time.time() - t0
+    qat: dict = {}
+    if with_qat and model.modality == "image":
+        from headstart.export.onnx import _quantize_qat
+
+        t0 = time.time()
+        qat = _quantize_qat(model, fp32, run / "qat.onnx", calib, probe, "minmax", None, print)
+        qat["seconds"] = round(time.time() - t0, 1)
     model = headstart.load(run)
     p_torch = model.predict_proba(test_items)
     feeds = feeds_for(model, test_items)
     sessions = {"fp32": session(fp32), "int8": session(int8)}
+    if qat:
+        sessions["int8-qat"] = session(run / "qat.onnx")
     probs = {v: run_all(s, feeds) for v, s in sessions.items()}
     sp = speed(sessions, feeds)
     row = {"case": key, "backbone": bb, "data": data_name, "modality": model.modality, "n_test": len(test_items),
            "n_train": len(parts.train), "fit_s": round(fit_s, 1), "quantize_s": round(quantize_s, 1),
            "accuracy_torch": float((p_torch.argmax(1) == y).mean()),
            "quantization": {k: v for k, v in q.items() if k != "sweep"}, "sweep": q.get("sweep", {})}
-    for v in ("fp32", "int8"):
+    for v in sessions:
         p = probs[v]
         check = {"n": len(p), "max_abs_diff": float(np.abs(p - p_torch).max()),
                  "top1_agreement": float((p.argmax(1) == p_torch.argmax(1)).mean()),
                  "accuracy_torch": row["accuracy_torch"], "accuracy": float((p.argmax(1) == y).mean())}
         row[v] = {**check, "passes": _passes(check, tolerance(v, model.modality)),
-                  "size_mb": (fp32 if v == "fp32" else int8).stat().st_size / 1e6, **sp[v]}
+                  "size_mb": {"fp32": fp32, "int8": int8, "int8-qat": run / "qat.onnx"}[v].stat().st_size / 1e6, **sp[v]}
     row["int8_vs_fp32"] = {"agreement": float((probs["int8"].argmax(1) == probs["fp32"].argmax(1)).mean()),
                            "speedup_b1": row["fp32"]["b1_ms"] / row["int8"]["b1_ms"],
                            "speedup_b32": row["int8"]["b32_items_s"] / row["fp32"]["b32_items_s"],
                            "size_ratio": row["int8"]["size_mb"] / row["fp32"]["size_mb"],
                            "accuracy_drop_pts": 100 * (row["fp32"]["accuracy"] - row["int8"]["accuracy"])}
+    if qat:
+        row["int8_qat"] = {k: v for k, v in qat.items() if k != "sweep"}
+        row["int8-qat_vs_fp32"] = {"speedup_b1": row["fp32"]["b1_ms"] / row["int8-qat"]["b1_ms"],
+                                   "speedup_b32": row["int8-qat"]["b32_items_s"] / row["fp32"]["b32_items_s"],
+                                   "size_ratio": row["int8-qat"]["size_mb"] / row["fp32"]["size_mb"],
+                                   "accuracy_drop_pts": 100 * (row["fp32"]["accuracy"] - row["int8-qat"]["accuracy"])}
     return row
 
 
@@ -177,6 +194,23 @@ def methods_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def qat_table(rows: list[dict]) -> str:
+    lines = ["| case | n test | fp32 acc | int8 acc / agreement (fp32 layers) | int8-qat acc / agreement | passes int8 / qat "
+             "| size ratio qat | batch 1 speed-up int8 / qat | batch 32 speed-up int8 / qat | qat time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "int8-qat" not in r:
+            continue
+        f, i, q = r["fp32"], r["int8"], r["int8-qat"]
+        x, y = r["int8_vs_fp32"], r["int8-qat_vs_fp32"]
+        lines.append(f"| {r['case']} | {r['n_test']} | {100 * f['accuracy']:.1f}% | {100 * i['accuracy']:.1f}% / "
+                     f"{i['top1_agreement']:.3f} ({len(r['quantization']['fp32_layers'])}) | {100 * q['accuracy']:.1f}% / "
+                     f"{q['top1_agreement']:.3f} | {'yes' if i['passes'] else 'NO'} / {'yes' if q['passes'] else 'NO'} | "
+                     f"{y['size_ratio']:.2f} | {x['speedup_b1']:.2f}x / {y['speedup_b1']:.2f}x | "
+                     f"{x['speedup_b32']:.2f}x / {y['speedup_b32']:.2f}x | {r['int8_qat']['seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| case | n test | fp32 acc | int8 acc | drop (pts) | int8 vs torch agreement | passes | fp32 layers kept | "
              "size MB fp32 / int8 (ratio) | batch 1 ms fp32 / int8 (speed-up) | batch 32 items/s fp32 / int8 (speed-up) |",
@@ -193,14 +227,97 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_case(tmp: Path, runs: int = 30) -> dict:
+    """ONNX Runtime's profiler on lite0 / MNIST, batch 1, fp32 vs int8 (headstart's recipe): time per
+    operator type, summed over the runs, and per optimisation level for the int8 graph."""
+    import onnxruntime as ort
+
+    data = load_data("builtin:mnist:60")
+    parts = split(data, seed=0)
+    run = tmp / "profile"
+    model = headstart.fit(data, backbone="efficientnet-lite0", out=run, progress=False, baseline=False)
+    spec = model.backbone.card.input
+    fp32, int8 = run / "fp32.onnx", run / "int8.onnx"
+    _export(model, fp32)
+    calib = np.stack([resize_crop(parts.train.load(i), spec) for i in range(min(256, len(parts.train)))])
+    probe = np.stack([resize_crop(parts.val.load(i), spec) for i in range(min(128, len(parts.val)))])
+    q = quantize_image(fp32, int8, calib, probe)
+    one = {"pixels": calib[:1]}
+    out: dict = {"fp32_layers": q["fp32_layers"], "conv_layers": q["conv_layers"], "runs": runs, "threads": THREADS}
+    for name, graph in (("fp32", fp32), ("int8", int8)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.enable_profiling = True
+        options.profile_file_prefix = str(run / name)
+        s = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        for _ in range(5):
+            s.run(None, one)
+        t = time.perf_counter()
+        for _ in range(runs):
+            s.run(None, one)
+        wall = (time.perf_counter() - t) / runs
+        events = json.loads(Path(s.end_profiling()).read_text())
+        per_op: dict[str, float] = {}
+        kernels: dict[str, int] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                op = e["args"].get("op_name", "?")
+                per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1000 / (runs + 5)
+                kernels[op] = kernels.get(op, 0) + 1
+        total = sum(per_op.values())
+        out[name] = {"wall_ms": 1000 * wall, "kernel_ms": total,
+                     "ops": {k: {"ms": round(v, 3), "share": round(v / total, 3), "kernels": kernels[k] // (runs + 5)}
+                             for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}}
+        print(name, json.dumps(out[name])[:600], flush=True)
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    out["optimisation_levels_b1_ms"] = {}
+    sessions = {}
+    for level, value in levels.items():
+        for name, graph in (("fp32", fp32), ("int8", int8)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = THREADS
+            options.graph_optimization_level = value
+            sessions[f"{name}-{level}"] = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    sp = speed(sessions, {"pixels": calib[:32]}, repeats_b1=20, repeats_b32=2)
+    out["optimisation_levels_b1_ms"] = {k: round(v["b1_ms"], 1) for k, v in sp.items()}
+    print(out["optimisation_levels_b1_ms"], flush=True)
+    return out
+
+
+def profile_table(p: dict) -> str:
+    ops = sorted(set(p["fp32"]["ops"]) | set(p["int8"]["ops"]),
+                 key=lambda o: -max(p["fp32"]["ops"].get(o, {}).get("ms", 0), p["int8"]["ops"].get(o, {}).get("ms", 0)))
+    lines = [f"Lite0, batch 1, {p['threads']} threads, {p['runs']} runs; int8 keeps {len(p['fp32_layers'])} of "
+             f"{p['conv_layers']} convolutions in fp32. Wall {p['fp32']['wall_ms']:.1f} ms fp32, "
+             f"{p['int8']['wall_ms']:.1f} ms int8.", "",
+             "| operator | fp32 ms (kernels) | int8 ms (kernels) |", "|---|---|---|"]
+    for o in ops:
+        f, i = p["fp32"]["ops"].get(o), p["int8"]["ops"].get(o)
+        show = lambda x: f"{x['ms']:.2f} ({x['kernels']})" if x else "-"  # noqa: E731
+        lines.append(f"| {o} | {show(f)} | {show(i)} |")
+    lines.append(f"| total kernel time | {p['fp32']['kernel_ms']:.2f} | {p['int8']['kernel_ms']:.2f} |")
+    lines += ["", "| graph optimisation level | " + " | ".join(p["optimisation_levels_b1_ms"]) + " |",
+              "|---" * (len(p["optimisation_levels_b1_ms"]) + 1) + "|",
+              "| batch-1 ms | " + " | ".join(f"{v:.1f}" for v in p["optimisation_levels_b1_ms"].values()) + " |"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(ORDER))
     parser.add_argument("--methods", action="store_true", help="compare the calibration methods (lite0, MNIST) only")
+    parser.add_argument("--profile", action="store_true", help="ONNX Runtime's per-operator profile, lite0 batch 1")
+    parser.add_argument("--qat", action="store_true", help="image rows also with int8-qat (writes qat.json, qat.md)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.profile:
+            prof = profile_case(Path(tmp))
+            (OUT / "profile.json").write_text(json.dumps(prof, indent=2))
+            (OUT / "profile.md").write_text(profile_table(prof))
+            return
         if args.methods:
             methods = methods_case(Path(tmp))
             (OUT / "calibration_methods.json").write_text(json.dumps(methods, indent=2))
@@ -208,10 +325,17 @@ def main() -> None:
             return
         for key in args.only.split(","):
             print(f"== {key}", flush=True)
-            rows.append(one_case(key, Path(tmp)))
-            (OUT / "results.json").write_text(json.dumps(rows, indent=2))
+            rows.append(one_case(key, Path(tmp), args.qat))
+            name = "qat" if args.qat else "results"
+            (OUT / f"{name}.json").write_text(json.dumps(rows, indent=2))
+            if args.qat:
+                (OUT / "qat.md").write_text(qat_table(rows))
+                print(qat_table(rows[-1:]), flush=True)
+                continue
             (OUT / "table.md").write_text(table(rows))
             print(table(rows[-1:]), flush=True)
+        if args.qat:
+            return
     import os
 
     load = os.getloadavg()[0]
