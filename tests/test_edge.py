@@ -306,8 +306,7 @@ def test_predictor_runs_without_torch_or_headstart(runtime_venv, image_run, imag
 
 
 @pytest.mark.slow
-def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, mnist_small, text_run, bbc_small,
-                                                        monkeypatch) -> None:
+def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, mnist_small, monkeypatch) -> None:
     import onnx
 
     from headstart.export import onnx as onnx_mod
@@ -329,5 +328,12 @@ def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, m
     assert report["quantization"]["fp32_layers"] == []
     graph = onnx.load(str(image_run / "onnx" / "model.int8.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "Conv" and not any("DequantizeLinear" in x for x in n.input[:1])]
-    with pytest.raises(ConfigError, match="int8-qat fine-tunes image backbones"):
+
+
+@pytest.mark.slow
+def test_int8_qat_of_a_text_model_is_refused(text_run, text_edge, bbc_small) -> None:
+    before = _snapshot(text_run / "onnx")
+    with pytest.raises(ConfigError, match="int8-qat fine-tunes image backbones") as err:
         export_onnx(text_run, bbc_small.items[100:110], quantize="int8-qat")
+    assert "--quantize int8" in err.value.fix
+    assert _snapshot(text_run / "onnx") == before
