@@ -66,7 +66,7 @@ def main() -> None:
                     help="the strategy's label-shift handling (off: alignment alone, as measured before it existed)")
     ap.add_argument("--normalise", default="source", choices=("source", "per-domain"),
                     help="the aligners' input statistics (self-train always normalises per domain)")
-    ap.add_argument("--self-train-start", default="probe", choices=("probe", "aligners"),
+    ap.add_argument("--self-train-start", default="probe", choices=("probe", "aligners", "ensemble"),
                     help="self-training's first pseudo-labels: the source probe, or the validators' choice among "
                          "the aligners tried (seeds averaged)")
     ap.add_argument("--tag", default="")
@@ -121,8 +121,8 @@ def main() -> None:
              + (f" of at most {args.max_steps} steps of {config.batch_size}" if args.max_steps else "")
              + (f", first {args.freeze} parameter groups frozen" if args.freeze else "")
              + f", aligners' inputs normalised on {args.normalise} statistics, seeds {seeds}"
-             + (", self-train started from the validators' choice among the aligners"
-                if args.self_train_start == "aligners" else ""),
+             + {"aligners": ", self-train started from the validators' choice among the aligners",
+                "ensemble": ", self-train started from the average of every aligner"}.get(args.self_train_start, ""),
              "", "| method | target accuracy (mean +- std) | gap closed | IM | RV | SND | source val accuracy "
              "| seconds per run (wall / CPU) |", "|---|---|---|---|---|---|---|---|"]
     for m, s in res.summary.items():

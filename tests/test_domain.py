@@ -504,6 +504,8 @@ def test_choose_drops_candidates_that_distort_the_class_proportions() -> None:
 
 
 def test_self_training_can_start_from_the_aligner_the_validators_prefer() -> None:
+    from dataclasses import replace
+
     from headstart.domain.self_training import curriculum_self_train
     from headstart.methods.domain_adapt import adapt_domain
 
@@ -516,6 +518,9 @@ def test_self_training_can_start_from_the_aligner_the_validators_prefer() -> Non
     started = {r["started_from"] for r in res.runs if r["method"] == "self-train"}
     assert started <= {"coral", "mmd"} and len(started) == 1
     assert res.summary["self-train"]["target_accuracy"][0] > 0.9
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, replace(config, self_train_start="ensemble"),
+                       seeds=(0,), features=feats, candidates=("coral", "self-train"), progress=False)
+    assert [r["started_from"] for r in res.runs if r["method"] == "self-train"] == ["ensemble"]
     with pytest.raises(DataError, match="starting probabilities have shape"):
         curriculum_self_train(xs, ys, xt, 4, 1.0, init=np.full((len(xt), 3), 1 / 3))
     with pytest.raises(headstart.errors.ConfigError, match="self_train_start"):

@@ -55,7 +55,7 @@ SOURCE_ONLY = "source-only"
 SELF_TRAIN = "self-train"  # per-domain normalisation + curriculum self-training of a logistic probe (features mode)
 PRIOR = "+prior"  # suffix of a candidate whose target probabilities are re-weighted to the estimated proportions
 LABEL_SHIFT_MODES = ("off", "auto", "on")
-SELF_TRAIN_STARTS = ("probe", "aligners")
+SELF_TRAIN_STARTS = ("probe", "aligners", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class AdaptConfig(FineTuneConfig):
     label_shift: str = "auto"  # off | auto (correct when the proportions moved and the guard agrees) | on
     shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
     normalise: str = "source"  # source | per-domain: the statistics the aligners' inputs are standardised with
-    self_train_start: str = "probe"  # probe | aligners: where self-training's first pseudo-labels come from
+    self_train_start: str = "probe"  # probe | aligners | ensemble: where self-training's first pseudo-labels come from
     type: str = field(default="domain-adapt", init=False)
 
     constraints: ClassVar[dict[str, Constraint]] = {
@@ -102,7 +102,8 @@ class AdaptConfig(FineTuneConfig):
                        "intervals and reverse validation does not drop; on: whenever they can be estimated",
         "shift_estimator": "how the target's class proportions are estimated without its labels",
         "self_train_start": "probe: self-training's first pseudo-labels come from a probe on the source; aligners: "
-                            "from the aligner the validators prefer among those tried (its seeds averaged)",
+                            "from the aligner the validators prefer among those tried (its seeds averaged); "
+                            "ensemble: from every aligner tried, all seeds averaged",
         "normalise": "features mode: source standardises both domains with the source's statistics; per-domain "
                      "standardises each domain with its own (the saved model carries the target's)",
     }
@@ -427,12 +428,16 @@ def _self_train_start(config: AdaptConfig, methods: list[str], runs: list[dict[s
                       ) -> tuple[tuple[str, np.ndarray] | None, str]:
     """With ``self_train_start="aligners"``: the aligner the validators prefer among those already
     trained (the label-free ranking of :func:`choose`, without the guard), and its target
-    probabilities averaged over the seeds, for self-training's first pseudo-labels."""
-    if config.self_train_start != "aligners":
+    probabilities averaged over the seeds, for self-training's first pseudo-labels. With
+    ``"ensemble"``: every aligner tried, all seeds, averaged."""
+    if config.self_train_start == "probe":
         return None, ""
     tried = [m for m in methods if m not in (SOURCE_ONLY, SELF_TRAIN) and all((m, s) in probas for s in seeds)]
     if not tried:
         return None, "self-train starts from the source probe: no aligner was trained before it"
+    if config.self_train_start == "ensemble":
+        return ("ensemble", np.mean([probas[(m, s)][1] for m in tried for s in seeds], axis=0)), (
+            f"self-train starts from the average of {', '.join(tried)} ({len(seeds)} seed(s) each)")
     summary = {m: {key: _mean_std([r[key] for r in runs if r["method"] == m])
                    for key in ("source_val_accuracy", *CHOOSING)} for m in (SOURCE_ONLY, *tried)}
     best = tried[0] if len(tried) == 1 else choose(summary, AdaptConfig(guard=False), labelled=False)[0]
