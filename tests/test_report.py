@@ -194,7 +194,8 @@ def test_explain_command_writes_overlays_and_a_page(image_run: Path, tmp_path: P
                                    "--samples", "32"])
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "why" / "explanations.json").read_text())
-    assert record["method"] == "kernel-shap"  # raw pixels have no gradients: the model-agnostic method
+    # raw pixels have no gradients: a model-agnostic method, occlusion (verified for images) first
+    assert record["method"] == "occlusion"
     assert [i["item"] for i in record["items"]] == items
     for item in record["items"]:
         assert (tmp_path / "why" / item["overlay"]).read_bytes()[:4] == b"\x89PNG"

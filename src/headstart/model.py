@@ -93,7 +93,7 @@ class TransferModel:
         """Why the model gives each item its class: one :class:`~headstart.explain.Explanation` per
         item (a heat map over the image, or a score per word of the text).
 
-        ``method``: a name in ``headstart.explain.EXPLAINERS`` (``grad-cam``, ``integrated-gradients``,
+        ``method``: a name in ``headstart.explain.EXPLAINERS`` (``occlusion``, ``grad-cam``, ``integrated-gradients``,
         ``kernel-shap``); default: the one measured most faithful for this modality that the model
         supports. ``target``: explain this class (index or name) instead of the predicted one.
         """

@@ -18,7 +18,7 @@ def _method_help() -> str:
 
 @click.command("explain", epilog="""\b
 Examples:
-  headstart explain runs/photos cat.jpg dog.jpg --out why/               # Grad-CAM overlays in why/images/
+  headstart explain runs/photos cat.jpg dog.jpg --out why/               # occlusion overlays in why/images/
   headstart explain runs/photos cat.jpg --method integrated-gradients --out why/
   headstart explain runs/tickets "The app crashes when I log in" --out why/   # highlighted words in why/index.html
   headstart explain runs/tickets ticket.txt --method kernel-shap --target billing --out why/

@@ -21,7 +21,7 @@ from ..errors import DataError, HeadstartError
 from ..evaluation.calibration import reliability_bins
 from ..evaluation.intervals import bootstrap_metrics
 from ..evaluation.metrics import classification_metrics
-from ..explain import Settings, default_method, explain_items
+from ..explain import Settings, default_method, explain_items, usable_methods
 from ..report.html import Mistake, ReportInputs, png_data_uri, render_explanations, render_report
 from .pipeline import encode_labels
 
@@ -32,9 +32,11 @@ MISTAKES = 4  # explained mistakes per report: enough to see a pattern, cheap en
 REPORT_SETTINGS = Settings(steps=16, samples=64, grid=6, batch_size=16)
 THUMB = 160  # px of the images shown
 # Methods cheap enough to run inside every fit (one pass per item). Integrated Gradients on a text
-# encoder cost as much as the linear-probe fit itself (bench/report_cost.py: +85% on BBC News), so a
-# fit's report lists a text model's mistakes unexplained and `headstart report` adds the explanations.
-FIT_METHODS = frozenset({"grad-cam"})
+# encoder cost as much as the linear-probe fit itself (bench/report_cost.py: +85% on BBC News), and
+# occlusion, the verified image method, one pass per patch (about 200 per image), so a fit's report
+# explains image mistakes with Grad-CAM (with its "not verified" note), lists a text model's
+# mistakes unexplained, and `headstart report` adds the default method's explanations.
+FIT_METHODS = ("grad-cam",)
 
 
 def _version() -> str:
@@ -93,8 +95,9 @@ def _unexplained(model: Any, item_id: str, item: Any, truth: int, pred: int, con
 
 def build_report(model: Any, meta: dict[str, Any], data: Dataset | None, proba: np.ndarray | None,
                  y: np.ndarray | None, *, evaluated_on: str, card: str = "", evaluation: dict[str, Any] | None = None,
-                 mistakes_note: str = "", explain: bool = True) -> str:
-    """The page for ``model`` (its record ``meta``), scored on ``data`` (``proba`` and labels ``y``)."""
+                 mistakes_note: str = "", explain: bool = True, method: str | None = None) -> str:
+    """The page for ``model`` (its record ``meta``), scored on ``data`` (``proba`` and labels ``y``);
+    the mistakes explained by ``method`` (None: the backbone's default)."""
     metrics = meta.get("metrics", {})
     if evaluation is None:
         evaluation = metrics.get("test", {})
@@ -104,7 +107,7 @@ def build_report(model: Any, meta: dict[str, Any], data: Dataset | None, proba: 
         reliability = reliability_bins(proba, y)
         if data is not None:
             try:
-                mistakes = confident_mistakes(model, data, proba, y, explain=explain)
+                mistakes = confident_mistakes(model, data, proba, y, explain=explain, method=method)
                 if not mistakes:
                     mistakes_note = "The model made no mistake on these items."
                 elif not explain:
@@ -126,9 +129,10 @@ def write_fit_report(model: Any, folder: str | Path, test: Dataset, test_proba: 
     folder = Path(folder)
     meta = read_meta(folder)
     card = (folder / CARD).read_text(encoding="utf-8") if (folder / CARD).is_file() else ""
+    fit_method = next((m for m in usable_methods(model.backbone) if m in FIT_METHODS), None)
     page = build_report(model, meta, test, test_proba, y_test,
                         evaluated_on=f"the held-out test split of {meta.get('data', {}).get('source', 'the data')}",
-                        card=card, explain=default_method(model.backbone) in FIT_METHODS)
+                        card=card, explain=fit_method is not None, method=fit_method)
     write_text_atomic(folder / REPORT, page)
     return folder / REPORT
 
