@@ -28,3 +28,17 @@ def test_evaluate_is_the_function_after_every_subpackage_is_imported() -> None:
             importlib.import_module(mod.name)
     assert callable(headstart.evaluate) and headstart.evaluate.__module__ == "headstart.api"
     assert callable(headstart.fit) and callable(headstart.load)
+
+
+def test_data_with_too_few_distinct_items_for_a_test_split_is_refused_before_training() -> None:
+    import numpy as np
+
+    import headstart
+    from headstart.errors import DataError
+
+    a, b = np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)
+    items = [a] * 20 + [b] * 20  # copies share a split, so two distinct items fill at most two splits
+    with pytest.raises(DataError, match="no item is left for the test split") as err:
+        headstart.fit(items, labels=["dark"] * 20 + ["light"] * 20, backbone="raw-pixels", progress=False,
+                      baseline=False)
+    assert "2 distinct item(s) among 40" in str(err.value) and "--split-column" in str(err.value)

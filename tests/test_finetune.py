@@ -507,3 +507,21 @@ def test_a_run_turned_away_by_the_first_rungs_share_gets_a_budget_hint_that_coun
     said = " ".join(_why(probe, probe, [probe, skipped], first_rung_share=0.5))
     # (20 s spent + 30 s) / 0.5 share = 100 s, with a fifth more for the estimate's noise: 120 s -> "2m"
     assert "a budget of about 2m would have tried it" in said
+
+
+def test_auto_breaks_a_tie_toward_the_probe_and_says_why_nothing_can_run(news, tiny_bert_dir, monkeypatch) -> None:
+    """A tie on validation keeps the linear probe (the floor), however much faster prototypes were; a
+    repeated candidate runs once; and candidates that cannot run here get their real reason, not
+    "raise the budget"."""
+    from headstart.methods import auto
+
+    monkeypatch.setattr(auto, "_val_accuracy", lambda *a, **k: 0.5)  # every candidate scores the same
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "prototypes,linear-probe,linear-probe", "cv_below": 0})
+    details = model.info["strategy"]["details"]
+    assert [r["strategy"] for r in details["search"]] == ["prototypes", "linear-probe"]
+    assert details["search"][0]["seconds"] <= details["search"][1]["seconds"]  # prototypes was the cheaper
+    assert details["chosen_strategy"] == "linear-probe"
+    with pytest.raises(ConfigError, match="needs unlabelled items"):
+        headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                      options={"candidates": "pseudo-label"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import headstart
 from headstart.data import Dataset
@@ -22,7 +23,7 @@ def _blobs(seed: int, n: int, centres: np.ndarray, spread: float) -> tuple[np.nd
 def _inputs(train: tuple, val: tuple, pool: np.ndarray) -> StrategyInputs:
     return StrategyInputs(splits=None, features={"train": train[0], "val": val[0], "pool": pool},
                           labels={"train": train[1], "val": val[1]}, num_classes=int(train[1].max()) + 1,
-                          runtime=Runtime(progress=False), seed=0)
+                          runtime=Runtime(device=torch.device("cpu"), progress=False), seed=0)
 
 
 CENTRES = np.eye(3, 16, dtype=np.float32) * 3.0
@@ -42,8 +43,6 @@ def test_the_pool_is_used_and_the_head_is_a_plain_module() -> None:
     assert trained is False and info["pool_size"] == 300
     assert [r["share"] for r in info["rounds"]] == list(PseudoLabelConfig().curriculum)
     assert info["rounds"][-1]["pseudo_labelled"] > 250  # the whole pool by the last round
-    import torch
-
     test = _blobs(4, 300, CENTRES, 1.2)
     with torch.no_grad():
         pred = head(torch.as_tensor(test[0])).argmax(1).numpy()
@@ -64,9 +63,15 @@ def test_pseudo_labels_that_hurt_on_validation_are_dropped(monkeypatch) -> None:
 
     monkeypatch.setattr(pseudo_label, "curriculum_self_train", wrong_way_round)
     train, val, pool = _blobs(1, 30, CENTRES, 0.5), _blobs(2, 30, CENTRES, 0.5), _blobs(3, 100, CENTRES, 0.5)[0]
-    _, info, _ = run_pseudo_label(None, _inputs(train, val, pool), PseudoLabelConfig())
-    assert info["used_pool"] is False and info["val_accuracy"] == info["val_accuracy_without_pool"] == 1.0
-    assert "did not help" in info["reasons"][0]
+    head, info, _ = run_pseudo_label(None, _inputs(train, val, pool), PseudoLabelConfig())
+    assert info["used_pool"] is False and "did not help" in info["reasons"][0]
+    # what is kept is the plain linear probe: nothing of the pool, not even its statistics
+    from headstart.methods.linear_probe import LinearProbeConfig, run_linear_probe
+
+    probe, _, _ = run_linear_probe(None, _inputs(train, val, pool[:0]), LinearProbeConfig())
+    x = torch.as_tensor(_blobs(4, 50, CENTRES, 0.5)[0])
+    with torch.no_grad():
+        assert torch.allclose(head(x), probe(x), atol=1e-5)
 
 
 def test_bad_input_names_the_way_out(tiny_bert_dir) -> None:

@@ -89,6 +89,12 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
                           "hyper-parameters and the test split gives the reported scores.",
                           fix="use e.g. --val 0.15 --test 0.2, or give the data its own splits (--split-column).")
     parts = split(dataset, val=val, test=test, seed=seed)
+    if not len(parts.test):
+        distinct = len(set(dataset.content_hashes()))
+        raise DataError(f"{dataset.source}: no item is left for the test split (train {len(parts.train)}, val "
+                        f"{len(parts.val)}, test 0): copies of an item always share a split, and the data has only "
+                        f"{distinct} distinct item(s) among {len(dataset)}.",
+                        fix="add more distinct items, or give the data its own splits (--split-column).")
     label_names = dataset.label_names
     target_data = None
     if target is not None:

@@ -236,6 +236,13 @@ def _final_epochs(entry: Any, config: AutoConfig) -> int:
     return config.epochs or int(getattr(entry.config_class(), "epochs", 1))
 
 
+def _finalist_order(result: dict[str, Any]) -> tuple[float, int, float]:
+    """Best validation score first; on a tie the longer run (a later rung: a handful of validation
+    items often cannot tell one epoch from five), then the cheaper."""
+    run = result["run"]
+    return -run.val_accuracy, -run.rung, run.seconds
+
+
 def _scale(slowdown: list[float]) -> float:
     """How much longer runs take than timed: the median of measured / estimated so far, never below 1
     (the timing leaves out data loading and scoring, so it errs low, not high)."""
@@ -274,7 +281,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     quiet = dataclasses.replace(inputs, runtime=inputs.runtime.with_(progress=False, deadline=deadline),
                                 checkpoint_dir=None, resume=False)
     n_val = len(inputs.labels["val"])
-    candidates = list(config.candidates) or _default_candidates(backbone, inputs)
+    candidates = list(dict.fromkeys(config.candidates)) or _default_candidates(backbone, inputs)
     runs: list[_Run] = []
     # Finished runs and what it takes to rebuild their model: the head, the info, and for a run that
     # trained the backbone its weights (kept for the best few only: a backbone can weigh 100 MB).
@@ -284,7 +291,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     def keep(run: _Run, head: nn.Module, info: dict[str, Any], trained: bool, bb: Any) -> None:
         results.append({"run": run, "head": head, "info": info, "trained": trained,
                         "state": {k: v.detach().clone() for k, v in bb.state_dict().items()} if trained else None})
-        tuned = sorted((r for r in results if r["trained"]), key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
+        tuned = sorted((r for r in results if r["trained"]), key=_finalist_order)
         for r in tuned[max(config.cv_finalists, 1):]:
             r["state"] = None  # out of the running: its weights are not needed
 
@@ -314,8 +321,8 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     tuning = [c for c in candidates if c not in FEATURE_CANDIDATES]
     smallest = int(np.bincount(inputs.labels["train"]).min()) if len(inputs.labels["train"]) else 0
     if tuning and not backbone.trainable:
-        reasons.append(f"'{backbone.card.name}' is an ONNX model and cannot be trained: only the feature-based "
-                       "candidates were tried.")
+        reasons.append(f"'{backbone.card.name}' cannot be trained here (an ONNX model, or one without gradients): "
+                       "only the feature-based candidates were tried.")
         tuning = []
     elif tuning and smallest < config.min_per_class:
         reasons.append(f"The smallest class has {smallest} training examples (< {config.min_per_class}): too few to "
@@ -415,7 +422,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
 
     # 3. on a small validation split: the finalists on folds of train + val
     tuned = sorted((r for r in results if r["trained"] and r["state"] is not None),
-                   key=lambda r: (-r["run"].val_accuracy, r["run"].seconds))
+                   key=_finalist_order)
     if 0 < n_val < config.cv_below and len([r for r in results if r["run"].status == "done"]) >= 2:
         reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
                                        original, per_item * _scale(slowdown), left, log))
@@ -423,27 +430,36 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         backbone.load_state_dict(original)
 
     finished = [r for r in results if r["run"].status == "done"]
+    if not finished and not runs:  # nothing could even start: say why, not "raise the budget"
+        raise ConfigError("auto had no candidate it could run. " + " ".join(reasons),
+                          fix="choose candidates that suit the data and backbone (--option candidates=...), or leave "
+                              "them out to let auto choose.")
     if not finished:
         raise ConfigError("auto could not finish any candidate within the budget.",
                           fix="raise --budget, or choose a strategy with --strategy linear-probe.")
     usable = [r for r in finished if r["state"] is not None or not r["trained"]]
     scored = [r for r in usable if r["run"].cv_n]
-    # ties go to the cheaper candidate
-    best = max(scored or usable, key=lambda r: (r["run"].score()[0], -r["run"].seconds))
+    # Ties go to the linear probe (the floor), then to the cheaper candidate.
+    def rank(r: dict[str, Any], score: float) -> tuple[float, bool, float]:
+        return score, r["run"].strategy == "linear-probe", -r["run"].seconds
+
+    best = max(scored or usable, key=lambda r: rank(r, r["run"].score()[0]))
     unscored = [r for r in usable if r["trained"] and not r["run"].cv_n]
     if scored and unscored and not any(r["trained"] for r in scored):
-        # No fine-tuning run had time for the folds: the best of them meets the folds' winner on the
-        # one score both have, the validation split.
-        challenger = max(unscored, key=lambda r: (r["run"].val_accuracy, -r["run"].seconds))
-        if challenger["run"].val_accuracy > best["run"].val_accuracy:
+        # No fine-tuning run had time for the folds: the best of them must beat every feature-based
+        # candidate on the one score they all have, the validation split.
+        challenger = max(unscored, key=lambda r: rank(r, r["run"].val_accuracy))
+        bar = max(r["run"].val_accuracy for r in scored)
+        if challenger["run"].val_accuracy > bar:
             reasons.append(f"The fine-tuning runs had no time left for the folds; the best of them, "
                            f"{_label(challenger['run'])}, beat the folds' winner ({_label(best['run'])}) on the "
-                           f"validation split ({challenger['run'].val_accuracy:.3f} against "
-                           f"{best['run'].val_accuracy:.3f}) and was kept.")
+                           f"validation split ({challenger['run'].val_accuracy:.3f} against the feature-based "
+                           f"candidates' best, {bar:.3f}) and was kept.")
             best = challenger
         else:
             reasons.append(f"The fine-tuning runs had no time left for the folds; the best of them, "
-                           f"{_label(challenger['run'])}, did not beat the folds' winner on the validation split.")
+                           f"{_label(challenger['run'])}, did not beat the feature-based candidates on the "
+                           "validation split.")
     win: _Run = best["run"]
     if best["trained"]:
         backbone.load_state_dict(best["state"])
@@ -476,9 +492,12 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     if k < 2:
         return [f"The validation split has {n_val} items, but the smallest class has fewer than 2 labelled items: "
                 "the candidates were compared on the validation split alone."]
+    cheap_cost = k * sum(r["run"].seconds for r in cheap)  # measured: each refits once per fold
+
     def need(finalists: list[dict[str, Any]]) -> float:
-        # one repetition: every finalist trained k times on (k-1)/k of the pooled items
-        return sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k,
+        # one repetition: the feature-based candidates k times, every finalist trained k times on
+        # (k-1)/k of the pooled items
+        return cheap_cost + sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k,
                                _passes(STRATEGIES.get(r["run"].strategy).config_class())) * k
                    for r in finalists)
 
@@ -558,7 +577,7 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run], first_rung_share: floa
         return said
     p_score, p_n = probe.score() if bool(win.cv_n) == bool(probe.cv_n) else (probe.val_accuracy, probe.n_val)
     if win is not probe and score == p_score:
-        said.append(f"{_label(win)} tied with the linear probe; the cheaper of the two was kept.")
+        said.append(f"{_label(win)} tied with the linear probe.")
     elif win is not probe:
         lo_w = wilson(score * n, n)[0]
         hi_p = wilson(p_score * p_n, p_n)[1]

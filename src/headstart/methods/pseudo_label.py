@@ -81,16 +81,22 @@ def run_pseudo_label(backbone: Any, inputs: StrategyInputs, config: PseudoLabelC
         return float((fit.proba(zv).argmax(1) == yv).mean()) if len(yv) else float("nan")
 
     plain_acc, self_acc = val_acc(plain), val_acc(trained)
-    kept = trained if not self_acc < plain_acc else plain
+    used = not self_acc < plain_acc
     reasons = [f"Self-training on {len(pool)} unlabelled items: validation accuracy {self_acc:.3f} against "
                f"{plain_acc:.3f} for the same probe without them; "
-               + ("kept." if kept is trained else "the pseudo-labels did not help, so the probe without them is kept.")]
+               + ("kept." if used else "the pseudo-labels did not help, so the model is the plain linear probe "
+                  "(labelled items only, refit on train + val).")]
     inputs.log("pseudo-label: " + reasons[0])
-    head = as_bottleneck_head(kept.weight, kept.bias, mean, scale)
-    return head, {"C": C, "log_loss_by_C": {str(c): v for c, v in sweep.items()}, "val_accuracy": val_acc(kept),
-                  "val_accuracy_without_pool": plain_acc,
-                  "rounds": trained.rounds, "used_pool": kept is trained, "pool_size": int(len(pool)),
-                  "reasons": reasons}, False
+    info = {"log_loss_by_C": {str(c): v for c, v in sweep.items()}, "val_accuracy_without_pool": plain_acc,
+            "rounds": trained.rounds, "used_pool": used, "pool_size": int(len(pool)), "reasons": reasons}
+    if not used:
+        # Nothing of the pool may remain: not even its statistics in the standardisation.
+        from .linear_probe import LinearProbeConfig, run_linear_probe
+
+        head, probe_info, _ = run_linear_probe(backbone, inputs, LinearProbeConfig())
+        return head, {**probe_info, **info, "val_accuracy": probe_info["val_accuracy"]}, False
+    head = as_bottleneck_head(trained.weight, trained.bias, mean, scale)
+    return head, {**info, "C": C, "val_accuracy": self_acc}, False
 
 
 register_strategy("pseudo-label", PseudoLabelConfig, run_pseudo_label,
