@@ -490,7 +490,7 @@ def test_auto_keeps_part_of_the_budget_for_the_last_rung(news, tiny_bert_dir, mo
 
     monkeypatch.setattr(auto, "run_seconds", lambda per_item, epochs, n_train, n_val, passes=1.0: 30.0 * epochs)
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
-                          options={"candidates": "linear-probe,lp-ft,full", "lr_factors": "1", "epochs": 1,
+                          options={"candidates": "linear-probe,lp-ft,full", "lr_factors": "1", "epochs": 2,
                                    "first_rung_share": 0.5, "budget_s": 100, "cv_below": 0})
     first = [r for r in model.info["strategy"]["details"]["search"] if r["rung"] == 0 and r["lr"] is not None]
     assert [r["strategy"] for r in first] == ["lp-ft", "full"]

@@ -371,7 +371,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 if run.estimate_s > left():
                     run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
                     continue
-                if r == 0:
+                if r == 0 and epochs < final:  # a run already at full length (SetFit's one epoch) has no later rung
                     used = max(time.perf_counter() - race_start, first_rung_planned)
                     if used + run.estimate_s > first_rung_allowance:
                         run.status, run.note = "over budget", "the first rung's share of the budget is spent"
