@@ -196,7 +196,8 @@ def test_auto_measures_candidates_and_explains_its_choice(news, tiny_bert_dir, t
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
                           out=tmp_path / "auto", options={"candidates": "linear-probe,prototypes,full,lora",
                                                           "lr_factors": "1,3", "epochs": 2, "budget_s": 600,
-                                                          "cv_below": 0})  # the split decides here
+                                                          "cv_below": 0,  # the split decides here
+                                                          "probe_within_se": False})
     details = model.info["strategy"]["details"]
     search = details["search"]
     tried = {(r["strategy"], r["rung"]) for r in search}
@@ -223,7 +224,7 @@ def test_auto_on_a_small_validation_split_compares_the_finalists_on_folds(news, 
     repetition, and the winner is the best on the folds, not on the 11 items."""
     model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
                           options={"candidates": "linear-probe,prototypes,lp-ft", "lr_factors": "1", "epochs": 2,
-                                   "cv_repeats": 2, "cv_finalists": 1, "budget_s": 600})
+                                   "cv_repeats": 2, "cv_finalists": 1, "budget_s": 600, "probe_within_se": False})
     details = model.info["strategy"]["details"]
     n_labelled = model.info["data"]["splits"]["train"] + model.info["data"]["splits"]["val"]
     scored = [r for r in details["search"] if "cv_accuracy" in r]
@@ -525,3 +526,22 @@ def test_auto_breaks_a_tie_toward_the_probe_and_says_why_nothing_can_run(news, t
     with pytest.raises(ConfigError, match="needs unlabelled items"):
         headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
                       options={"candidates": "pseudo-label"})
+
+
+def test_auto_keeps_the_probe_when_the_best_wins_by_less_than_its_standard_error(news, tiny_bert_dir,
+                                                                                  monkeypatch) -> None:
+    """The one-standard-error rule: prototypes at 0.55 and the probe at 0.50 on about 11 validation
+    items (standard error about 0.15) cannot be told apart, so the probe is kept; with the rule off,
+    the higher score wins."""
+    from headstart.methods import auto
+
+    monkeypatch.setattr(auto, "_val_accuracy", lambda backbone, head, info, inputs, trained:
+                        0.5 if "C" in info else 0.55)  # the probe's info names its C; prototypes' does not
+    kw = {"backbone": f"hf:{tiny_bert_dir}", "strategy": "auto", "progress": False, "baseline": False}
+    model = headstart.fit(news, options={"candidates": "linear-probe,prototypes", "cv_below": 0}, **kw)
+    details = model.info["strategy"]["details"]
+    assert details["chosen_strategy"] == "linear-probe"
+    assert any("one-standard-error rule" in r for r in details["reasons"])
+    model = headstart.fit(news, options={"candidates": "linear-probe,prototypes", "cv_below": 0,
+                                         "probe_within_se": False}, **kw)
+    assert model.info["strategy"]["details"]["chosen_strategy"] == "prototypes"
