@@ -145,3 +145,11 @@ def test_tracking_needs_no_server_to_name_the_store(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
     assert tracking_uri("http://example:1") == "http://example:1"
+
+
+def test_runs_lists_what_auto_chose_beside_auto() -> None:
+    from headstart.workflows.tracking import _strategy_words
+
+    assert _strategy_words({"type": "auto", "chosen": {"chosen_strategy": "lp-ft", "chosen_lr": 2e-5}}) == "auto: lp-ft"
+    assert _strategy_words({"type": "linear-probe", "chosen": {"C": 1.0}}) == "linear-probe"
+    assert _strategy_words({}) == ""

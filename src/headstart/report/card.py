@@ -73,7 +73,8 @@ def _search_section(search: list[dict[str, Any]] | None) -> list[str]:
     folds = any("cv_accuracy" in r for r in search)
     lines = ["", "### The search (`auto`)", "",
              "| candidate | learning rate | epochs | validation accuracy (95% interval) | "
-             + ("on folds of train + val (95% interval) | " if folds else "") + "seconds | outcome |",
+             + ("on folds of train + val (95% interval) | " if folds else "")
+             + ("seconds (run + folds)" if folds else "seconds") + " | outcome |",
              "|---|---|---|---|" + ("---|" if folds else "") + "---|---|"]
     for r in search:
         lr = "-" if r.get("lr") is None else f"{r['lr']:.2g}"

@@ -133,6 +133,13 @@ def track_run(folder: str | Path, *, uri: str | None = None, experiment: str = "
 
 
 # -- headstart runs ----------------------------------------------------------------------------
+def _strategy_words(strategy: dict[str, Any]) -> str:
+    """The strategy as run; for ``auto``, what it chose too ("auto: lp-ft")."""
+    kind = str(strategy.get("type", ""))
+    chosen = strategy.get("chosen", {}).get("chosen_strategy")
+    return f"{kind}: {chosen}" if chosen and chosen != kind else kind
+
+
 def list_runs(dirs: list[str | Path]) -> list[dict[str, Any]]:
     """One row per saved model folder in ``dirs`` (each a model folder, or a folder of them): data,
     backbone, strategy, test accuracy, gain over the baseline, seconds and when, newest first.
@@ -160,7 +167,7 @@ def list_runs(dirs: list[str | Path]) -> list[dict[str, Any]]:
                          "data": meta.get("data", {}).get("source", ""),
                          "n": meta.get("data", {}).get("n"),
                          "backbone": meta.get("backbone", {}).get("name", ""),
-                         "strategy": meta.get("strategy", {}).get("type", ""),
+                         "strategy": _strategy_words(meta.get("strategy", {})),
                          "accuracy": m.get("test", {}).get("accuracy"),
                          "accuracy_ci95": m.get("test", {}).get("ci95", {}).get("accuracy"),
                          "gain": gain.get("accuracy"), "gain_ci95": gain.get("ci95", {}).get("accuracy"),
