@@ -267,11 +267,14 @@ def _pooled(inputs: StrategyInputs) -> tuple[Any, np.ndarray, np.ndarray, np.nda
     from ..data import Dataset
 
     tr, va = inputs.splits.train, inputs.splits.val
+    # The splits' own hashes (kept from validation and splitting): image files are not read again.
+    hashes = tr.content_hashes() + va.content_hashes()
     pooled = Dataset(tr.modality, list(tr.items) + list(va.items),
-                     list(tr.labels or []) + list(va.labels or []), list(tr.ids) + list(va.ids), source=tr.source)
+                     list(tr.labels or []) + list(va.labels or []), list(tr.ids) + list(va.ids), source=tr.source,
+                     _hashes=hashes)
     feats = np.concatenate([inputs.features["train"], inputs.features["val"]])
     y = np.concatenate([inputs.labels["train"], inputs.labels["val"]])
-    _, groups = np.unique(pooled.content_hashes(), return_inverse=True)
+    _, groups = np.unique(hashes, return_inverse=True)
     return pooled, feats, y, groups
 
 
@@ -292,10 +295,13 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     reasons: list[str] = []
 
     def keep(run: _Run, head: nn.Module, info: dict[str, Any], trained: bool, bb: Any) -> None:
-        results.append({"run": run, "head": head, "info": info, "trained": trained,
-                        "state": {k: v.detach().clone() for k, v in bb.state_dict().items()} if trained else None})
+        result = {"run": run, "head": head, "info": info, "trained": trained, "state": None}
+        results.append(result)
         tuned = sorted((r for r in results if r["trained"]), key=_finalist_order)
-        for r in tuned[max(config.cv_finalists, 1):]:
+        top = max(config.cv_finalists, 1)
+        if any(r is result for r in tuned[:top]):  # copy the weights only of a run still in the running
+            result["state"] = {k: v.detach().clone() for k, v in bb.state_dict().items()}
+        for r in tuned[top:]:
             r["state"] = None  # out of the running: its weights are not needed
 
     def left() -> float:

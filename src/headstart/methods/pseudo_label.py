@@ -40,6 +40,7 @@ def choose_strength_by_folds(z: np.ndarray, y: np.ndarray, k: int, folds: int = 
     Log-loss, not accuracy: on a few dozen items many values of C tie on accuracy, and the tie
     would go to the strongest regularisation, whose flat probabilities pseudo-label every unlabelled
     item as one class."""
+    from scipy.special import log_softmax
     from sklearn.model_selection import StratifiedKFold
 
     from ..train.logistic import fit_logistic
@@ -52,9 +53,7 @@ def choose_strength_by_folds(z: np.ndarray, y: np.ndarray, k: int, folds: int = 
         total = 0.0
         for fit_idx, score_idx in StratifiedKFold(n, shuffle=True, random_state=0).split(z, y):
             w, b = fit_logistic(z[fit_idx], y[fit_idx], k, C=C, max_iter=300)
-            logits = z[score_idx] @ w.numpy().T + b.numpy()
-            logits = logits - logits.max(1, keepdims=True)
-            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            logp = log_softmax(z[score_idx] @ w.numpy().T + b.numpy(), axis=1)
             total -= float(logp[np.arange(len(score_idx)), y[score_idx]].sum())
         losses[C] = total / len(y)
     return min(C_GRID, key=lambda c: losses[c]), losses
