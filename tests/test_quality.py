@@ -458,6 +458,25 @@ def test_check_deep_on_a_folder_finds_a_flip_and_a_leak(tmp_path: Path, capsys) 
     assert "Near-duplicates of test items" in capsys.readouterr().out
 
 
+def test_check_deep_does_not_say_no_problems_above_its_candidates(tmp_path: Path, capsys) -> None:
+    """Clean items, labels and splits, but one image filed under the wrong class: the verdict on the
+    basic checks must not read "No problems found" above the table of a likely mislabelled item."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, rgb in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
+        for i in range(40):
+            arr = np.clip(np.array(rgb) + rng.integers(-100, 101, (32, 32, 3)), 0, 255).astype(np.uint8)
+            folder = tmp_path / ("blue" if (name, i) == ("red", 0) else name)
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(arr).save(folder / f"{name}{i}.png")
+    assert cli("check", str(tmp_path), "--deep", "--backbone", "raw-pixels", "--folds", "3") == 0
+    printed = capsys.readouterr().out
+    assert "Likely mislabelled (1)" in printed and "red0.png" in printed
+    assert "No problems found" not in printed
+    assert "No problems in the items, labels and splits." in printed
+
+
 @pytest.mark.parametrize("command", ["suggest", "check", "eval"])
 def test_help_shows_examples_and_the_new_options(command: str, capsys) -> None:
     assert cli(command, "--help") == 0
