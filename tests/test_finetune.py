@@ -545,3 +545,24 @@ def test_auto_keeps_the_probe_when_the_best_wins_by_less_than_its_standard_error
     model = headstart.fit(news, options={"candidates": "linear-probe,prototypes", "cv_below": 0,
                                          "probe_within_se": False}, **kw)
     assert model.info["strategy"]["details"]["chosen_strategy"] == "prototypes"
+
+
+def test_the_fold_finalists_are_one_setting_per_strategy_and_ties_follow_the_race_order() -> None:
+    """Five validation items give every run 100%: the folds then compare LP-FT with SetFit (the next
+    strategy in the race), not two LP-FT settings, and not whichever run was cheapest."""
+    from headstart.methods.auto import _contenders, _Run
+
+    def result(strategy: str, lr: float, rung: int, acc: float, seconds: float, trained: bool = True) -> dict:
+        run = _Run(strategy, lr, 1 + 4 * rung, rung=rung, val_accuracy=acc, n_val=5, seconds=seconds)
+        return {"run": run, "trained": trained}
+
+    results = [result("linear-probe", None, 0, 1.0, 0.1, trained=False),
+               result("lp-ft", 2e-5, 0, 1.0, 3.0), result("setfit", 2e-5, 0, 1.0, 78.0),
+               result("full", 5e-5, 0, 0.4, 3.0), result("lp-ft", 6e-5, 0, 1.0, 3.0),
+               result("lp-ft", 2e-5, 1, 1.0, 12.0)]
+    order = _contenders(results)
+    assert [(r["run"].strategy, r["run"].rung) for r in order] == [("lp-ft", 1), ("setfit", 0), ("full", 0)]
+    # a better validation score still beats the race order
+    results.append(result("lora", 5e-4, 0, 1.0, 3.0))
+    results[2]["run"].val_accuracy = 0.8
+    assert [r["run"].strategy for r in _contenders(results)][:3] == ["lp-ft", "lora", "setfit"]

@@ -246,6 +246,22 @@ def _finalist_order(result: dict[str, Any]) -> tuple[float, int, float]:
     return -run.val_accuracy, -run.rung, run.seconds
 
 
+def _contenders(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished fine-tuning runs that may go on to the folds: the best setting of each strategy
+    (two settings of one strategy would spend the folds telling learning rates apart, not strategies),
+    best validation score first. On a tie (a handful of validation items often gives several runs
+    100%) the strategy that enters the race first wins, not the cheaper: cheapness would always
+    favour a one-epoch run over SetFit, the best single strategy on 8 articles per class."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in sorted((r for r in results if r["trained"]), key=_finalist_order):
+        best.setdefault(r["run"].strategy, r)
+    return sorted(best.values(), key=lambda r: (-r["run"].val_accuracy, _race_order(r["run"].strategy)))
+
+
+def _race_order(name: str) -> int:
+    return FINETUNE_CANDIDATES.index(name) if name in FINETUNE_CANDIDATES else len(FINETUNE_CANDIDATES)
+
+
 def _scale(slowdown: list[float]) -> float:
     """How much longer runs take than timed: the median of measured / estimated so far, never below 1
     (the timing leaves out data loading and scoring, so it errs low, not high)."""
@@ -297,12 +313,12 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     def keep(run: _Run, head: nn.Module, info: dict[str, Any], trained: bool, bb: Any) -> None:
         result = {"run": run, "head": head, "info": info, "trained": trained, "state": None}
         results.append(result)
-        tuned = sorted((r for r in results if r["trained"]), key=_finalist_order)
-        top = max(config.cv_finalists, 1)
-        if any(r is result for r in tuned[:top]):  # copy the weights only of a run still in the running
+        top = _contenders(results)[:max(config.cv_finalists, 1)]
+        if any(r is result for r in top):  # copy the weights only of a run still in the running
             result["state"] = {k: v.detach().clone() for k, v in bb.state_dict().items()}
-        for r in tuned[top:]:
-            r["state"] = None  # out of the running: its weights are not needed
+        for r in results:
+            if r["trained"] and not any(r is t for t in top):
+                r["state"] = None  # out of the running: its weights are not needed
 
     def left() -> float:
         return config.budget_s - (time.perf_counter() - start)
@@ -354,9 +370,10 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         # Each strategy's default learning rate first (factor closest to 1), then the others: under a
         # tight budget every strategy gets its most likely setting before any gets a second one.
         factors = sorted(config.lr_factors, key=lambda f: (abs(np.log(f)), f))
-        order = sorted(tuning, key=lambda n: FINETUNE_CANDIDATES.index(n) if n in FINETUNE_CANDIDATES else 99)
+        order = sorted(tuning, key=_race_order)
         pool = [(name, f) for f in factors for name in order]
         excluded: dict[str, float] = {}  # strategy -> the smallest learning rate that collapsed
+        full_length: set[str] = set()  # strategies whose first rung already ran at full length
         n_rungs = 2
         # The first rung's allowance, charged with the larger of the time it took and the time its
         # runs were estimated to take (a run that finished early does not hand its estimate back).
@@ -380,12 +397,16 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 if run.estimate_s > left():
                     run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
                     continue
-                if r == 0 and epochs < final:  # a run already at full length (SetFit's one epoch) has no later rung
+                # A run already at full length (SetFit's one epoch) has no later rung: its first learning
+                # rate is always tried if the budget allows; the others are exploration like any short run.
+                if r == 0 and (epochs < final or name in full_length):
                     used = max(time.perf_counter() - race_start, first_rung_planned)
                     if used + run.estimate_s > first_rung_allowance:
                         run.status, run.note = "over budget", "the first rung's share of the budget is spent"
                         continue
                     first_rung_planned += run.estimate_s
+                if r == 0 and epochs == final:
+                    full_length.add(name)
                 backbone.load_state_dict(original)  # every run starts from the pre-trained weights
                 t = time.perf_counter()
                 try:
@@ -430,8 +451,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     break
 
     # 3. on a small validation split: the finalists on folds of train + val
-    tuned = sorted((r for r in results if r["trained"] and r["state"] is not None),
-                   key=_finalist_order)
+    tuned = [r for r in _contenders(results) if r["state"] is not None]
     if 0 < n_val < config.cv_below and len([r for r in results if r["run"].status == "done"]) >= 2:
         reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
                                        original, per_item * _scale(slowdown), left, log))
