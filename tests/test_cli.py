@@ -188,3 +188,12 @@ def test_fit_unlabelled_reaches_the_strategy_and_a_strategy_that_ignores_it_says
     assert "Unlabelled data was given, but the strategy 'linear-probe' does not use it" in result.stderr + result.stdout
     assert "--strategy pseudo-label or auto" in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a subprocess that imports torch: seconds
+def test_fit_on_a_small_test_split_warns_once_and_points_to_it_in_the_summary(tmp_path) -> None:
+    result = run("fit", "builtin:digits:8", "--backbone", "raw-pixels", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert said.count("the accuracy is known only to within about") == 1
+    assert "Only 20 test items: treat this accuracy as a rough guide" in said
