@@ -49,18 +49,30 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
 
     from ..app import AppConfig, UploadLimits, access_token, create_app
     from ..app.db import hide_password
+    from ..serve.server import check_port
     from ..serve.server import run as run_server
 
+    check_port(host, port)
     folder = Path(data_dir)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     loopback = host in LOOPBACK
-    if not loopback and not token:
-        token, new = access_token(folder)
-        if new:
-            click.echo(f"Access token (kept in {folder / 'access-token'}; give it to your team): {token}", err=True)
-    config = AppConfig(data_dir=folder, db_url=db, token=token, loopback=loopback, workers=workers,
-                       limits=UploadLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_files=max_files))
-    app = create_app(config)
+    try:
+        if not loopback and not token:
+            token, new = access_token(folder)
+            if new:
+                click.echo(f"Access token (kept in {folder / 'access-token'}; give it to your team): {token}",
+                           err=True)
+        config = AppConfig(data_dir=folder, db_url=db, token=token, loopback=loopback, workers=workers,
+                           limits=UploadLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                               max_files=max_files))
+        app = create_app(config)
+    except BaseException:
+        if created:  # a start that failed (an unreachable database, Ctrl+C) leaves no empty data folder behind
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     shown = f"[{host}]" if ":" in host else host
 
     def started(cap: int) -> None:

@@ -48,12 +48,14 @@ def command(run: str, host: str, port: int, token: str | None, engine: str, int8
 
     from ..errors import ConfigError
     from ..serve import Limits, create_app
+    from ..serve.server import check_port
     from ..serve.server import run as run_server
 
     if host not in LOOPBACK and not token:
         raise ConfigError(f"--host {host} exposes the server beyond this machine without a token.",
                           fix="set --token or HEADSTART_TOKEN (clients send `Authorization: Bearer TOKEN`), "
                               "or keep the default --host 127.0.0.1.")
+    check_port(host, port)  # before the model is loaded: seconds, for nothing, if the port is taken
     body = int(max_body_mb * 1024 * 1024)
     app = create_app(run, engine=engine, variant="int8" if int8 else "fp32", max_batch=max_batch,
                      max_wait_ms=max_wait_ms, token=token,

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import errno
 import resource
 import signal
+import socket
 from collections import OrderedDict
 from typing import Any
 
@@ -99,6 +101,33 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type:
                 self.transport.close()
 
     return GuardedH11Protocol
+
+
+def check_port(host: str, port: int, option: str = "--port") -> None:
+    """Fail before anything is created when the address cannot be listened on: uvicorn would say so
+    only after the app has started, with an errno and exit status 3."""
+    from ..errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ConfigError(f"Cannot listen on host '{host}': {err.strerror}.",
+                          fix="give an address of this machine, e.g. --host 127.0.0.1 or --host 0.0.0.0.") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ConfigError(f"Port {port} on {host} is already in use (another server, or an earlier one "
+                                  "still running).", fix=f"choose another with {option} (e.g. {option} "
+                                  f"{port + 1 if port < 65535 else 8080}), or stop the other server.") from None
+            if err.errno == errno.EACCES:
+                raise ConfigError(f"Not allowed to listen on port {port} (ports below 1024 need root).",
+                                  fix=f"choose a port from 1024 up with {option}, e.g. {option} 8080.") from None
+            raise ConfigError(f"Cannot listen on {host}:{port}: {err.strerror}.",
+                              fix="check --host and --port.") from None
 
 
 def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, max_connections: int = 1000,
