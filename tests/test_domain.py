@@ -525,3 +525,56 @@ def test_self_training_can_start_from_the_aligner_the_validators_prefer() -> Non
         curriculum_self_train(xs, ys, xt, 4, 1.0, init=np.full((len(xt), 3), 1 / 3))
     with pytest.raises(headstart.errors.ConfigError, match="self_train_start"):
         AdaptConfig(self_train_start="cdan")
+
+
+# -- the prior-correction decision -------------------------------------------------------------------
+
+def _prior_estimate(target, interval_halfwidth=0.02):
+    from headstart.domain.label_shift import PriorEstimate
+
+    q = np.asarray(target, dtype=float)
+    return PriorEstimate("em", np.full(len(q), 1 / len(q)), q, 1000, 200,
+                         interval=np.stack([q - interval_halfwidth, q + interval_halfwidth], 1))
+
+
+def test_prior_correction_follows_a_trusted_estimate_and_not_reverse_validation() -> None:
+    from headstart.methods.domain_adapt import _decide_prior
+
+    s = _summary(**{"source-only": (0.5, 0.8), "source-only+prior": (0.5, 0.7)})  # RV drops with the correction
+    moved = _prior_estimate([0.7, 0.1, 0.1, 0.1])
+    config = AdaptConfig(method="source-only")
+    apply, why = _decide_prior(moved, "source-only", s, config, labelled=False, trust={"trusted": True})
+    assert apply and "passes the trust check" in why
+    # untrusted: stands aside, and names the sign that failed
+    untrusted = {"trusted": False, "confidence_drop": 0.3, "max_confidence_drop": 0.1, "mixture_l1": 0.2,
+                 "max_mixture_l1": 0.5}
+    apply, why = _decide_prior(moved, "source-only", s, config, labelled=False, trust=untrusted)
+    assert not apply and "not trusted" in why and "confidence drops by 0.30" in why and "mixture" not in why
+    # trusted but not moved: nothing to correct
+    still = _prior_estimate([0.26, 0.25, 0.25, 0.24])
+    apply, why = _decide_prior(still, "source-only", s, config, labelled=False, trust={"trusted": True})
+    assert not apply and "did not measurably move" in why
+    # label_shift="on" corrects whatever the signs say
+    assert _decide_prior(moved, "source-only", s, AdaptConfig(label_shift="on"), labelled=False, trust=untrusted)[0]
+
+
+def test_domain_adapt_corrects_a_pure_label_shift_and_stands_aside_under_a_large_input_shift() -> None:
+    from headstart.methods.domain_adapt import adapt_domain
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 2.0, (4, 16))
+    ys = rng.integers(0, 4, 240)
+    yt = rng.choice(4, 400, p=[0.7, 0.1, 0.1, 0.1])
+    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    xt = (centres[yt] + rng.normal(0, 1.0, (400, 16))).astype(np.float32)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    config = AdaptConfig(method="source-only", epochs=2, label_shift="auto")
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False)
+    assert res.label_shift["trust"]["trusted"] and res.label_shift["applied"], res.reasons
+    assert np.argmax(res.label_shift["estimate"]["target"]) == 0
+
+    xs, ys, xt, _ = _shifted_blobs(2)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False)
+    assert not res.label_shift["trust"]["trusted"] and not res.label_shift["applied"]
+    assert any("not trusted" in r for r in res.reasons), res.reasons

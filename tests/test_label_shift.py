@@ -118,6 +118,18 @@ def test_singular_confusion_matrix_gives_no_bbse_estimate(shifted) -> None:
     assert "singular" in est.warning and "condition number" in est.warning
 
 
+def test_singular_confusion_matrix_gives_no_rlls_estimate_either(shifted) -> None:
+    """RLLS's regulariser shrinks the weights where the confusion matrix is ill-conditioned, but a
+    class that is never predicted cannot be estimated by any amount of it."""
+    ps, ys, pt, _ = shifted
+    merged = ps.copy()
+    merged[:, 0] += merged[:, 1]
+    merged[:, 1] = 0.0
+    est = estimate_prior("rlls", merged, ys, pt)
+    assert not est.ok and est.weights() is None
+    assert "singular" in est.warning and "no prior correction" in est.warning
+
+
 def test_class_missing_from_the_source_validation_split_gives_no_estimate(shifted) -> None:
     ps, ys, pt, _ = shifted
     keep = ys != 2
@@ -282,6 +294,29 @@ def test_gap_reports_target_proportions_with_intervals_and_names_the_shift(tmp_p
     both = gap(source, flipped, backbone="raw-pixels", permutations=50, bootstrap=20, progress=False)
     assert both["label_shift"]["input_shift"] is True
     assert both["label_shift"]["in_words"].startswith(("both", "in the inputs"))
+
+
+def test_gap_estimates_from_source_items_its_probe_never_trained_on(monkeypatch) -> None:
+    """A probe scoring items it was trained on looks more certain than it is on the target, and the
+    calibration then skews the estimate: the held-out items must stay out of the probe's training."""
+    import headstart.train.linear_probe as lp
+    from headstart.domain.gap import label_shift_report
+
+    real = lp.linear_probe
+    seen: list[tuple[int, int, bool]] = []
+
+    def spy(train_x, train_y, val_x, val_y, k, config=lp.LinearProbeConfig(), **kw):
+        seen.append((len(train_x), len(val_x), config.refit_on_val))
+        return real(train_x, train_y, val_x, val_y, k, config, **kw)
+
+    monkeypatch.setattr(lp, "linear_probe", spy)
+    xs, ys = _sample(UNIFORM, 200, seed=1)
+    xt, _ = _sample(SKEWED, 300, seed=2)
+    out = label_shift_report(xs.astype(np.float32), [str(v) for v in ys], xt.astype(np.float32), bootstrap=0,
+                             permutations=0)
+    assert out["target"] is not None and len(seen) == 1
+    n_train, n_held, refit = seen[0]
+    assert n_train + n_held == 200 and n_held == out["n_source"] and not refit
 
 
 @pytest.mark.slow

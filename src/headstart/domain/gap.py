@@ -165,7 +165,7 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     """The target's class proportions against the source's, and the shift in words.
 
     A linear probe on 70% of the source (stratified, seeded) is the black box; its probabilities
-    on the other 30% and on the target feed the estimator. The source is then resampled to the
+    on the other 30%, which it never trained on, and on the target feed the estimator. The source is then resampled to the
     estimated proportions: if the MMD test and the proxy A-distance still tell it from the target,
     the inputs differ beyond what the labels explain.
     """
@@ -188,7 +188,10 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
                           "hold some out")
         out["in_words"] = describe_shift(None, None, names).replace("the source has no labels", out["warning"])
         return out
-    probe, _ = linear_probe(xs[~held], y[~held], xs[held], y[held], k, LinearProbeConfig())
+    # Not refitted on the held-out part: a probe scoring items it was trained on looks more certain
+    # than it is on new data, and calibrating on that skews the estimate (with a Dirichlet(0.5)
+    # draw of BBC News's class proportions, EM's error grew from 0.02 to 0.06).
+    probe, _ = linear_probe(xs[~held], y[~held], xs[held], y[held], k, LinearProbeConfig(refit_on_val=False))
     with torch.inference_mode():
         p_held = probe(torch.as_tensor(xs[held], dtype=torch.float32)).softmax(1).double().numpy()
         p_t = probe(torch.as_tensor(xt, dtype=torch.float32)).softmax(1).double().numpy()

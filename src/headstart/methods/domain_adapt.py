@@ -5,7 +5,7 @@ method, over one or more seeds; reads the label-free validators on the target do
 method (under ``auto`` by the validators alone); and keeps source-only when the adapted model does
 not look better, saying so. Then, unless ``label_shift="off"``, it estimates the target's class
 proportions (:mod:`headstart.domain.label_shift`) and re-weights the kept model's probabilities
-to them when they moved and reverse validation agrees; with ``label_shift="on"`` the aligners also
+to them when they moved and the estimate passes the trust check; with ``label_shift="on"`` the aligners also
 train on the source resampled to source-only's estimate. Target labels, when the user has some, are used only to report
 accuracy and, if given, to judge the guard; never to train.
 
@@ -76,7 +76,7 @@ class AdaptConfig(FineTuneConfig):
     head_dropout: float = 0.0
     augment: str = "none"
     patience: int = 100  # every epoch is scored by the validator; no early stop by default
-    label_shift: str = "auto"  # off | auto (correct when the proportions moved and the guard agrees) | on
+    label_shift: str = "auto"  # off | auto (correct when the trusted estimate moved) | on
     shift_estimator: str = "em"  # how the target's class proportions are estimated (SHIFT_ESTIMATORS)
     normalise: str = "source"  # source | per-domain: the statistics the aligners' inputs are standardised with
     self_train_start: str = "probe"  # probe | aligners | ensemble: where self-training's first pseudo-labels come from
@@ -99,7 +99,8 @@ class AdaptConfig(FineTuneConfig):
         "seeds": "runs per method (mean +- std in the card; adversarial methods are unstable)",
         "patience": "every epoch is scored by the validator; no early stop by default",
         "label_shift": "off; auto: re-weight to the estimated target class proportions when they moved beyond their "
-                       "intervals and reverse validation does not drop; on: whenever they can be estimated",
+                       "intervals and the estimate is trusted (small confidence drop, agrees with the feature-mean "
+                       "class mixture); on: whenever they can be estimated",
         "shift_estimator": "how the target's class proportions are estimated without its labels",
         "self_train_start": "probe: self-training's first pseudo-labels come from a probe on the source; aligners: "
                             "from the aligner the validators prefer among those tried (its seeds averaged); "
@@ -414,9 +415,11 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     if shift:
         proba_s, proba_t, prior = probas[(chosen, seeds[0])]
         est = estimate(proba_s, proba_t, prior, seeds[0], bootstrap=100)
-        apply, why = _decide_prior(est, chosen, summary, config, labelled=labelled)
+        # The same two label-free signs as the guard's class-proportion check, read on the kept model.
+        trust = proportions_trusted(proba_s, proba_t, est.target, mixture)[1] if est.ok else {"trusted": False}
+        apply, why = _decide_prior(est, chosen, summary, config, labelled=labelled, trust=trust)
         reasons.append(why)
-        label_shift.update({"estimate": est.to_dict(), "applied": apply})
+        label_shift.update({"estimate": est.to_dict(), "applied": apply, "trust": trust})
         if apply:
             head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
     return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
@@ -502,33 +505,51 @@ def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.nda
 
 
 def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, Any]], config: AdaptConfig,
-                  labelled: bool) -> tuple[bool, str]:
+                  labelled: bool, trust: dict[str, Any] | None = None) -> tuple[bool, str]:
     """Whether the kept model's probabilities are re-weighted to the estimated target proportions, and why.
 
-    ``on``: whenever they could be estimated. ``auto``: when they moved (some class's share by at
-    least SHIFT_TOLERANCE, with its bootstrap interval clear of the source share; Saerens et al.'s
-    likelihood-ratio test is reported but not used, as it also flags the sampling noise of the
-    source validation split's own proportions) and the guard agrees: reverse validation must not drop (information maximisation is not
-    asked: it rewards predictions spread evenly over the classes, which a correct skew is not); with
-    target labels given for evaluation, target accuracy must not drop instead.
+    ``on``: whenever they could be estimated. ``auto``: when the estimate can be trusted and moved.
+    Trusted (``trust``, from :func:`~headstart.domain.validators.proportions_trusted` on the kept
+    model's outputs): its confidence drops little from the source validation split to the target,
+    and the estimate agrees with the class mixture that explains the target's mean features; when
+    either fails the estimators' assumption (each class looks the same in both domains) is broken,
+    and the correction stands aside. Moved: some class's share by at least SHIFT_TOLERANCE, with
+    its bootstrap interval clear of the source share (Saerens et al.'s likelihood-ratio test is
+    reported but not used, as it also flags the sampling noise of the source validation split's
+    own proportions). No validator is asked: information maximisation rewards predictions spread
+    evenly over the classes, which a correct skew is not, and reverse validation picked wrongly
+    both ways on a text pair with label and input shift. With target labels given for evaluation,
+    target accuracy must not drop instead.
     """
     if not est.ok:
         return False, str(est.warning)
     shares = ", ".join(f"{100 * q:.0f}%" for q in est.target)  # type: ignore[union-attr]
     if config.label_shift == "on":
         return True, f"prior correction on: target class proportions estimated by {est.method} as {shares}"
+    if not labelled and trust is not None and not trust.get("trusted", False):
+        signs = []
+        if trust.get("confidence_drop", 0.0) > trust.get("max_confidence_drop", float("inf")):
+            signs.append(f"{chosen}'s mean confidence drops by {trust['confidence_drop']:.2f} from the source to the "
+                         f"target (more than {trust['max_confidence_drop']:.2f})")
+        if trust.get("mixture_l1", 0.0) > trust.get("max_mixture_l1", float("inf")):
+            signs.append(f"the estimate differs from the class mixture of the target's mean features by L1 "
+                         f"{trust['mixture_l1']:.2f} (more than {trust['max_mixture_l1']:.2f})")
+        return False, (f"no prior correction: the estimated target class proportions ({shares}) are not trusted, as "
+                       f"{' and '.join(signs) or 'a trust sign failed'}: the inputs shift too much for the estimators")
     if not label_shift_significant(est):
         return False, (f"no prior correction: the target class proportions ({shares}) did not measurably move (no "
                        f"share moved by {100 * SHIFT_TOLERANCE:.0f} points with its interval clear of the source's)")
-    plain, fixed = summary[chosen], summary.get(chosen + PRIOR)
-    if fixed is None:
-        return False, "no prior correction: the proportions could not be estimated for every seed"
-    key, name = ("target_accuracy", "target accuracy") if labelled else ("rv", "reverse validation")
-    if fixed[key][0] < plain[key][0]:
-        return False, (f"no prior correction: the target proportions moved ({shares}), but {name} drops with the "
-                       f"correction ({fixed[key][0]:.3f} vs {plain[key][0]:.3f})")
-    return True, (f"prior correction: target class proportions estimated by {est.method} as {shares} (moved "
-                  f"beyond their intervals); {name} {fixed[key][0]:.3f} vs {plain[key][0]:.3f} without")
+    if labelled:
+        plain, fixed = summary[chosen], summary.get(chosen + PRIOR)
+        if fixed is None:
+            return False, "no prior correction: the proportions could not be estimated for every seed"
+        if fixed["target_accuracy"][0] < plain["target_accuracy"][0]:
+            return False, (f"no prior correction: target accuracy drops with it ({fixed['target_accuracy'][0]:.3f} vs "
+                           f"{plain['target_accuracy'][0]:.3f}, by the target labels given for evaluation)")
+        return True, (f"prior correction: target class proportions estimated by {est.method} as {shares}; target "
+                      f"accuracy {fixed['target_accuracy'][0]:.3f} vs {plain['target_accuracy'][0]:.3f} without")
+    return True, (f"prior correction: target class proportions estimated by {est.method} as {shares} (moved beyond "
+                  "their intervals; the estimate passes the trust check)")
 
 
 def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bool) -> tuple[str, list[str]]:
