@@ -15,17 +15,22 @@ Skews: ``one-50``: one class (a different one per seed) holds 50%, the others sh
 equally; ``dirichlet``: proportions drawn from Dirichlet(0.5) (per seed).
 
 Table 1, the estimators: L1 error of the estimated proportions (sum over classes of |q - q_true|,
-q_true the realised shares of the 1000 items) for BBSE and EM on a source-only linear probe, and
-the probe's target accuracy without and with the prior correction (each estimator's).
+q_true the realised shares of the 1000 items) for BBSE, RLLS, EM and the mean of BBSE and EM, each
+calibrated on five kinds of source probabilities (CALIBRATIONS: a validation split the probe was
+refitted on, a held-out validation split, and out-of-fold probabilities of every source item, with
+three ways of scoring the target), against a reference line: the L1 of a 1000-item multinomial
+sample's shares from the drawn proportions. Then the probe's target accuracy without and with the
+prior correction (the ``val`` calibration, which is what ``headstart gap`` and ``domain-adapt`` use).
 Table 2 (``--adapt``; a training per variant, so minutes per cell on a CPU): target accuracy of the
 ``domain-adapt`` strategy's variants, frozen backbone, MMD as the aligner: source-only,
 source-only + prior correction, MMD, MMD (importance-weighted) + prior correction, and what
 ``label_shift=auto`` kept, chosen without target labels.
 
-    python bench/label_shift.py [--seeds 0,1,2] [--pairs bbc,bbc-ends,mnist-uci] [--adapt] [--epochs 6]
+    python bench/label_shift.py [--seeds 0,1,2] [--pairs bbc,bbc-ends,mnist-uci] [--adapt] [--epochs 6] [--tag T]
     python bench/label_shift.py --pairs bbc --skews one-50 --adapt --adapt-method self-train
 Writes bench/results/label_shift/{results.json,label_shift.md} (``--adapt``: results_adapt[_<method>].json,
-label_shift_adapt[_<method>].md; ``--adapt-method`` other than mmd swaps the aligner of table 2).
+label_shift_adapt[_<method>].md; ``--adapt-method`` other than mmd swaps the aligner of table 2; ``--tag T``
+appends _T to the names).
 """
 
 from __future__ import annotations
@@ -85,6 +90,97 @@ def resample(labels: np.ndarray, q: np.ndarray, n: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate(idx))
 
 
+# Where the estimators' source probabilities come from:
+#   val-refit: the validation split scored by a probe refitted on train + val (it has seen those items);
+#   val: the validation split scored by a probe trained on the train split only;
+#   crossfit: out-of-fold probabilities of every source item (5 folds), target = the fold probes' average;
+#   crossfit-full: the same out-of-fold source, target scored by the one probe refitted on all the source;
+#   crossfit-perfold: the same out-of-fold source; each fold probe's target probabilities estimated on
+#   their own (one calibration), the estimates averaged.
+CALIBRATIONS = ("val-refit", "val", "crossfit", "crossfit-full", "crossfit-perfold")
+ESTIMATORS = ("bbse", "rlls", "em", "bbse+em")
+DEFAULT_CAL = "val"
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """A fold number per item, each class dealt round-robin over the folds in a seeded order."""
+    y = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    start = 0
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = (start + np.arange(len(idx))) % folds
+        start += len(idx)  # the next class continues where this one stopped, so folds stay even in size
+    return fold
+
+
+def cross_fitted_probabilities(x_source: np.ndarray, y_source: np.ndarray, x_target: np.ndarray, k: int, *,
+                               folds: int = 5, C: float | None = None, seed: int = 0
+                               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Out-of-fold probabilities of a linear probe for *every* source item, and the probe's target
+    probabilities (the fold models' average), for the estimators to calibrate on all the source
+    instead of a small held-out split.
+
+    Each fold's probe is trained on the other folds with one ``C`` (chosen once, on the first fold,
+    when not given) and never refitted on the items it scores, so the source probabilities are as
+    confident as the target's: a probe scoring items it was trained on looks better than it is,
+    and calibrating on that sharpens the target probabilities too.
+    """
+    import torch
+
+    y = np.asarray(y_source, dtype=np.int64)
+    xs, xt = np.asarray(x_source, dtype=np.float32), np.asarray(x_target, dtype=np.float32)
+    fold = stratified_folds(y, folds, seed)
+    oof = np.zeros((len(y), k))
+    per_fold: list[np.ndarray] = []
+    chosen = C
+    for f in range(folds):
+        held = fold == f
+        if not held.any():
+            continue
+        cfg = LinearProbeConfig(refit_on_val=False, **({"Cs": (float(chosen),)} if chosen is not None else {}))
+        probe, info = linear_probe(xs[~held], y[~held], xs[held], y[held], k, cfg, seed=seed)
+        chosen = float(info["C"]) if chosen is None else chosen
+        with torch.inference_mode():
+            oof[held] = probe(torch.as_tensor(xs[held])).softmax(1).double().numpy()
+            per_fold.append(probe(torch.as_tensor(xt)).softmax(1).double().numpy())
+    return oof, np.mean(per_fold, axis=0), {"folds": folds, "C": chosen, "target_per_fold": per_fold}
+
+
+def black_boxes(tr: np.ndarray, y_tr: np.ndarray, va: np.ndarray, y_va: np.ndarray, pool: np.ndarray, k: int
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    """Per calibration source: (source probabilities, their labels, target pool probabilities, the
+    proportions the target's model was trained under); and the deployed probe (refitted on all the
+    source) with its training proportions."""
+    import torch
+
+    def proba(model, x):
+        with torch.inference_mode():
+            return model(torch.as_tensor(x)).softmax(1).double().numpy()
+
+    refit, info = linear_probe(tr, y_tr, va, y_va, k, LinearProbeConfig())  # C on val, then train + val
+    C = float(info["C"])
+    train_only, _ = linear_probe(tr, y_tr, va, y_va, k, LinearProbeConfig(Cs=(C,), refit_on_val=False))
+    xs, ys = np.concatenate([tr, va]), np.concatenate([y_tr, y_va])
+    oof, pt_folds, cf = cross_fitted_probabilities(xs, ys, pool, k, C=C)
+    p_all = np.bincount(ys, minlength=k) / len(ys)
+    p_tr = np.bincount(y_tr, minlength=k) / len(y_tr)
+    p_refit = proba(refit, pool)
+    return {"val-refit": (proba(refit, va), y_va, p_refit, p_all),
+            "val": (proba(train_only, va), y_va, proba(train_only, pool), p_tr),
+            "crossfit": (oof, ys, pt_folds, p_all),
+            "crossfit-full": (oof, ys, p_refit, p_all),
+            "crossfit-perfold": (oof, ys, np.stack(cf["target_per_fold"]), p_all)}, (p_refit, p_all)
+
+
+def multinomial_floor(q: np.ndarray, n: int, seed: int, draws: int = 4000) -> float:
+    """The mean L1 between q and the shares of an n-item multinomial sample of q: the error of the
+    best possible estimate of q from n labelled items (a reference line for the estimators)."""
+    rng = np.random.default_rng(3000 + seed)
+    return float(np.abs(rng.multinomial(n, q, size=draws) / n - q).sum(1).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
@@ -96,8 +192,10 @@ def main() -> None:
                     help="the strategy's label_shift (on: the aligners train importance-weighted, and the "
                          "correction is kept whenever estimable)")
     ap.add_argument("--adapt-method", default="mmd", help="the method of table 2 (mmd, self-train, ...)")
+    ap.add_argument("--tag", default="", help="suffix of the result file names")
     args = ap.parse_args()
-    suffix = "" if args.adapt_method == "mmd" else "_" + args.adapt_method.replace("-", "_")
+    suffix = ("" if args.adapt_method == "mmd" else "_" + args.adapt_method.replace("-", "_")) + (
+        f"_{args.tag}" if args.tag else "")
     seeds = [int(s) for s in args.seeds.split(",")]
     res_dir = Path(__file__).parent / "results" / "label_shift"
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -112,12 +210,9 @@ def main() -> None:
         y_pool = encode_labels(target_pool.labels, names, "target")
         # The black box for the estimators: a source-only linear probe (train split), read on the
         # held-out validation split and the target.
-        probe, _ = linear_probe(tr, y["train"], va, y["val"], k, LinearProbeConfig())
-        import torch
-
-        with torch.inference_mode():
-            p_val = probe(torch.as_tensor(va)).softmax(1).double().numpy()
-            p_pool = probe(torch.as_tensor(pool)).softmax(1).double().numpy()
+        # The black boxes for the estimators, one per calibration source (CALIBRATIONS).
+        ys_all = np.concatenate([y["train"], y["val"]])
+        cal, deployed = black_boxes(tr, y["train"], va, y["val"], pool, k)
         for skew in args.skews.split(","):
             for seed in seeds:
                 q_draw = skewed(skew, k, seed)
@@ -125,27 +220,46 @@ def main() -> None:
                 yt = y_pool[idx]
                 truth = np.bincount(yt, minlength=k) / len(yt)
                 row: dict = {"pair": pair, "skew": skew, "seed": seed, "true_proportions": truth.tolist(),
-                             "source_proportions": (np.bincount(y["train"], minlength=k) / len(y["train"])).tolist()}
+                             "drawn_proportions": q_draw.tolist(),
+                             "source_proportions": (np.bincount(ys_all, minlength=k) / len(ys_all)).tolist(),
+                             "multinomial_floor": multinomial_floor(q_draw, N_TARGET, seed),
+                             "l1": {}, "probe_accuracy_fixed": {}, "proportions": {}, "warnings": {}}
+                for cname, (ps, ys_c, pt, prior) in cal.items():
+                    found: dict[str, np.ndarray | None] = {}
+                    for method in ESTIMATORS:
+                        if method == "bbse+em":
+                            a, b = found["bbse"], found["em"]
+                            q = None if a is None or b is None else (a + b) / 2
+                        else:
+                            qs = []
+                            for pt_one in (pt if pt.ndim == 3 else pt[None]):
+                                est = estimate_prior(method, ps, ys_c, pt_one[idx], source_prior=prior, bootstrap=0)
+                                qs.append(est.target)
+                                if est.warning:
+                                    row["warnings"][f"{cname}/{method}"] = est.warning
+                            q = None if any(v is None for v in qs) else np.mean(qs, axis=0)
+                        found[method] = q
+                        key = f"{cname}/{method}"
+                        row["l1"][key] = float("nan") if q is None else float(np.abs(q - truth).sum())
+                        row["proportions"][key] = None if q is None else q.tolist()
+                        # every estimate corrects the same deployed probe (refitted on all the source)
+                        p_dep, prior_dep = deployed
+                        fixed = p_dep[idx] if q is None else reweight(p_dep[idx], np.maximum(q, 1e-6)
+                                                                      / np.maximum(prior_dep, 1e-6))
+                        row["probe_accuracy_fixed"][key] = float((fixed.argmax(1) == yt).mean())
+                # the fields of table 2 and earlier result files: the default calibration
                 for method in ("bbse", "em"):
-                    t = time.perf_counter()
-                    est = estimate_prior(method, p_val, y["val"], p_pool[idx], source_prior=None, bootstrap=0)
-                    row[f"l1_{method}"] = est.l1(truth)
-                    fixed = reweight(p_pool[idx], est.weights()) if est.ok else p_pool[idx]
-                    row[f"probe_accuracy_{method}"] = float((fixed.argmax(1) == yt).mean())
-                    row[f"proportions_{method}"] = None if est.target is None else est.target.tolist()
-                    row[f"seconds_{method}"] = time.perf_counter() - t
-                    if est.warning:
-                        row[f"warning_{method}"] = est.warning
-                row["probe_accuracy"] = float((p_pool[idx].argmax(1) == yt).mean())
-                row["probe_accuracy_oracle"] = float((reweight(p_pool[idx], truth / np.maximum(
-                    np.asarray(row["source_proportions"]), 1e-6)).argmax(1) == yt).mean())
+                    row[f"l1_{method}"] = row["l1"][f"{DEFAULT_CAL}/{method}"]
+                    row[f"probe_accuracy_{method}"] = row["probe_accuracy_fixed"][f"{DEFAULT_CAL}/{method}"]
+                p_dep, prior_dep = deployed
+                row["probe_accuracy"] = float((p_dep[idx].argmax(1) == yt).mean())
+                row["probe_accuracy_oracle"] = float((reweight(p_dep[idx], truth / np.maximum(prior_dep, 1e-6))
+                                                      .argmax(1) == yt).mean())
                 if not args.adapt:
                     rows.append(row)
-                    print(f"{pair} {skew} seed {seed}: L1 bbse {row['l1_bbse']:.3f} em {row['l1_em']:.3f} | probe "
-                          f"{100 * row['probe_accuracy']:.1f} -> bbse {100 * row['probe_accuracy_bbse']:.1f}, em "
-                          f"{100 * row['probe_accuracy_em']:.1f} (true proportions {100 * row['probe_accuracy_oracle']:.1f})",
-                          flush=True)
-                    (res_dir / "results.json").write_text(json.dumps(rows, indent=2, default=float))
+                    print(f"{pair} {skew} seed {seed}: floor {row['multinomial_floor']:.3f} | "
+                          + " ".join(f"{key} {v:.3f}" for key, v in row["l1"].items()), flush=True)
+                    (res_dir / f"results{suffix}.json").write_text(json.dumps(rows, indent=2, default=float))
                     continue
                 target = target_pool.subset(idx, name=f"{skew} {seed}")
                 config = AdaptConfig(method=args.adapt_method, epochs=args.epochs, label_shift=args.label_shift,
@@ -171,7 +285,7 @@ def main() -> None:
                 print(f"{pair} {skew} seed {seed}: L1 bbse {row['l1_bbse']:.3f} em {row['l1_em']:.3f} | probe "
                       f"{100 * row['probe_accuracy']:.1f} -> em {100 * row['probe_accuracy_em']:.1f} | "
                       + ", ".join(f"{m} {100 * a:.1f}" for m, a in row["accuracy"].items())
-                      + f" | kept {res.chosen} ({row['adapt_seconds']:.0f} s)", flush=True)
+                      + f" | kept {row['kept']} ({row['adapt_seconds']:.0f} s)", flush=True)
                 (res_dir / f"results_adapt{suffix}.json").write_text(json.dumps(rows, indent=2, default=float))
     render(rows, res_dir, adapt=args.adapt, method=args.adapt_method, suffix=suffix)
 
@@ -189,18 +303,34 @@ def render(rows: list[dict], res_dir: Path, adapt: bool = False, method: str = "
         groups.setdefault((r["pair"], r["skew"]), []).append(r)
     lines = [f"Target: {N_TARGET} items resampled to the skew; mean +- std over seeds "
              f"({', '.join(str(r['seed']) for r in rows[:len(next(iter(groups.values())))])}).", "",
-             "Proportion error (L1, sum over classes) with a source-only linear probe as the black box, and "
-             "the probe's target accuracy (%) without and with the prior correction:", "",
-             "| pair | skew | L1 BBSE | L1 EM (BCTS) | probe | probe + prior (BBSE) | probe + prior (EM) "
-             "| probe + true prior |", "|---|---|---|---|---|---|---|---|"]
+             "Proportion error (L1, sum over classes, against the realised shares of the target items) per "
+             "estimator and calibration source (val-refit: validation split scored by the probe refitted on it; "
+             "val: scored by a probe trained on the train split only; crossfit: out-of-fold probabilities of "
+             "every source item, target scored by the fold probes' average; crossfit-full: the same, target "
+             "scored by the one probe refitted on all the source; crossfit-perfold: each fold probe's target "
+             "probabilities estimated on their own, one calibration, the estimates averaged). Floor: the mean L1 "
+             "of the shares of a "
+             f"{N_TARGET}-item multinomial sample of the drawn proportions.", "",
+             "| pair | skew | calibration | " + " | ".join(f"L1 {m}" for m in ESTIMATORS) + " | floor |",
+             "|---|---|---|" + "---|" * (len(ESTIMATORS) + 1)]
     for (pair, skew), rs in groups.items():
-        lines.append(f"| {pair} | {skew} | {_ms([r['l1_bbse'] for r in rs])} | {_ms([r['l1_em'] for r in rs])} "
-                     f"| {_ms([r['probe_accuracy'] for r in rs], 100, 1)} "
-                     f"| {_ms([r['probe_accuracy_bbse'] for r in rs], 100, 1)} "
-                     f"| {_ms([r['probe_accuracy_em'] for r in rs], 100, 1)} "
-                     f"| {_ms([r['probe_accuracy_oracle'] for r in rs], 100, 1)} |")
+        for cname in CALIBRATIONS:
+            if not all(f"{cname}/bbse" in r.get("l1", {}) for r in rs):
+                continue
+            lines.append(f"| {pair} | {skew} | {cname} | "
+                         + " | ".join(_ms([r["l1"][f"{cname}/{m}"] for r in rs]) for m in ESTIMATORS)
+                         + f" | {_ms([r['multinomial_floor'] for r in rs])} |")
+    lines += ["", f"Target accuracy (%) of the probe refitted on all the source, without and with the prior "
+              f"correction ({DEFAULT_CAL} calibration):", "",
+              "| pair | skew | probe | + prior (BBSE) | + prior (EM) | + prior (BBSE+EM) | + true prior |",
+              "|---|---|---|---|---|---|---|"]
+    for (pair, skew), rs in groups.items():
+        fixed = {m: _ms([r["probe_accuracy_fixed"][f"{DEFAULT_CAL}/{m}"] for r in rs], 100, 1)
+                 for m in ("bbse", "em", "bbse+em")}
+        lines.append(f"| {pair} | {skew} | {_ms([r['probe_accuracy'] for r in rs], 100, 1)} | {fixed['bbse']} "
+                     f"| {fixed['em']} | {fixed['bbse+em']} | {_ms([r['probe_accuracy_oracle'] for r in rs], 100, 1)} |")
     if not adapt:
-        (res_dir / "label_shift.md").write_text("\n".join(lines) + "\n")
+        (res_dir / f"label_shift{suffix}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return
     lines += ["", f"Target accuracy (%), frozen backbone, bottleneck head; {method} as the adaptation (importance-"
