@@ -88,6 +88,29 @@ def test_correction_with_true_weights_raises_accuracy_on_the_skewed_target(shift
     assert after > before
 
 
+def test_correction_calibrates_an_unsure_classifier_before_moving_its_prior(shifted) -> None:
+    """A head trained with label smoothing is less sure than it should be; moving its raw
+    probabilities by q / p then flips too many predictions. The estimate's correction calibrates
+    first, and lands on the Bayes-optimal decisions for the target."""
+    ps, ys, pt, _ = shifted
+    xt, yt = _sample(SKEWED, 1000, seed=2)
+
+    def unsure(p):
+        q = p ** 0.25
+        return q / q.sum(1, keepdims=True)
+
+    est = estimate_prior("em", unsure(ps), ys, unsure(pt), bootstrap=0)
+    best = reweight(pt, SKEWED / UNIFORM).argmax(1)  # the exact posterior moved to the true proportions
+    calibrated = est.correct(unsure(pt)).argmax(1)
+    raw = reweight(unsure(pt), est.weights()).argmax(1)
+    assert (calibrated == best).mean() > 0.98 and (raw == best).mean() < 0.95
+    assert (calibrated == yt).mean() > (unsure(pt).argmax(1) == yt).mean() > (raw == yt).mean()
+    t, offsets = est.calibrated_offsets()
+    assert t < 0.5 and offsets.shape == (K,)  # sharpened, then moved
+    none = estimate_prior("em", unsure(ps), ys, unsure(pt)[:5])  # too few target items: no estimate
+    assert not none.ok and none.calibrated_offsets() is None and np.allclose(none.correct(pt), pt)
+
+
 def test_class_weights_have_mean_one_under_the_source(shifted) -> None:
     ps, ys, pt, _ = shifted
     est = estimate_prior("bbse", ps, ys, pt, bootstrap=0)
@@ -228,12 +251,13 @@ def test_domain_adapt_corrects_the_prior_and_predict_applies_it(tmp_path) -> Non
     assert isinstance(loaded.head, PriorAdjusted)
     items = target.items[:16]
     assert np.allclose(loaded.predict_proba(items), model.predict_proba(items), atol=1e-6)
-    # The deployed model gives the grown first class more probability than the uncorrected one does.
+    # The deployed model moves every item's odds towards the grown first class, away from the shrunk last.
     feats = torch.as_tensor(loaded.features(target.subset(range(100)))).float()
     with torch.no_grad():
-        plain = loaded.head.inner(feats).softmax(1).mean(0).numpy()
-        fixed = loaded.head(feats).softmax(1).mean(0).numpy()
-    assert fixed[0] > plain[0] + 0.02 and fixed[2] < plain[2]
+        plain = loaded.head.inner(feats).log_softmax(1).numpy()
+        fixed = loaded.head(feats).log_softmax(1).numpy()
+    moved = (fixed[:, 0] - fixed[:, 2]) - (plain[:, 0] - plain[:, 2])
+    assert (moved > 0.5).all()
 
 
 @pytest.mark.slow

@@ -82,6 +82,35 @@ class PriorEstimate:
         w = self.weights()
         return None if w is None else np.log(w)
 
+    def calibrated_offsets(self) -> tuple[float, np.ndarray] | None:
+        """(temperature T, offsets o): the corrected logits are z / T + o (None when not estimated).
+
+        Calibrate first, then move the prior: for EM, o is its BCTS calibration's per-class bias
+        plus log(q / the source prior the calibrated model implies), the very posterior EM
+        converged to; for the other estimators T = 1 and o = log(q / p). A head trained with
+        label smoothing is less sure than it should be, so moving its raw probabilities by q / p
+        flips more predictions than the shift warrants."""
+        if self.target is None:
+            return None
+        if "bias" in self.details and "implied_source" in self.details:
+            implied = np.maximum(np.asarray(self.details["implied_source"], dtype=np.float64), FLOOR)
+            offsets = np.asarray(self.details["bias"], dtype=np.float64) + np.log(np.maximum(self.target, FLOOR) / implied)
+            return float(self.details["temperature"]), offsets
+        return 1.0, self.log_offsets()  # type: ignore[return-value]
+
+    def correct(self, proba: np.ndarray) -> np.ndarray:
+        """``proba`` moved to the estimated target proportions (see :meth:`calibrated_offsets`);
+        unchanged when there is no estimate."""
+        found = self.calibrated_offsets()
+        p = np.asarray(proba, dtype=np.float64)
+        if found is None:
+            return p
+        t, offsets = found
+        z = np.log(np.clip(p, 1e-12, 1.0)) / t + offsets
+        z -= z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
     def l1(self, truth: np.ndarray) -> float:
         """Sum of absolute differences to ``truth`` (nan when not estimated)."""
         return float("nan") if self.target is None else float(np.abs(self.target - np.asarray(truth)).sum())
@@ -311,7 +340,8 @@ def _estimate_once(method: str, ps: np.ndarray, ys: np.ndarray, pt: np.ndarray, 
     calibrated_t = apply_bcts(pt, fitted["temperature"], fitted["bias"])
     q, iters = em_prior(calibrated_t, fitted["implied"])
     lr = em_log_likelihood_ratio(calibrated_t, fitted["implied"], q)
-    return q, None, {"temperature": fitted["temperature"], "em_iterations": iters, "likelihood_ratio": lr}
+    return q, None, {"temperature": fitted["temperature"], "bias": fitted["bias"].tolist(),
+                     "implied_source": fitted["implied"].tolist(), "em_iterations": iters, "likelihood_ratio": lr}
 
 
 def estimate_prior(method: str, proba_source: Any, y_source: Any, proba_target: Any, *,

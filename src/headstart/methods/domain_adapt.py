@@ -38,7 +38,7 @@ from ..data.dataset import Dataset
 from ..data.splits import Splits
 from ..domain.gap import mmd_test, proxy_a_distance
 from ..domain.label_shift import (SHIFT_ESTIMATORS, PriorEstimate, class_weights, estimate_prior,
-                                  SHIFT_TOLERANCE, label_shift_significant, resample_indices, reweight, source_proportions)
+                                  SHIFT_TOLERANCE, label_shift_significant, resample_indices, source_proportions)
 from ..domain.losses import ALIGNERS, TRADE_OFF, build_aligner
 from ..domain.self_training import (LABEL_SHIFT_SHARE, NORMALISE, as_bottleneck_head, choose_strength,
                                     curriculum_self_train, domain_statistics, mixture_explained_share, normalise)
@@ -46,7 +46,7 @@ from ..domain.validators import (CHOOSING, PROPORTION_EXCESS, VALIDATORS, propor
                                   validator_readings)
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
-from ..heads import BottleneckHead, PriorAdjusted
+from ..heads import BottleneckHead, PriorAdjusted, TemperatureScaled
 from ..train.config import FineTuneConfig
 from ..train.loop import Classifier, train
 from .base import StrategyInputs, register_strategy
@@ -373,7 +373,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             if shift:
                 est = estimate(proba_s, proba, prior, seed)
                 if est.ok:
-                    corrected = reweight(proba, est.weights())  # type: ignore[arg-type]
+                    corrected = est.correct(proba)  # calibrated, then moved to the estimated proportions
                     prow: dict[str, Any] = {**row, "method": method + PRIOR,
                                             **validator_readings(corrected, **{**context, **(common or {})}),
                                             "estimated_proportions": est.target.tolist()}  # type: ignore[union-attr]
@@ -421,7 +421,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         reasons.append(why)
         label_shift.update({"estimate": est.to_dict(), "applied": apply, "trust": trust})
         if apply:
-            head = PriorAdjusted(head, torch.as_tensor(est.log_offsets(), dtype=torch.float32))
+            t, offsets = est.calibrated_offsets()  # type: ignore[misc]
+            inner = head if t == 1.0 else TemperatureScaled(head, t)
+            head = PriorAdjusted(inner, torch.as_tensor(offsets, dtype=torch.float32))
     return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
                         label_shift, normalisation, proportion_check)
 
