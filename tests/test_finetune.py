@@ -566,3 +566,41 @@ def test_the_fold_finalists_are_one_setting_per_strategy_and_ties_follow_the_rac
     results.append(result("lora", 5e-4, 0, 1.0, 3.0))
     results[2]["run"].val_accuracy = 0.8
     assert [r["run"].strategy for r in _contenders(results)][:3] == ["lp-ft", "lora", "setfit"]
+
+
+@pytest.mark.slow
+def test_auto_times_a_strategy_by_its_own_runs(news, tiny_bert_dir, monkeypatch) -> None:
+    """The generic estimate says 400 s per epoch; the first LP-FT run takes seconds, so its next
+    learning rate is estimated from that run and still fits the first rung's share (500 s), where
+    a second 400 s estimate would not."""
+    from headstart.methods import auto
+
+    monkeypatch.setattr(auto, "run_seconds", lambda per_item, epochs, n_train, n_val, passes=1.0: 400.0 * epochs)
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "linear-probe,lp-ft", "lr_factors": "1,0.3", "epochs": 2,
+                                   "first_rung_share": 0.5, "budget_s": 1000, "cv_below": 0})
+    first = [r for r in model.info["strategy"]["details"]["search"] if r["rung"] == 0 and r["lr"] is not None]
+    assert [r["status"] for r in first] == ["done", "done"]
+    assert first[0]["estimate_s"] == 400.0  # nothing measured yet: the generic estimate
+    assert first[1]["estimate_s"] == pytest.approx(first[0]["seconds"], abs=0.2)  # the first run's time
+
+
+@pytest.mark.slow
+def test_auto_on_tiny_data_keeps_the_folds_time_from_the_last_rung(news, tiny_bert_dir, monkeypatch) -> None:
+    """With a small validation split the folds decide: a last-rung run that would leave them too little
+    time is not started, and says why; with folds off it runs."""
+    from headstart.methods import auto
+
+    # the folds of the finalists as they are fit; with a longer run among them they would not
+    monkeypatch.setattr(auto, "_fold_seconds",
+                        lambda per_item, factor, k, n, cheap, fs, epochs=None: (0.0 if not fs else 1e5 if epochs
+                                                                                else 1.0))
+    opts = {"candidates": "linear-probe,lp-ft", "lr_factors": "1", "epochs": 2, "budget_s": 600, "cv_repeats": 1}
+    kw = {"backbone": f"hf:{tiny_bert_dir}", "strategy": "auto", "progress": False, "baseline": False}
+    search = headstart.fit(news, options=opts, **kw).info["strategy"]["details"]["search"]
+    last = [r for r in search if r["rung"] == 1]
+    assert len(last) == 1 and last[0]["status"] == "over budget"
+    assert last[0]["note"] == "the rest of the budget is kept for the folds"
+    search = headstart.fit(news, options={**opts, "cv_below": 0}, **kw).info["strategy"]["details"]["search"]
+    last = [r for r in search if r["rung"] == 1]
+    assert len(last) == 1 and last[0]["status"] != "over budget" and last[0]["seconds"] > 0  # it ran

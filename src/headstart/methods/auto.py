@@ -268,6 +268,19 @@ def _scale(slowdown: list[float]) -> float:
     return max(1.0, float(np.median(slowdown)))
 
 
+def _fold_seconds(per_item: float, factor: Any, k: int, n: int, cheap_cost: float, finalists: list[dict[str, Any]],
+                  epochs: dict[str, int] | None = None) -> float:
+    """Estimated seconds of one repetition of the folds: the feature-based candidates (``cheap_cost``,
+    measured) and every finalist trained ``k`` times on (k-1)/k of the ``n`` pooled items; ``epochs``
+    overrides a strategy's epochs (its longer run would be the one on the folds)."""
+    epochs = epochs or {}
+    return cheap_cost + sum(
+        k * factor(r["run"].strategy) * run_seconds(per_item, epochs.get(r["run"].strategy, r["run"].epochs or 1),
+                                                    n * (k - 1) / k, n / k,
+                                                    _passes(STRATEGIES.get(r["run"].strategy).config_class()))
+        for r in finalists)
+
+
 def _fold_inputs(inputs: StrategyInputs, pooled: Any, feats: np.ndarray, y: np.ndarray, fit_idx: np.ndarray,
                  score_idx: np.ndarray) -> StrategyInputs:
     """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``score_idx`` to score."""
@@ -359,6 +372,18 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         tuning = []
     original: dict[str, torch.Tensor] = {}
     per_item, slowdown = 0.0, [1.0]  # measured seconds / estimated seconds of the runs so far
+    measured: dict[str, list[float]] = {}  # the same ratio, per strategy
+
+    def time_factor(name: str) -> float:
+        # A strategy that has run is timed by its own runs (SetFit's pairs make the generic estimate
+        # err by 3x either way); one that has not, by the runs so far, never below 1.
+        return float(np.median(measured[name])) if measured.get(name) else _scale(slowdown)
+
+    # On a small validation split the folds decide (step 3): the last rung leaves them their time.
+    tiny = 0 < n_val < config.cv_below
+    n_pooled = len(inputs.labels["train"]) + n_val
+    k_folds = min(config.folds, int(np.bincount(np.concatenate([inputs.labels["train"], inputs.labels["val"]])).min())
+                  ) if n_val else 0
     if tuning:
         # Before anything runs the backbone in training mode (the timing below moves BatchNorm's
         # statistics): every run, and a feature-based winner, starts from these weights.
@@ -393,10 +418,22 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     run.status, run.note = "skipped", f"lr >= {excluded[name]:g} collapsed or diverged"
                     continue
                 estimate = run_seconds(per_item, epochs, n_train, n_val, _passes(entry.config_class()))
-                run.estimate_s = estimate * _scale(slowdown)
+                run.estimate_s = estimate * time_factor(name)
                 if run.estimate_s > left():
                     run.status, run.note = "over budget", f"needs ~{run.estimate_s:.0f} s, {max(left(), 0):.0f} s left"
                     continue
+                if r > 0 and tiny and k_folds >= 2:
+                    cheap_cost = k_folds * sum(x["run"].seconds for x in results if not x["trained"])
+                    finalists = [x for x in _contenders(results) if x["state"] is not None][:config.cv_finalists]
+
+                    def fold_need(fs: list[dict[str, Any]], longer: dict[str, int] | None = None) -> float:
+                        return _fold_seconds(per_item, time_factor, k_folds, n_pooled, cheap_cost, fs, longer)
+
+                    while finalists and fold_need(finalists) > left():
+                        finalists = finalists[:-1]
+                    if finalists and run.estimate_s + fold_need(finalists, {name: epochs}) > left():
+                        run.status, run.note = "over budget", "the rest of the budget is kept for the folds"
+                        continue
                 # A run already at full length (SetFit's one epoch) has no later rung: its first learning
                 # rate is always tried if the budget allows; the others are exploration like any short run.
                 if r == 0 and (epochs < final or name in full_length):
@@ -426,6 +463,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     run.note = "stopped at the end of the budget, scored on what it had learnt"
                 else:
                     slowdown.append(run.seconds / max(estimate, 1e-9))
+                    measured.setdefault(name, []).append(run.seconds / max(estimate, 1e-9))
                 if not np.isfinite(run.val_accuracy):
                     stopped = "diverged"
                 elif (run.val_accuracy <= chance + 1e-9 and stopped != "out of time"  # cut short, not collapsed
@@ -454,7 +492,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     tuned = [r for r in _contenders(results) if r["state"] is not None]
     if 0 < n_val < config.cv_below and len([r for r in results if r["run"].status == "done"]) >= 2:
         reasons.extend(_cross_validate(backbone, quiet, config, [r for r in results if not r["trained"]], tuned,
-                                       original, per_item * _scale(slowdown), left, log))
+                                       original, per_item, time_factor, left, log))
     if original:
         backbone.load_state_dict(original)
 
@@ -522,7 +560,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
 
 def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, cheap: list[dict[str, Any]],
                     tuned: list[dict[str, Any]], original: dict[str, torch.Tensor], per_item: float,
-                    left: Any, log: Any) -> list[str]:
+                    factor: Any, left: Any, log: Any) -> list[str]:
     """Score the feature-based candidates and the best fine-tuning settings on the same stratified
     folds of train + val, repeated while the budget allows; returns what to tell the user."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -538,11 +576,7 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     cheap_cost = k * sum(r["run"].seconds for r in cheap)  # measured: each refits once per fold
 
     def need(finalists: list[dict[str, Any]]) -> float:
-        # one repetition: the feature-based candidates k times, every finalist trained k times on
-        # (k-1)/k of the pooled items
-        return cheap_cost + sum(run_seconds(per_item, r["run"].epochs or 1, len(y) * (k - 1) / k, len(y) / k,
-                               _passes(STRATEGIES.get(r["run"].strategy).config_class())) * k
-                   for r in finalists)
+        return _fold_seconds(per_item, factor, k, len(y), cheap_cost, finalists)
 
     finalists = tuned[:config.cv_finalists]
     while finalists and need(finalists) > left():
