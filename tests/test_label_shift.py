@@ -194,6 +194,33 @@ def test_describe_shift_names_labels_inputs_both_or_neither(shifted) -> None:
     assert describe_shift(still, False, names).startswith("neither")
     none = estimate_prior("em", ps, ys, pt[:5])
     assert "label shift not measured" in describe_shift(none, True, names)
+    untrusted = {"trusted": False, "confidence_drop": 0.3, "max_confidence_drop": 0.1, "mixture_l1": 0.2,
+                 "max_mixture_l1": 0.5}
+    words = describe_shift(moved, True, names, trust=untrusted)
+    assert words.startswith("in the inputs") and "cannot be judged" in words
+    assert "confidence drops by 0.30" in words and "mixture" not in words.split("not to be trusted")[1].split(".")[0]
+    assert describe_shift(moved, False, names, trust={"trusted": True}).startswith("in the labels")
+
+
+def test_gap_says_when_an_input_shift_leaves_the_proportions_unjudgeable() -> None:
+    """Target items pulled towards the middle of the classes: the probe is unsure there, its
+    estimate means little, and the report says so instead of naming a label shift."""
+    from headstart.domain.gap import label_shift_report
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 2.0, (4, 16))
+    ys = rng.integers(0, 4, 240)
+    yt = rng.choice(4, 300, p=[0.55, 0.15, 0.15, 0.15])
+    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    middle = centres.mean(0)
+    xt = (middle + 0.2 * (centres[yt] - middle) + rng.normal(0, 1.0, (300, 16))).astype(np.float32)
+    out = label_shift_report(xs, [str(v) for v in ys], xt, bootstrap=0, permutations=0)
+    assert out["trust"]["trusted"] is False and out["trust"]["confidence_drop"] > 0.1
+    assert out["in_words"].startswith("in the inputs") and "cannot be judged" in out["in_words"]
+    # the same source against a pure change of class proportions: trusted, and named as such
+    xl = (centres[yt] + rng.normal(0, 1.0, (300, 16))).astype(np.float32)
+    fine = label_shift_report(xs, [str(v) for v in ys], xl, bootstrap=0, permutations=0)
+    assert fine["trust"]["trusted"] and "cannot be judged" not in fine["in_words"]
 
 
 # -- the deployable head ----------------------------------------------------------------------------
@@ -310,6 +337,7 @@ def test_gap_reports_target_proportions_with_intervals_and_names_the_shift(tmp_p
     low, high = np.array(shift["interval"]).T
     assert (low <= np.array(shift["target"]) + 1e-9).all() and (np.array(shift["target"]) <= high + 1e-9).all()
     assert shift["in_words"].startswith("in the labels"), shift["in_words"]
+    assert shift["trust"]["trusted"]
     md = (tmp_path / "gap" / "gap.md").read_text()
     assert "## Class proportions" in md and "| class | source | target (estimated) | interval |" in md
     assert f"| 0 | {100 * shift['source_proportions'][0]:.1f}% | {100 * shift['target'][0]:.1f}% |" in md

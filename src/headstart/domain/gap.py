@@ -167,7 +167,9 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     A linear probe on 70% of the source (stratified, seeded) is the black box; its probabilities
     on the other 30%, which it never trained on, and on the target feed the estimator. The source is then resampled to the
     estimated proportions: if the MMD test and the proxy A-distance still tell it from the target,
-    the inputs differ beyond what the labels explain.
+    the inputs differ beyond what the labels explain. ``trust`` holds the two signs that say
+    whether the estimate can be relied on (see
+    :func:`~headstart.domain.validators.proportions_trusted`).
     """
     from ..train.linear_probe import LinearProbeConfig, linear_probe
     from .label_shift import class_weights, describe_shift, estimate_prior, resample_indices
@@ -199,12 +201,19 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     out.update(est.to_dict())
     out["source_proportions"] = source_shares.tolist()
     input_shift: bool | None = None
+    trusted: bool | None = None
     if est.ok:
+        # The two label-free signs domain-adapt reads before it corrects for the estimate.
+        from .self_training import mixture_explained_share
+        from .validators import proportions_trusted
+
+        _, mixture = mixture_explained_share(xs, y, xt, k)
+        trusted, out["trust"] = proportions_trusted(p_held, p_t, est.target, mixture)
         idx = resample_indices(y, class_weights(est), seed=seed)  # type: ignore[arg-type]
         mmd = mmd_test(xs[idx], xt, permutations=permutations, seed=seed)
         pad = proxy_a_distance(xs[idx], xt, seed=seed)
         input_shift = bool(mmd["p_value"] <= 0.05 and pad["pad"] >= 0.5)
         out["after_reweighting"] = {"mmd2": mmd["mmd2"], "p_value": mmd["p_value"], "pad": pad["pad"]}
     out["input_shift"] = input_shift
-    out["in_words"] = describe_shift(est, input_shift, names)
+    out["in_words"] = describe_shift(est, input_shift, names, trust=out.get("trust"))
     return out

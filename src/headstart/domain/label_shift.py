@@ -456,11 +456,14 @@ def label_shift_significant(estimate: PriorEstimate) -> bool:
     return bool((moved & outside).any())
 
 
-def describe_shift(estimate: PriorEstimate | None, input_shift: bool | None, label_names: list[str]) -> str:
+def describe_shift(estimate: PriorEstimate | None, input_shift: bool | None, label_names: list[str],
+                   trust: dict[str, Any] | None = None) -> str:
     """In words: is the shift in the labels, the inputs, both or neither?
 
     ``input_shift``: whether the inputs still differ once the source is re-weighted to the
-    estimated target proportions (None: not measured).
+    estimated target proportions (None: not measured). ``trust``: the readings of
+    :func:`~headstart.domain.validators.proportions_trusted`; when they say the estimate is not to
+    be trusted, the words say so and why.
     """
     if estimate is None or estimate.target is None:
         why = estimate.warning if estimate is not None else "the source has no labels"
@@ -472,6 +475,17 @@ def describe_shift(estimate: PriorEstimate | None, input_shift: bool | None, lab
     i = int(np.argmax(np.abs(estimate.target - estimate.source)))
     change = (f"'{label_names[i]}' {100 * estimate.source[i]:.0f}% of the source, about "
               f"{100 * estimate.target[i]:.0f}% of the target")
+    if trust is not None and not trust.get("trusted", True):
+        signs = []
+        if trust.get("confidence_drop", 0.0) > trust.get("max_confidence_drop", float("inf")):
+            signs.append(f"the classifier's mean confidence drops by {trust['confidence_drop']:.2f} on the target")
+        if trust.get("mixture_l1", 0.0) > trust.get("max_mixture_l1", float("inf")):
+            signs.append(f"the estimate differs by L1 {trust['mixture_l1']:.2f} from the class mixture that explains "
+                         "the target's mean features")
+        return (f"in the inputs, and the class proportions cannot be judged: the estimate (largest change {change}) "
+                f"is not to be trusted, as {' and '.join(signs) or 'a trust sign failed'}. The estimators assume each "
+                "class looks the same in both domains, which this shift breaks, so domain-adapt does not correct for "
+                "it; align the inputs (--adapt auto)")
     if labels and input_shift:
         return (f"both: the class proportions differ (largest change {change}) and the inputs differ even after "
                 "re-weighting the source to them. The proportion estimates assume each class looks the same in "
