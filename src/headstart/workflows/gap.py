@@ -92,6 +92,12 @@ def render(result: dict[str, Any]) -> str:
                              f"| {span} |")
         elif shift.get("warning"):
             lines.append(f"- {shift['warning']}")
+        trust = shift.get("trust")
+        if trust:
+            lines += ["", f"- Estimate {'trusted' if trust['trusted'] else 'not trusted'}: the classifier's mean "
+                      f"confidence drops by {trust['confidence_drop']:.2f} on the target (at most "
+                      f"{trust['max_confidence_drop']:.2f}); the estimate is L1 {trust['mixture_l1']:.2f} from the class "
+                      f"mixture of the target's mean features (at most {trust['max_mixture_l1']:.2f})."]
         lines += ["", f"- Shift: {shift['in_words']}"]
     lines += ["", "![source vs target](gap.png)", ""]
     return "\n".join(lines)
