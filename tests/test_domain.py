@@ -488,6 +488,7 @@ def test_class_proportion_check_stands_aside_where_source_only_cannot_estimate_t
                        progress=False)
     assert not res.proportion_check["trusted"] and "proportion_excess" not in res.summary["self-train"]
     assert res.chosen == "self-train", res.reasons
+    assert any(r.startswith("class-proportion check not applied") and "not trusted" in r for r in res.reasons)
 
 
 def test_choose_drops_candidates_that_distort_the_class_proportions() -> None:

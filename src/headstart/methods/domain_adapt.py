@@ -401,6 +401,12 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     aligned = {m: v for m, v in summary.items() if not m.endswith(PRIOR)}
     labelled = target_labels is not None and guard_with_labels
     chosen, reasons = choose(aligned, config, labelled=labelled)
+    if checks and not trusted and not labelled and config.guard and len(aligned) > 1:
+        readings = "; ".join(f"confidence drop {c['confidence_drop']:.2f}" + (
+            f", estimate vs feature-mean mixture L1 {c['mixture_l1']:.2f}" if "mixture_l1" in c else "")
+            for c in checks if "confidence_drop" in c)
+        reasons.insert(0, "class-proportion check not applied: source-only's estimate of the target's class "
+                          f"proportions is not trusted ({readings or 'no estimate'}), so the validators alone choose")
     reasons = gate_reasons + reasons
     head, state = kept[(chosen, seeds[0])]
     if finetune and state is not None:
