@@ -237,9 +237,10 @@ def test_auto_on_a_small_validation_split_compares_the_finalists_on_folds(news, 
 
 
 def test_fold_inputs_keep_items_features_and_labels_together(news) -> None:
-    """Train + val pooled and re-split into a fold: item, feature row and label stay aligned."""
+    """Train + val pooled and re-split into a fold (train, a validation split to tune on, and the
+    held-out items the fold is scored on): item, feature row and label stay aligned."""
     from headstart.data.splits import split
-    from headstart.methods.auto import _fold_inputs, _pooled
+    from headstart.methods.auto import _fold_inputs, _inner_split, _pooled
     from headstart.methods.base import StrategyInputs
     from headstart.runtime import Runtime
 
@@ -253,14 +254,16 @@ def test_fold_inputs_keep_items_features_and_labels_together(news) -> None:
     n_train = len(parts.train)
     assert len(pooled) == len(f) == len(yy) == len(groups) == n_train + len(parts.val)
     fit_idx, score_idx = np.arange(0, len(yy), 2), np.arange(1, len(yy), 2)
-    fold = _fold_inputs(inputs, pooled, f, yy, fit_idx, score_idx)
-    for s, idx in (("train", fit_idx), ("val", score_idx)):
+    train_idx, tune_idx = _inner_split(fit_idx, yy, groups, seed=0)
+    assert sorted([*train_idx, *tune_idx]) == fit_idx.tolist() and not set(train_idx) & set(tune_idx)
+    assert 0.15 <= len(tune_idx) / len(fit_idx) <= 0.4
+    fold = _fold_inputs(inputs, pooled, f, yy, train_idx, tune_idx, score_idx)
+    for s, idx in (("train", train_idx), ("val", tune_idx), ("test", score_idx)):
         data = getattr(fold.splits, s)
         originals = [parts.train.items[i] if i < n_train else parts.val.items[i - n_train] for i in idx]
         assert data.items == originals
         assert [names.index(v) for v in data.labels] == fold.labels[s].tolist()
         assert fold.features[s][:, 0].tolist() == [i if i < n_train else 1000.0 + i - n_train for i in idx]
-    assert fold.splits.test is parts.test and fold.labels["test"] is y["test"]
 
 
 def test_auto_stops_and_excludes_a_learning_rate_that_collapses(news, tiny_bert_dir) -> None:
@@ -604,3 +607,24 @@ def test_auto_on_tiny_data_keeps_the_folds_time_from_the_last_rung(news, tiny_be
     search = headstart.fit(news, options={**opts, "cv_below": 0}, **kw).info["strategy"]["details"]["search"]
     last = [r for r in search if r["rung"] == 1]
     assert len(last) == 1 and last[0]["status"] != "over budget" and last[0]["seconds"] > 0  # it ran
+
+
+@pytest.mark.slow
+def test_auto_scores_setfit_by_its_probe_before_the_refit_on_validation(news, tiny_bert_dir, monkeypatch) -> None:
+    """SetFit's head is refit on train + val; scoring that head on val would grade it on answers it was
+    fitted to (100% on every learning rate in a review). auto must use the probe's score from before
+    the refit: here a marker value the real probe is wrapped to report."""
+    from headstart.methods import setfit
+
+    real = setfit.linear_probe
+
+    def marked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        head, info = real(*args, **kwargs)
+        return head, {**info, "val_accuracy": 0.123}
+
+    monkeypatch.setattr(setfit, "linear_probe", marked)
+    model = headstart.fit(news, backbone=f"hf:{tiny_bert_dir}", strategy="auto", progress=False, baseline=False,
+                          options={"candidates": "linear-probe,setfit", "lr_factors": "1", "cv_below": 0,
+                                   "budget_s": 600})
+    rows = [r for r in model.info["strategy"]["details"]["search"] if r["strategy"] == "setfit"]
+    assert rows and all(r["val_accuracy"] == 0.123 for r in rows)

@@ -282,13 +282,43 @@ def _fold_seconds(per_item: float, factor: Any, k: int, n: int, cheap_cost: floa
 
 
 def _fold_inputs(inputs: StrategyInputs, pooled: Any, feats: np.ndarray, y: np.ndarray, fit_idx: np.ndarray,
-                 score_idx: np.ndarray) -> StrategyInputs:
-    """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``score_idx`` to score."""
-    splits = dataclasses.replace(inputs.splits, train=pooled.subset(fit_idx, "train"),
-                                 val=pooled.subset(score_idx, "val"))
-    return dataclasses.replace(inputs, splits=splits,
-                               features={**inputs.features, "train": feats[fit_idx], "val": feats[score_idx]},
-                               labels={**inputs.labels, "train": y[fit_idx], "val": y[score_idx]})
+                 tune_idx: np.ndarray, score_idx: np.ndarray) -> StrategyInputs:
+    """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``tune_idx`` as the
+    validation split a strategy tunes on (its C, its best epoch), ``score_idx`` held out as the
+    test split: the fold's score is made on items no choice was made on."""
+    def part(idx: np.ndarray, name: str) -> Any:
+        return pooled.subset(idx, name)
+
+    splits = dataclasses.replace(inputs.splits, train=part(fit_idx, "train"), val=part(tune_idx, "val"),
+                                 test=part(score_idx, "test"))
+    return dataclasses.replace(
+        inputs, splits=splits,
+        features={**inputs.features, "train": feats[fit_idx], "val": feats[tune_idx], "test": feats[score_idx]},
+        labels={**inputs.labels, "train": y[fit_idx], "val": y[tune_idx], "test": y[score_idx]})
+
+
+def _inner_split(fit_idx: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """About a quarter of a fold's training items, stratified and with duplicates kept together, as the
+    validation split its strategies tune on."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    with warnings.catch_warnings():  # a class with fewer than 4 items: sklearn warns, and still stratifies
+        warnings.simplefilter("ignore", UserWarning)
+        inner, tune = next(StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=seed).split(
+            fit_idx, y[fit_idx], groups[fit_idx]))
+    return fit_idx[inner], fit_idx[tune]
+
+
+def _held_out_accuracy(backbone: Any, head: nn.Module, fold: StrategyInputs, trained: bool) -> float:
+    """The fold's head on its held-out (test) items."""
+    y = fold.labels["test"]
+    feats = (extract_features(backbone, fold.splits.test, use_cache=False, progress=False, device=fold.device)
+             if trained else fold.features["test"])
+    with torch.no_grad():
+        pred = head.eval()(torch.as_tensor(feats, dtype=torch.float32)).argmax(1).numpy()
+    return float((pred == y).mean())
 
 
 def _pooled(inputs: StrategyInputs) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -371,6 +401,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                        "fine-tuning run was tried.")
         tuning = []
     original: dict[str, torch.Tensor] = {}
+    chance = -1.0  # the commonest class's share of validation, once there are fine-tuning runs to judge
     per_item, slowdown = 0.0, [1.0]  # measured seconds / estimated seconds of the runs so far
     measured: dict[str, list[float]] = {}  # the same ratio, per strategy
 
@@ -390,8 +421,14 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         original = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
         per_item = seconds_per_item(backbone, inputs)
         backbone.load_state_dict(original)
+        # A run stopped at the deadline still embeds train + val and fits its head (SetFit) and is
+        # scored: its own deadline comes that much earlier, so the search ends inside the budget.
+        finish = run_seconds(per_item, 1, 0, 3 * (len(inputs.labels["train"]) + n_val)) + 2.0
+        quiet = dataclasses.replace(quiet, runtime=quiet.runtime.with_(deadline=deadline - finish))
         n_train = len(inputs.splits.train)
-        chance = float(np.bincount(inputs.labels["val"]).max() / n_val) if n_val else 0.0
+        # a validation split of one class cannot tell a collapsed run from a perfect one: no chance bar
+        chance = (float(np.bincount(inputs.labels["val"]).max() / n_val)
+                  if n_val and len(np.unique(inputs.labels["val"])) > 1 else -1.0)
         # Each strategy's default learning rate first (factor closest to 1), then the others: under a
         # tight budget every strategy gets its most likely setting before any gets a second one.
         factors = sorted(config.lr_factors, key=lambda f: (abs(np.log(f)), f))
@@ -464,16 +501,19 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                 else:
                     slowdown.append(run.seconds / max(estimate, 1e-9))
                     measured.setdefault(name, []).append(run.seconds / max(estimate, 1e-9))
-                if not np.isfinite(run.val_accuracy):
+                if not np.isfinite(run.val_accuracy) or "diverged" in stopped:
                     stopped = "diverged"
                 elif (run.val_accuracy <= chance + 1e-9 and stopped != "out of time"  # cut short, not collapsed
                       and epochs >= 2):  # after one epoch a run may not have left chance yet (loop's stop_at_chance)
                     stopped = "collapsed"  # no better than always answering the commonest class
                 if stopped in ("collapsed", "diverged"):
                     run.status = stopped
-                    run.note = ("no better than the commonest class's share of validation; this learning rate and "
-                                "larger ones are excluded")
+                    run.note = ("the loss stopped being a number" if stopped == "diverged" else
+                                "no better than the commonest class's share of validation") + \
+                        "; this learning rate and larger ones are excluded"
                     excluded[name] = min(excluded.get(name, lr), lr)
+                elif run.val_accuracy <= chance + 1e-9:
+                    run.note = "at chance after one epoch: it may still learn, but cannot win as it is"
                 log(f"auto: {_label(run)}: "
                     + (f"validation accuracy {run.val_accuracy:.3f}" if run.status == "done" else run.status)
                     + f" ({run.seconds:.0f} s)")
@@ -504,7 +544,14 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     if not finished:
         raise ConfigError("auto could not finish any candidate within the budget.",
                           fix="raise --budget, or choose a strategy with --strategy linear-probe.")
-    usable = [r for r in finished if r["state"] is not None or not r["trained"]]
+    # A fine-tuning run no better than the commonest class's share never wins, however the others did.
+    at_chance = [r for r in finished if r["trained"] and chance >= 0 and r["run"].val_accuracy <= chance + 1e-9]
+    usable = [r for r in finished if (r["state"] is not None or not r["trained"]) and not any(r is c for c in at_chance)]
+    if not usable:
+        raise ConfigError("auto's fine-tuning runs all ended no better than always answering the commonest class "
+                          f"({100 * chance:.0f}% of validation).",
+                          fix="lower the learning rates (--option lr_factors=0.1,0.3), or let auto include the "
+                              "linear probe (leave --option candidates out).")
     scored = [r for r in usable if r["run"].cv_n]
     # Ties go to the linear probe (the floor), then to the cheaper candidate.
     def rank(r: dict[str, Any], score: float) -> tuple[float, bool, float]:
@@ -535,7 +582,10 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
         both_folds = bool(best["run"].cv_n and probe_result["run"].cv_n)
         s_best, n = best["run"].score() if both_folds else (best["run"].val_accuracy, best["run"].n_val)
         s_probe = probe_result["run"].score()[0] if both_folds else probe_result["run"].val_accuracy
-        se = float(np.sqrt(max(s_best * (1 - s_best), 1e-12) / max(n, 1)))
+        # Agresti-Coull's shrunk proportion: at a perfect score the plain p(1-p)/n would be 0, and a
+        # 100% on 40 items is not exact
+        shrunk = (s_best * n + 2) / (n + 4)
+        se = float(np.sqrt(shrunk * (1 - shrunk) / max(n, 1)))
         if s_probe >= s_best - se:
             reasons.append(f"{_label(best['run'])} scored {s_best:.3f}, the linear probe {s_probe:.3f}: within one "
                            f"standard error ({se:.3f}) of each other, so the probe, the simplest and cheapest, is "
@@ -593,8 +643,9 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
             run: _Run = r["run"]
             entry = STRATEGIES.get(run.strategy)
             right, t = 0, time.perf_counter()
-            for fit_idx, score_idx in folds:
-                fold = _fold_inputs(silent, pooled, feats, y, fit_idx, score_idx)
+            for f, (fit_idx, score_idx) in enumerate(folds):
+                train_idx, tune_idx = _inner_split(fit_idx, y, groups, quiet.seed + 100 * rep + f)
+                fold = _fold_inputs(silent, pooled, feats, y, train_idx, tune_idx, score_idx)
                 if r["trained"]:
                     backbone.load_state_dict(original)
                 try:
@@ -603,7 +654,7 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
                     _unwrap_adapters(backbone)
                     log(f"auto: {_label(run)} failed on a fold ({str(err).split('. ')[0]}); it scores 0 there")
                     continue
-                acc = _val_accuracy(backbone, head, info, fold, trained)
+                acc = _held_out_accuracy(backbone, head, fold, trained)
                 right += int(round((acc if np.isfinite(acc) else 0.0) * len(score_idx)))
             run.cv_right += right
             run.cv_n += len(y)
@@ -635,7 +686,12 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run], first_rung_share: floa
     finished = [r for r in runs if r.status == "done"]
     score, n = win.score()
     where = f"on folds of train + val ({n} items)" if win.cv_n else f"on the validation split ({n} items)"
-    said = [f"Tried {len(finished)} candidate run(s); {_label(win)} scored best {where}: {score:.3f}."]
+    top = max((r.score()[0] for r in finished if bool(r.cv_n) == bool(win.cv_n) and np.isfinite(r.score()[0])),
+              default=score)
+    said = [f"Tried {len(finished)} candidate run(s); {_label(win)} scored best {where}: {score:.3f}."
+            if score >= top else
+            f"Tried {len(finished)} candidate run(s); the best scored {top:.3f} {where}, {_label(win)} "
+            f"{score:.3f}."]
     trouble = [r for r in runs if r.status in ("collapsed", "diverged")]
     if trouble:
         said.append("Stopped early and excluded: " + "; ".join(f"{_label(r)} ({r.status})" for r in trouble) + ".")
@@ -659,11 +715,12 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run], first_rung_share: floa
         lo_w = wilson(score * n, n)[0]
         hi_p = wilson(p_score * p_n, p_n)[1]
         said.append(f"{_label(win)} beat the linear probe by {100 * (score - p_score):.1f} points"
-                    + (", inside the noise (the 95% intervals overlap): treat the two as close."
-                       if lo_w <= hi_p else ", beyond the noise."))
+                    + (", more than one standard error, though the 95% intervals overlap: a modest margin, "
+                       "so expect the two to be close on new data." if lo_w <= hi_p else ", beyond the noise."))
     elif any(r.lr is not None for r in finished):
-        said.append("The linear probe was kept: no fine-tuning run beat it"
-                    + (" on the folds." if win.cv_n else " on validation."))
+        said.append("The linear probe was kept: "
+                    + ("no fine-tuning run beat it" + (" on the folds." if win.cv_n else " on validation.")
+                       if score >= top else "what beat it did so by less than one standard error."))
     return said
 
 

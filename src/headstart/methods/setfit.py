@@ -143,7 +143,10 @@ def run_setfit(backbone: Any, inputs: StrategyInputs, config: ContrastiveConfig)
                                        device=inputs.device, progress=inputs.progress)
     head, probe = linear_probe(train, inputs.labels["train"], val, inputs.labels["val"], inputs.num_classes,
                                LinearProbeConfig(head=config.head), device=inputs.device, seed=inputs.seed)
-    return head, {**info, "C": probe.get("C")}, True
+    # the head is refit on train + val: its own score on val would have seen the answers, so the
+    # score kept is the probe's before that refit (auto compares candidates by it)
+    score = probe.get("val_accuracy")
+    return head, {**info, "C": probe.get("C"), **({"val_accuracy": score} if score is not None else {})}, True
 
 
 register_strategy("setfit", ContrastiveConfig, run_setfit,
