@@ -143,3 +143,24 @@ def test_gain_sentence_warns_on_negative_transfer() -> None:
 
     assert gain_sentence(-0.05, "TF-IDF").startswith("WARNING: negative transfer")
     assert "+3.0" in gain_sentence(0.03, "TF-IDF")
+
+
+def test_ctrl_c_while_fit_writes_its_report_leaves_the_earlier_model(tmp_path, monkeypatch) -> None:
+    """The report is written inside the new folder before it replaces the old one: an interruption
+    there leaves the earlier model byte for byte, and no temporary folder."""
+    import headstart.api as api
+
+    out = tmp_path / "m"
+    kw = {"backbone": "raw-pixels", "progress": False, "baseline": False, "out": out}
+    headstart.fit("builtin:digits:20", **kw)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "report.html" in before
+
+    def interrupt(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "write_fit_report", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        headstart.fit("builtin:digits:20", seed=1, overwrite=True, **kw)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]

@@ -206,8 +206,10 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     }
     # Under torchrun every process ends with the same model; the first one saves it.
     if out is not None and os.environ.get("RANK", "0") == "0":
-        model.save(out, overwrite=overwrite)
-        write_fit_report(model, out, parts.test, test_proba, ys["test"])  # report.html beside the model
+        # report.html is written inside the new folder before it replaces the old one: Ctrl+C during the
+        # report leaves the earlier model as it was
+        model.save(out, overwrite=overwrite,
+                   extra=lambda folder: write_fit_report(model, folder, parts.test, test_proba, ys["test"]))
         say(f"Saved the model to {out}")
         if (ckpt is not None and not checkpoint_dir and is_owned(ckpt, CHECKPOINT_FOLDER)
                 and _mtime(ckpt / CHECKPOINT_MARKER) != ckpt_before):

@@ -12,6 +12,8 @@ one atomic rename, so a crash mid-save leaves the old artifact intact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import math
 import os
@@ -48,9 +50,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+def save_model(model: Any, path: str | Path, *, overwrite: bool = False,
+               extra: Callable[[Path], Any] | None = None) -> Path:
     """Write ``model`` to the folder ``path`` atomically. An existing model there is replaced only
-    with ``overwrite``; a folder that is not a headstart model is never replaced."""
+    with ``overwrite``; a folder that is not a headstart model is never replaced. ``extra(folder)``
+    writes more files (a report) into the new folder before it takes the place of the old one, so an
+    interruption leaves either the old folder or the whole new one."""
     from safetensors.torch import save_file
 
     from .features import weights_fingerprint
@@ -85,6 +90,8 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
         for src, rel in copies:
             (tmp / BACKBONE_DIR / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / BACKBONE_DIR / rel)
+        if extra is not None:
+            extra(tmp)
     return path
 
 

@@ -134,12 +134,13 @@ class TransferModel:
                 raise DataError(f"Item {i} ('{item}') is an image file, but this model takes texts.",
                                 fix="pass the texts themselves, or explain it with an image model.")
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False, extra: Any = None) -> Path:
         """Save to the folder ``path`` (atomically). An existing model there is replaced only with
-        ``overwrite=True``; a folder that is not a headstart model is never replaced."""
+        ``overwrite=True``; a folder that is not a headstart model is never replaced. ``extra(folder)``,
+        if given, writes more files into the new folder before it is swapped in."""
         from .artifact import save_model
 
-        return save_model(self, path, overwrite=overwrite)
+        return save_model(self, path, overwrite=overwrite, extra=extra)
 
     def __repr__(self) -> str:
         return (f"TransferModel(backbone={self.backbone.card.name!r}, "
