@@ -300,8 +300,21 @@ def test_budget_parsing() -> None:
     from headstart.methods.auto import parse_budget
 
     assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
-    with pytest.raises(ConfigError, match="--budget must look like"):
-        parse_budget("soon")
+    assert parse_budget("1h30m") == 5400 and parse_budget("2m 30s") == 150 and parse_budget("120") == 120
+    for bad in ("soon", "1h30", "10x", "1d", "m", ""):
+        with pytest.raises(ConfigError, match="--budget must look like"):
+            parse_budget(bad)
+
+
+def test_fit_refuses_two_different_budgets(capsys) -> None:
+    from headstart.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "builtin:digits:20", "--backbone", "raw-pixels", "--strategy", "auto", "--budget", "200s",
+              "--option", "budget_s=15"])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err
+    assert "Two budgets were given: --budget 200s and --option budget_s=15" in err and "give one of them" in err
 
 
 def test_bss_penalises_the_smallest_singular_values_and_enters_the_loss(news, tiny_bert_dir) -> None:

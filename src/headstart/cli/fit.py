@@ -124,7 +124,7 @@ Examples:
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--unlabelled", default=None, metavar="DATA", help="Unlabelled items like the training ones (folder or "
               "table; labels in it are ignored), for --strategy pseudo-label and as one more candidate of auto.")
-@click.option("--budget", default=None, help="Time budget of --strategy auto's search, e.g. 90s, 10m, 1h (a bare "
+@click.option("--budget", default=None, help="Time budget of --strategy auto's search, e.g. 90s, 10m, 1h30m (a bare "
               "number is seconds); loading, feature extraction, the baseline and the report come on top.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run from its checkpoint (<out>.ckpt); "
               "refused if the checkpoint was made from other data or options.")
@@ -179,6 +179,9 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
         seconds = parse_budget(budget)
         if not seconds > 0 or seconds == float("inf"):
             raise ConfigError(f"--budget must be a positive, finite time such as 90s, 10m or 1h, got {budget!r}.")
+        if "budget_s" in options and float(options["budget_s"]) != seconds:  # type: ignore[arg-type]
+            raise ConfigError(f"Two budgets were given: --budget {budget} and --option budget_s="
+                              f"{options['budget_s']:g}.", fix="give one of them.")
         options["budget_s"] = seconds
     if lr is not None and strategy == "auto":
         raise ConfigError("--strategy auto tries several learning rates itself; --lr does not apply to it.",

@@ -106,13 +106,20 @@ class AutoConfig(Config):
 
 
 def parse_budget(text: str) -> float:
-    """'90s', '10m', '1.5h' or plain seconds -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
+    """'90s', '10m', '1.5h', '1h30m', '2m 30s' or plain seconds -> seconds."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600, "": 1}
     raw = text.strip().lower()
-    try:
-        return float(raw[:-1]) * units[raw[-1]] if raw[-1] in units else float(raw)
-    except (ValueError, IndexError):
-        raise ConfigError(f"--budget must look like 90s, 10m or 1h, got {text!r}.") from None
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", raw)
+    # every character must belong to a number-unit pair, and a bare number only stands alone
+    if not raw or "".join(re.findall(r"(?:\d+(?:\.\d*)?|\.\d+)\s*[smh]?\s*", raw)) != raw or (
+            len(parts) > 1 and any(u == "" for _, u in parts)):
+        try:  # plain seconds in any float spelling (1e3); nan and inf are refused by the caller
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"--budget must look like 90s, 10m, 1h or 1h30m, got {text!r}.") from None
+    return float(sum(float(n) * units[u] for n, u in parts))
 
 
 def seconds_per_item(backbone: Any, inputs: StrategyInputs, batch_size: int = 8, batches: int = 2) -> float:
