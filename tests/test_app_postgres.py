@@ -36,6 +36,8 @@ BAD_URLS = [
     (lambda: f"postgresql+nosuchdriver://bob:{PASSWORD}@db/headstart",
      ["'postgresql+nosuchdriver'", "does not know", "bob:***@db"]),
     (lambda: f"sqlite:////nonexistent-{PASSWORD}-dir/app.sqlite", ["unable to open database file", "folder exists"]),
+    (lambda: "sqlite://", ["in-memory SQLite database", "sqlite:////path/to/app.sqlite"]),
+    (lambda: "sqlite:///:memory:", ["in-memory SQLite database", "cannot share it"]),
     (lambda: f"postgresql+psycopg://bob:hunter@2@127.0.0.1:{_closed_port()}/headstart",
      ["more than one '@' before the host", "bob:***@127.0.0.1", "%40"]),
     # a one-character password is not masked inside the driver's reason, which stays readable
@@ -45,7 +47,8 @@ BAD_URLS = [
 
 
 @pytest.mark.parametrize("make,words", BAD_URLS, ids=["refused", "no-scheme", "bad-port", "unknown-driver", "sqlite",
-                                                     "unencoded-at", "short-password"])
+                                                     "sqlite-memory", "sqlite-memory-named", "unencoded-at",
+                                                     "short-password"])
 def test_a_database_url_that_cannot_be_used_is_named_with_the_fix(make, words) -> None:
     from headstart.app.db import Store
     from headstart.errors import ConfigError

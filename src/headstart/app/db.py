@@ -169,6 +169,13 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"The database URL '{shown}' is not a SQLAlchemy URL ({exc}).", fix=_URL_FIX) from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.database or ":memory:") == ":memory:" or \
+            parsed.query.get("mode") == "memory":
+        # each connection (the server, every job process) would get its own empty database
+        raise ConfigError(f"The database URL '{shown}' is an in-memory SQLite database: the server and its job "
+                          "processes cannot share it, and it is lost at exit.",
+                          fix="Give a file, e.g. sqlite:////path/to/app.sqlite, or leave --db out to keep the "
+                              "database in SQLite inside --data-dir.")
     options: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}  # an unreachable host fails soon
