@@ -65,3 +65,16 @@ def test_app_with_an_unreachable_database_keeps_an_existing_data_folder(tmp_path
     assert cli("app", "--port", str(_free_port()), "--data-dir", str(data),
                "--db", f"postgresql+psycopg://bob@127.0.0.1:{closed}/headstart") != 0
     assert (data / "keep.txt").read_text() == "the team's notes"
+
+
+def test_app_whose_port_is_taken_after_the_check_says_so_and_removes_its_new_folder(taken_port, tmp_path: Path,
+                                                                                       monkeypatch, capsys) -> None:
+    """The race: the port was free when checked, then taken before uvicorn bound it."""
+    import headstart.serve.server as server
+
+    monkeypatch.setattr(server, "check_port", lambda *a, **k: None)
+    data = tmp_path / "app-data"
+    assert cli("app", "--port", str(taken_port), "--data-dir", str(data)) != 0
+    err = capsys.readouterr().err
+    assert f"Could not listen on 127.0.0.1:{taken_port}: the port was taken as the server started" in err
+    assert not data.exists()

@@ -74,11 +74,20 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
             shutil.rmtree(folder, ignore_errors=True)
         raise
     shown = f"[{host}]" if ":" in host else host
+    running = []
 
     def started(cap: int) -> None:
+        running.append(True)
         login = " (log in with the access token)" if token else ""
         where = f" (database {hide_password(db)})" if db else ""
         click.echo(f"headstart app at http://{shown}:{port}{login}; data in {folder}{where}. Ctrl+C to stop.",
                    err=True)
 
-    run_server(app, host, port, on_started=started)
+    try:
+        run_server(app, host, port, on_started=started)
+    except BaseException:
+        if created and not running:  # it never served: the folder it made is empty of anyone's work
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

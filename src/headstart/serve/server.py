@@ -154,5 +154,13 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, *, max_connections:
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run()
+    except SystemExit:
+        if server.started:
+            raise
+        # the port was free at check_port but taken before uvicorn bound it: say so, not errno 98
+        from ..errors import ConfigError
+
+        raise ConfigError(f"Could not listen on {host}:{port}: the port was taken as the server started.",
+                          fix="choose another with --port, or stop the other server.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
