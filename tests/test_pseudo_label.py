@@ -92,6 +92,10 @@ def test_bad_input_names_the_way_out(tiny_bert_dir) -> None:
     empty = Dataset("text", [], None, [], source="empty.csv")
     with pytest.raises(DataError, match="empty.csv is empty"):
         headstart.fit(news, strategy="pseudo-label", unlabelled=empty, **kw)
+    itself = Dataset("text", list(news.items), None, [f"u{i}" for i in range(len(news))], source="same.csv")
+    with pytest.raises(DataError, match=f"Every one of the {len(news)} items of the unlabelled data same.csv is "
+                                        "also a labelled item"):
+        headstart.fit(news, strategy="pseudo-label", unlabelled=itself, **kw)
 
 
 @pytest.mark.slow

@@ -62,6 +62,10 @@ def without_labelled_items(pool: Dataset, parts: Splits, log: Any) -> Dataset:
     inside = [i for i, h in enumerate(hashes) if h in labelled]
     if not inside:
         return pool
+    if len(inside) == len(pool):
+        raise DataError(f"Every one of the {len(pool)} items of the unlabelled data {pool.source} is also a labelled "
+                        "item (the same content): none is left to learn from.",
+                        fix="point --unlabelled at items that are not in the labelled data.")
     where: dict[str, int] = {}
     for i in inside:
         where[labelled[hashes[i]]] = where.get(labelled[hashes[i]], 0) + 1
