@@ -39,6 +39,10 @@ def test_save_load_predict_identical(text_model, bbc_small) -> None:
     card = (out / "transfer_card.md").read_text()
     for heading in ("## What was reused", "## On what data", "## How", "## What it bought"):
         assert heading in card
+    import re
+
+    c_line = next(line for line in card.splitlines() if line.startswith("- Chosen regularisation C: "))
+    assert re.fullmatch(r"- Chosen regularisation C: [0-9.e+-]{1,9}", c_line), c_line  # 3 significant digits
 
 
 def test_artifact_has_no_pickle(text_model) -> None:

@@ -163,7 +163,8 @@ def render_card(meta: dict[str, Any]) -> str:
             lines.append(f"  {i}. {name}: {value:.4g}")
     lines += ["", "## How", f"- Strategy: **{strategy.get('type', '?')}**"]
     for key, value in strategy.get("chosen", {}).items():
-        lines.append(f"- Chosen {_CHOSEN.get(key, key)}: {value}")
+        shown = f"{value:.3g}" if isinstance(value, float) else value  # C = 0.000316, not 0.00031622776601683794
+        lines.append(f"- Chosen {_CHOSEN.get(key, key)}: {shown}")
     if strategy.get("reasons"):
         lines += [f"- Why: {r}" for r in strategy["reasons"]]
     lines += _search_section(strategy.get("details", {}).get("search"))
