@@ -197,3 +197,16 @@ def test_fit_on_a_small_test_split_warns_once_and_points_to_it_in_the_summary(tm
     said = result.stdout + result.stderr
     assert said.count("the accuracy is known only to within about") == 1
     assert "Only 20 test items: treat this accuracy as a rough guide" in said
+
+
+def test_a_probe_grid_warning_under_auto_says_where_cs_is_set(capsys) -> None:
+    from types import SimpleNamespace
+
+    from headstart.cli.fit import print_summary
+
+    warning = "C=10000 is the largest value tried; the best may lie beyond it: add larger values to `Cs`."
+    info = {"metrics": {"test": {"accuracy": 0.9, "macro_f1": 0.9, "ece": 0.05, "n": 500}},
+            "strategy": {"type": "auto", "details": {"warnings": [warning]}}}
+    print_summary(SimpleNamespace(info=info), None)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--strategy linear-probe --option Cs=" in said

@@ -43,6 +43,9 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
             out.print(f"- {r}")
     warnings = list(strategy.get("details", {}).get("warnings", [])) + list(m.get("baseline", {}).get("warnings", []))
     for w in dict.fromkeys(warnings):  # the baseline repeats the probe's edge-of-grid warning
+        if "`Cs`" in w and strategy.get("type") != "linear-probe":  # e.g. auto, which has no Cs option
+            w += (" `Cs` is an option of the probe: --strategy linear-probe "
+                  "--option Cs=1e-4,1e-3,0.01,0.1,1,10,100,1e3,1e4,1e5,1e6.")
         out.print(f"[yellow]Warning: {w}[/]")
     cal = model.info.get("calibration")
     if cal and "test_ece_before" in cal:
