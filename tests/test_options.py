@@ -90,6 +90,9 @@ def test_strategies_command_lists_options_with_their_rules() -> None:
     assert "2e-05" in row and "> 0" in row  # lp-ft's own default, the inherited rule
     listing = CliRunner().invoke(cli, ["strategies"], env={"COLUMNS": "200"})
     assert all(n in listing.output for n in STRATEGIES.names())
+    rows = {line.split("│")[1].strip(): line for line in listing.output.splitlines() if line.count("│") > 3}
+    assert "│ yes " in rows["lp-ft"] and "│ no " in rows["linear-probe"] and "if it chooses to" in rows["auto"]
+    assert "unlabelled data (--unlabelled)" in rows["pseudo-label"]
     bad = CliRunner().invoke(cli, ["strategies", "nope"])
     assert bad.exit_code == 2 and "linear-probe" in bad.output
 

@@ -29,13 +29,16 @@ def command(name: str | None) -> None:
     from ..options import describe_options
 
     if name is None:
-        table = Table("strategy", "what it does", "needs")
+        table = Table("strategy", "what it does", "trains the backbone", "needs")
+        trains = {"no": "no", "yes": "yes", "may": "if it chooses to"}
         for n in STRATEGIES:
             entry = STRATEGIES.get(n)
             needs = "cached features" if entry.needs_features else "the backbone in the loop"
             if entry.needs_target:
                 needs += ", unlabelled target data (--target)"
-            table.add_row(n, escape(entry.description), needs)
+            if entry.pool != "no":
+                needs += f", unlabelled data (--unlabelled){'' if entry.pool == 'needed' else ', optional'}"
+            table.add_row(n, escape(entry.description), trains[entry.trains], needs)
         out.print(table)
         out.print("Options of one strategy: [bold]headstart strategies NAME[/bold].")
         return

@@ -115,8 +115,8 @@ def parse_budget(text: str) -> float:
     # every character must belong to a number-unit pair, and a bare number only stands alone
     if not raw or "".join(re.findall(r"(?:\d+(?:\.\d*)?|\.\d+)\s*[smh]?\s*", raw)) != raw or (
             len(parts) > 1 and any(u == "" for _, u in parts)):
-        try:  # plain seconds in any float spelling (1e3); nan and inf are refused by the caller
-            return float(raw)
+        try:  # one number in any float spelling (1e3, -5s, infs): the caller refuses what is not positive and finite
+            return float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in "smh" else float(raw)
         except ValueError:
             raise ConfigError(f"--budget must look like 90s, 10m, 1h or 1h30m, got {text!r}.") from None
     return float(sum(float(n) * units[u] for n, u in parts))
@@ -733,4 +733,4 @@ def _why(win: _Run, probe: _Run | None, runs: list[_Run], first_rung_share: floa
 
 register_strategy("auto", AutoConfig, run_auto, "try the strategies on validation within the time budget "
                   "(successive halving over strategies and learning rates; pseudo-labels with --unlabelled); keep "
-                  "the best, say why", needs_features=True, pool="optional")
+                  "the best, say why", needs_features=True, pool="optional", trains="may")

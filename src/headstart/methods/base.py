@@ -63,6 +63,7 @@ class Strategy:
     needs_features: bool = False
     needs_target: bool = False  # domain adaptation: also needs unlabelled target data
     pool: str = "no"  # unlabelled in-domain data: "no" (refused), "optional" or "needed"
+    trains: str = "no"  # does it change the backbone's weights: "no", "yes", or "may" (it depends on a choice)
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
@@ -70,11 +71,13 @@ STRATEGIES: Registry[Strategy] = Registry("strategy", ConfigError)
 
 def register_strategy(name: str, config_class: type, run: Callable[..., tuple[nn.Module, dict[str, Any], bool]],
                       description: str, *, needs_features: bool = False, needs_target: bool = False,
-                      pool: str = "no") -> Strategy:
+                      pool: str = "no", trains: str = "no") -> Strategy:
     """Add a strategy under ``name`` (a duplicate name is an error) and return its entry."""
     if pool not in ("no", "optional", "needed"):
         raise ValueError(f"pool must be 'no', 'optional' or 'needed', got {pool!r}")
+    if trains not in ("no", "yes", "may"):
+        raise ValueError(f"trains must be 'no', 'yes' or 'may', got {trains!r}")
     entry = Strategy(name, config_class, run, description, needs_features=needs_features, needs_target=needs_target,
-                     pool=pool)
+                     pool=pool, trains=trains)
     STRATEGIES.register(name, entry)
     return entry

@@ -660,4 +660,4 @@ def run_domain_adapt(backbone: Any, inputs: StrategyInputs, config: AdaptConfig)
 register_strategy("domain-adapt", AdaptConfig, run_domain_adapt,
                   "align source and unlabelled target data (DANN, CDAN, CORAL, MMD, MCC, self-training), guard against "
                   "negative transfer",
-                  needs_features=True, needs_target=True)
+                  needs_features=True, needs_target=True, trains="may")

@@ -87,8 +87,10 @@ def run_lp_ft(backbone: Any, inputs: Any, config: LPFTConfig) -> tuple[nn.Module
     return head, {**info, "C": probe["C"], "probe_val_accuracy": probe["val_accuracy"]}, True
 
 
-register_strategy("full", FullConfig, run_finetune, "fine-tune every layer")
-register_strategy("partial", PartialConfig, run_finetune, "freeze the first parameter groups, fine-tune the rest")
-register_strategy("gradual", GradualConfig, run_finetune, "unfreeze one more group from the top each epoch (ULMFiT)")
+register_strategy("full", FullConfig, run_finetune, "fine-tune every layer", trains="yes")
+register_strategy("partial", PartialConfig, run_finetune, "freeze the first parameter groups, fine-tune the rest",
+                  trains="yes")
+register_strategy("gradual", GradualConfig, run_finetune, "unfreeze one more group from the top each epoch (ULMFiT)",
+                  trains="yes")
 register_strategy("lp-ft", LPFTConfig, run_lp_ft, "linear probe first, then fine-tune from that head (Kumar et al. 2022)",
-                  needs_features=True)
+                  needs_features=True, trains="yes")

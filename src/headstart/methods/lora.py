@@ -81,4 +81,4 @@ def run_lora(backbone: Any, inputs: Any, config: LoRAConfig) -> tuple[nn.Module,
                   "merge_max_abs_diff": diff}, True
 
 
-register_strategy("lora", LoRAConfig, run_lora, "LoRA adapters on attention (PEFT), merged")
+register_strategy("lora", LoRAConfig, run_lora, "LoRA adapters on attention (PEFT), merged", trains="yes")

@@ -150,4 +150,4 @@ def run_setfit(backbone: Any, inputs: StrategyInputs, config: ContrastiveConfig)
 
 
 register_strategy("setfit", ContrastiveConfig, run_setfit,
-                  "SetFit-style contrastive pairs (linear sampling), then a logistic head")
+                  "SetFit-style contrastive pairs (linear sampling), then a logistic head", trains="yes")
