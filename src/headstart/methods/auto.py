@@ -278,12 +278,15 @@ def _scale(slowdown: list[float]) -> float:
 def _fold_seconds(per_item: float, factor: Any, k: int, n: int, cheap_cost: float, finalists: list[dict[str, Any]],
                   epochs: dict[str, int] | None = None) -> float:
     """Estimated seconds of one repetition of the folds: the feature-based candidates (``cheap_cost``,
-    measured) and every finalist trained ``k`` times on (k-1)/k of the ``n`` pooled items; ``epochs``
-    overrides a strategy's epochs (its longer run would be the one on the folds)."""
+    measured) and every finalist trained ``k`` times, each on three quarters of a fold's (k-1)/k of
+    the ``n`` pooled items (the other quarter is what it tunes on; :func:`_inner_split`), then run
+    forward over the tuning and the scored items; ``epochs`` overrides a strategy's epochs (its
+    longer run would be the one on the folds)."""
     epochs = epochs or {}
+    fit = n * (k - 1) / k
     return cheap_cost + sum(
         k * factor(r["run"].strategy) * run_seconds(per_item, epochs.get(r["run"].strategy, r["run"].epochs or 1),
-                                                    n * (k - 1) / k, n / k,
+                                                    0.75 * fit, 0.25 * fit + n / k,
                                                     _passes(STRATEGIES.get(r["run"].strategy).config_class()))
         for r in finalists)
 
