@@ -115,11 +115,12 @@ def summarise(rows: list[dict], budget: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge() -> None:
-    """The rows of every tagged run (one per set and seed; the latest run wins) in one table."""
+def merge(prefix: str = "") -> None:
+    """The rows of every tagged run whose tag starts with ``prefix`` (one per set and seed; the latest
+    run wins) in one table."""
     rows: dict[tuple[str, int], dict] = {}
     budgets = set()
-    for path in sorted(OUT.glob("results_*.json"), key=lambda p: p.stat().st_mtime):
+    for path in sorted(OUT.glob(f"results_{prefix}*.json"), key=lambda p: p.stat().st_mtime):
         d = json.loads(path.read_text())
         budgets.add(d["budget_s"])
         for r in d["rows"]:
@@ -148,11 +149,12 @@ def main() -> None:
     ap.add_argument("--auto-only", action="store_true", help="only auto; the singles come from singles.json")
     ap.add_argument("--tag", default="")
     ap.add_argument("--merge", action="store_true",
-                    help="only combine every results_*.json into results.json and summary.md")
+                    help="only combine every results_TAG.json into results.json and summary.md")
+    ap.add_argument("--merge-prefix", default="", help="with --merge: only the tags that start with this")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        merge()
+        merge(args.merge_prefix)
         return
     # the single strategies' results: one file per seed, so that seeds can run in parallel processes
     cache: dict[str, dict] = {}
