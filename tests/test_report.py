@@ -254,3 +254,23 @@ def test_runs_lists_model_folders_side_by_side(image_run: Path, text_run: Path, 
     assert "raw-pixels" in res.output and "linear-probe" in res.output
     res = CliRunner().invoke(cli, ["runs", str(tmp_path / "missing")])
     assert res.exit_code != 0 and "is not a folder" in (res.output + str(res.exception))
+
+
+def test_report_shows_autos_search_as_a_table() -> None:
+    from headstart.report.html import _strategy_section
+
+    search = [{"strategy": "linear-probe", "lr": None, "epochs": None, "val_accuracy": 0.75, "ci95": [0.4, 0.9],
+               "seconds": 1.0, "status": "done", "note": "", "cv_accuracy": 0.8125, "cv_ci95": [0.7, 0.89],
+               "cv_seconds": 2.0},
+              {"strategy": "setfit", "lr": 6e-5, "epochs": 1, "val_accuracy": None, "ci95": None, "seconds": 0.0,
+               "status": "over budget", "note": "needs ~90 s, 10 s left"}]
+    meta = {"strategy": {"type": "auto", "chosen": {"chosen_strategy": "linear-probe", "C": 0.00031622776601683794},
+                         "details": {"search": search}}}
+    page = _strategy_section(meta)
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    assert len(rows) == 3 and "on folds of train + val" in rows[0]
+    cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[1])]
+    assert cells[0] == "linear-probe" and cells[3].startswith("75.0%") and cells[4].startswith("81.2%")
+    assert cells[5] == "3.0" and cells[6] == "done"
+    assert "over budget: needs ~90 s, 10 s left" in rows[2] and "6e-05" in rows[2]
+    assert "C: 0.000316" in page and "0.00031622776601683794" not in page

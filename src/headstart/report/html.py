@@ -220,14 +220,41 @@ def _strategy_section(meta: dict[str, Any]) -> str:
            f"{'fine-tuned' if bb.get('trained') else 'kept frozen'}. Strategy: <b>{_e(strat.get('type', '?'))}</b>.</p>"]
     chosen = strat.get("chosen", {})
     if chosen:
-        out.append("<ul>" + "".join(f"<li>{_e(k.replace('_', ' '))}: {_e(v)}</li>" for k, v in chosen.items()) + "</ul>")
+        out.append("<ul>" + "".join(f"<li>{_e(k.replace('_', ' '))}: {_e(f'{v:.3g}' if isinstance(v, float) else v)}</li>"
+                                    for k, v in chosen.items()) + "</ul>")
     if strat.get("reasons"):
         out.append("<p>Why:</p><ul>" + "".join(f"<li>{_e(r)}</li>" for r in strat["reasons"]) + "</ul>")
+    search = strat.get("details", {}).get("search")
+    if isinstance(search, list) and search:
+        out.append(_search_table(search))
     history = strat.get("details", {}).get("history")
     if isinstance(history, list) and history and isinstance(history[0], dict):
         out.append("<figure>" + _img(curves_png(history), "learning curves") +
                    "<figcaption>Learning curves, one point per epoch (validation accuracy chose the epoch kept).</figcaption></figure>")
     return "\n".join(out)
+
+
+def _search_table(rows: list[dict[str, Any]]) -> str:
+    """auto's search: every candidate run, its scores with their 95% intervals, time and outcome."""
+    folds = any(r.get("cv_accuracy") is not None for r in rows)
+
+    def score(acc: Any, ci: Any) -> str:
+        return "-" if acc is None else f"{_pct(acc)}{_ci(ci)}"
+
+    body = []
+    for r in rows:
+        cells = [_e(r.get("strategy", "?")), "-" if r.get("lr") is None else f"{r['lr']:g}",
+                 "-" if r.get("epochs") is None else str(r["epochs"]), score(r.get("val_accuracy"), r.get("ci95"))]
+        if folds:
+            cells.append(score(r.get("cv_accuracy"), r.get("cv_ci95")))
+        seconds = (r.get("seconds") or 0.0) + (r.get("cv_seconds") or 0.0)
+        outcome = r.get("status", "") + (f": {r['note']}" if r.get("note") else "")
+        cells += [f"{seconds:.1f}", _e(outcome)]
+        body.append(cells)
+    header = ["candidate", "learning rate", "epochs", "validation accuracy (95% interval)",
+              *(["on folds of train + val"] if folds else []), "seconds", "outcome"]
+    return ("<p>Every candidate auto tried, in order:</p>"
+            + _table(header, body, numeric={1, 2, 3, 4, 5} if folds else {1, 2, 3, 4}))
 
 
 def _metrics_section(inp: ReportInputs) -> str:
