@@ -64,7 +64,7 @@ def test_pseudo_labels_that_hurt_on_validation_are_dropped(monkeypatch) -> None:
     monkeypatch.setattr(pseudo_label, "curriculum_self_train", wrong_way_round)
     train, val, pool = _blobs(1, 30, CENTRES, 0.5), _blobs(2, 30, CENTRES, 0.5), _blobs(3, 100, CENTRES, 0.5)[0]
     head, info, _ = run_pseudo_label(None, _inputs(train, val, pool), PseudoLabelConfig())
-    assert info["used_pool"] is False and "did not help" in info["reasons"][0]
+    assert info["used_pool"] is False and "did not beat both" in info["reasons"][0]
     # what is kept is the plain linear probe: nothing of the pool, not even its statistics
     from headstart.methods.linear_probe import LinearProbeConfig, run_linear_probe
 
@@ -96,6 +96,25 @@ def test_bad_input_names_the_way_out(tiny_bert_dir) -> None:
     with pytest.raises(DataError, match=f"Every one of the {len(news)} items of the unlabelled data same.csv is "
                                         "also a labelled item"):
         headstart.fit(news, strategy="pseudo-label", unlabelled=itself, **kw)
+
+
+def test_pseudo_labels_must_also_beat_the_default_probe(monkeypatch) -> None:
+    """Equal to the same probe without the pool is not enough when both fall short of the default
+    linear probe (its own C): "kept" must mean better than --strategy linear-probe."""
+    from headstart.methods import pseudo_label
+
+    real = pseudo_label.curriculum_self_train
+
+    def both_wrong(zs, ys, zt, k, C, curriculum=()):
+        fit = real(zs, ys, zt, k, C, curriculum=curriculum)
+        fit.weight, fit.bias = fit.weight[::-1].copy(), fit.bias[::-1].copy()
+        return fit
+
+    monkeypatch.setattr(pseudo_label, "curriculum_self_train", both_wrong)
+    train, val, pool = _blobs(1, 30, CENTRES, 0.5), _blobs(2, 30, CENTRES, 0.5), _blobs(3, 100, CENTRES, 0.5)[0]
+    head, info, _ = run_pseudo_label(None, _inputs(train, val, pool), PseudoLabelConfig())
+    assert info["val_accuracy_without_pool"] < info["val_accuracy_linear_probe"]
+    assert info["used_pool"] is False and "for the default linear probe" in info["reasons"][0]
 
 
 @pytest.mark.slow
