@@ -395,3 +395,23 @@ def test_gap_cli_prints_proportions_and_rejects_an_unknown_estimator(tmp_path) -
     assert "Shift" in result.output
     bad = CliRunner().invoke(cli, ["gap", str(tmp_path / "src"), str(tmp_path / "tgt"), "--estimator", "kmm"])
     assert bad.exit_code != 0 and "kmm" in bad.output
+
+
+@pytest.mark.slow
+def test_a_prior_corrected_head_calibrated_again_keeps_one_temperature_and_saves(tmp_path, monkeypatch) -> None:
+    """The prior correction brings its own temperature (EM's); when the validation split asks for one
+    more, the two become one (a saved head holds one level of each wrapper) and the model saves."""
+    import headstart.workflows.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "fit_temperature", lambda proba, y: {
+        "temperature": 2.0, "kept": True, "val_nll_before": 1.0, "val_nll_after": 0.9, "method": "stub"})
+    source = _images([1 / 3, 1 / 3, 1 / 3], 300, seed=0)
+    target = _images(np.array([0.7, 0.2, 0.1]), 400, seed=1)
+    out = tmp_path / "model"
+    model = headstart.fit(source, target=target, backbone="raw-pixels", strategy="domain-adapt",
+                          options={"method": "source-only", "epochs": 3, "label_shift": "on"},
+                          out=out, progress=False, baseline=False)
+    assert model.info["strategy"]["details"]["label_shift"]["applied"]
+    head = headstart.load(out).head
+    assert isinstance(head, PriorAdjusted) and isinstance(head.inner, TemperatureScaled)
+    assert not isinstance(head.inner.inner, TemperatureScaled)

@@ -182,7 +182,13 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     if calibrate and uses_labels and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
-            model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
+            if isinstance(model.head, TemperatureScaled):
+                # the prior correction's own calibration (EM's temperature) sits there already: one
+                # temperature, the product, since a saved head holds one level of each wrapper
+                inner, t = model.head.inner, float(model.head.temperature) * calibration["temperature"]
+                model.head = TemperatureScaled(inner, t).eval()
+            else:
+                model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
             log(f"Calibration: temperature {calibration['temperature']:.3g} ({calibration.get('method', 'fitted')} on "
                 f"{len(parts.val)} validation items; validation log-loss {calibration['val_nll_before']:.3f} -> "
                 f"{calibration['val_nll_after']:.3f})")
