@@ -249,9 +249,12 @@ def test_runs_lists_model_folders_side_by_side(image_run: Path, text_run: Path, 
     assert by[str(image_run)]["accuracy"] == meta["metrics"]["test"]["accuracy"]
     assert by[str(image_run)]["gain"] == meta["metrics"]["transfer_gain"]["accuracy"]
     assert by[str(image_run)]["backbone"] == "raw-pixels" and by[str(image_run)]["strategy"] == "linear-probe"
-    res = CliRunner().invoke(cli, ["runs", str(image_run.parent), str(text_run)])
+    n_test = meta["metrics"]["test"]["n"]
+    assert by[str(image_run)]["n_test"] == n_test
+    res = CliRunner().invoke(cli, ["runs", str(image_run.parent), str(text_run)], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "raw-pixels" in res.output and "linear-probe" in res.output
+    assert f"{100 * meta['metrics']['test']['accuracy']:.1f}% of {n_test}" in res.output  # the accuracy's sample size
     res = CliRunner().invoke(cli, ["runs", str(tmp_path / "missing")])
     assert res.exit_code != 0 and "is not a folder" in (res.output + str(res.exception))
 

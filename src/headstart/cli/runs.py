@@ -30,12 +30,14 @@ def command(dirs: tuple[str, ...], as_json: bool) -> None:
     if not rows:
         out.print(f"No model folders in {', '.join(dirs) or 'runs'}.")
         return
-    table = Table("folder", "created", "data", "backbone", "strategy", "accuracy", "gain", "seconds")
+    table = Table("folder", "created", "data", "backbone", "strategy", "test accuracy", "gain", "seconds")
     for r in rows:
         if "error" in r:
             table.add_row(r["folder"], "", f"[red]{r['error'][:60]}[/]", "", "", "", "", "")
             continue
         acc = "" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
+        if acc and r.get("n_test"):  # 60% of 20 test items and 60% of 600 are not the same news
+            acc += f" of {r['n_test']}"
         gain = "" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
         if r["gain_ci95"]:
             gain += f" ({100 * r['gain_ci95'][0]:+.1f}, {100 * r['gain_ci95'][1]:+.1f})"

@@ -168,7 +168,7 @@ def list_runs(dirs: list[str | Path]) -> list[dict[str, Any]]:
                          "n": meta.get("data", {}).get("n"),
                          "backbone": meta.get("backbone", {}).get("name", ""),
                          "strategy": _strategy_words(meta.get("strategy", {})),
-                         "accuracy": m.get("test", {}).get("accuracy"),
+                         "accuracy": m.get("test", {}).get("accuracy"), "n_test": m.get("test", {}).get("n"),
                          "accuracy_ci95": m.get("test", {}).get("ci95", {}).get("accuracy"),
                          "gain": gain.get("accuracy"), "gain_ci95": gain.get("ci95", {}).get("accuracy"),
                          "seconds": round(sum(v for v in meta.get("timings_s", {}).values()
