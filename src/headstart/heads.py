@@ -120,6 +120,17 @@ class TemperatureScaled(nn.Module):
                 "num_classes": inner["num_classes"], "temperature": float(self.temperature)}
 
 
+def with_temperature(head: nn.Module, temperature: float) -> nn.Module:
+    """``head`` with its logits divided by ``temperature`` more: unchanged at 1, and a head that is
+    already temperature-scaled keeps one wrapper with the product (a saved head holds one level of
+    each wrapper)."""
+    if temperature == 1.0:
+        return head
+    if isinstance(head, TemperatureScaled):
+        return TemperatureScaled(head.inner, float(head.temperature) * temperature).eval()
+    return TemperatureScaled(head, temperature).eval()
+
+
 class PriorAdjusted(nn.Module):
     """A trained head re-weighted to the class proportions of the domain it is deployed on.
 

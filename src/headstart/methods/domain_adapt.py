@@ -46,7 +46,7 @@ from ..domain.validators import (CHOOSING, PROPORTION_EXCESS, VALIDATORS, propor
                                   validator_readings)
 from ..errors import ConfigError, DataError
 from ..options import Constraint, Interval, OneOf
-from ..heads import BottleneckHead, PriorAdjusted, TemperatureScaled
+from ..heads import BottleneckHead, PriorAdjusted, with_temperature
 from ..train.config import FineTuneConfig
 from ..train.loop import Classifier, train
 from .base import StrategyInputs, register_strategy
@@ -428,8 +428,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         label_shift.update({"estimate": est.to_dict(), "applied": apply, "trust": trust})
         if apply:
             t, offsets = est.calibrated_offsets()  # type: ignore[misc]
-            inner = head if t == 1.0 else TemperatureScaled(head, t)
-            head = PriorAdjusted(inner, torch.as_tensor(offsets, dtype=torch.float32))
+            head = PriorAdjusted(with_temperature(head, t), torch.as_tensor(offsets, dtype=torch.float32))
     return DomainResult(chosen, head, finetune and chosen != SOURCE_ONLY, runs, summary, reasons, before, after,
                         label_shift, normalisation, proportion_check)
 

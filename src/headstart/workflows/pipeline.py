@@ -15,7 +15,7 @@ from ..errors import BackboneError, ConfigError, DataError, HeadstartError
 from ..evaluation.calibration import fit_temperature
 from ..evaluation.ood import OODScorer
 from ..features import extract_features_many, pick_device
-from ..heads import PriorAdjusted, TemperatureScaled
+from ..heads import PriorAdjusted, with_temperature
 from ..methods import STRATEGIES, StrategyInputs
 from ..methods.domain_adapt import check_domains
 from ..model import TransferModel
@@ -182,13 +182,8 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
     if calibrate and uses_labels and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
-            if isinstance(model.head, TemperatureScaled):
-                # the prior correction's own calibration (EM's temperature) sits there already: one
-                # temperature, the product, since a saved head holds one level of each wrapper
-                inner, t = model.head.inner, float(model.head.temperature) * calibration["temperature"]
-                model.head = TemperatureScaled(inner, t).eval()
-            else:
-                model.head = TemperatureScaled(model.head, calibration["temperature"]).eval()
+            # under a prior correction the head may carry EM's temperature already: the two become one
+            model.head = with_temperature(model.head, calibration["temperature"])
             log(f"Calibration: temperature {calibration['temperature']:.3g} ({calibration.get('method', 'fitted')} on "
                 f"{len(parts.val)} validation items; validation log-loss {calibration['val_nll_before']:.3f} -> "
                 f"{calibration['val_nll_after']:.3f})")
