@@ -109,17 +109,15 @@ def parse_budget(text: str) -> float:
     """'90s', '10m', '1.5h', '1h30m', '2m 30s' or plain seconds -> seconds."""
     import re
 
-    units = {"s": 1, "m": 60, "h": 3600, "": 1}
+    units = {"s": 1, "m": 60, "h": 3600}
+    pair = r"(\d+(?:\.\d*)?|\.\d+)\s*([smh])"
     raw = text.strip().lower()
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", raw)
-    # every character must belong to a number-unit pair, and a bare number only stands alone
-    if not raw or "".join(re.findall(r"(?:\d+(?:\.\d*)?|\.\d+)\s*[smh]?\s*", raw)) != raw or (
-            len(parts) > 1 and any(u == "" for _, u in parts)):
-        try:  # one number in any float spelling (1e3, -5s, infs): the caller refuses what is not positive and finite
-            return float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in "smh" else float(raw)
-        except ValueError:
-            raise ConfigError(f"--budget must look like 90s, 10m, 1h or 1h30m, got {text!r}.") from None
-    return float(sum(float(n) * units[u] for n, u in parts))
+    if re.fullmatch(rf"(?:{pair}\s*)+", raw):
+        return float(sum(float(n) * units[u] for n, u in re.findall(pair, raw)))
+    try:  # one number in any float spelling (1e3, -5s, infs): the caller refuses what is not positive and finite
+        return float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        raise ConfigError(f"--budget must look like 90s, 10m, 1h or 1h30m, got {text!r}.") from None
 
 
 def seconds_per_item(backbone: Any, inputs: StrategyInputs, batch_size: int = 8, batches: int = 2) -> float:
@@ -172,14 +170,16 @@ def _val_accuracy(backbone: Any, head: nn.Module, info: dict[str, Any], inputs: 
     on train + val), else the head on the validation split's features."""
     if "val_accuracy" in info:
         return float(info["val_accuracy"])
-    y = inputs.labels["val"]
-    if not len(y):
-        return float("nan")
-    feats = (extract_features(backbone, inputs.splits.val, use_cache=False, progress=False, device=inputs.device)
-             if trained else inputs.features["val"])
+    return _head_accuracy(backbone, head, inputs, "val", trained) if len(inputs.labels["val"]) else float("nan")
+
+
+def _head_accuracy(backbone: Any, head: nn.Module, inputs: StrategyInputs, split: str, trained: bool) -> float:
+    """``head`` on a split's items: on its cached features, or re-extracted when the run trained the backbone."""
+    feats = (extract_features(backbone, getattr(inputs.splits, split), use_cache=False, progress=False,
+                              device=inputs.device) if trained else inputs.features[split])
     with torch.no_grad():
         pred = head.eval()(torch.as_tensor(feats, dtype=torch.float32)).argmax(1).numpy()
-    return float((pred == y).mean())
+    return float((pred == inputs.labels[split]).mean())
 
 
 def _unwrap_adapters(backbone: Any) -> None:
@@ -275,6 +275,18 @@ def _scale(slowdown: list[float]) -> float:
     return max(1.0, float(np.median(slowdown)))
 
 
+def _n_folds(config: AutoConfig, y: np.ndarray) -> int:
+    """Folds of the comparison: ``config.folds``, fewer when the smallest class has fewer items."""
+    return min(config.folds, int(np.bincount(y).min())) if len(y) else 0
+
+
+def _affordable(finalists: list[dict[str, Any]], need: Any, left: Any) -> list[dict[str, Any]]:
+    """The leading finalists whose folds fit in what is left of the budget (at worst none)."""
+    while finalists and need(finalists) > left():
+        finalists = finalists[:-1]
+    return finalists
+
+
 def _fold_seconds(per_item: float, factor: Any, k: int, n: int, cheap_cost: float, finalists: list[dict[str, Any]],
                   epochs: dict[str, int] | None = None) -> float:
     """Estimated seconds of one repetition of the folds: the feature-based candidates (``cheap_cost``,
@@ -296,11 +308,8 @@ def _fold_inputs(inputs: StrategyInputs, pooled: Any, feats: np.ndarray, y: np.n
     """The same inputs with train + val re-partitioned: ``fit_idx`` to train on, ``tune_idx`` as the
     validation split a strategy tunes on (its C, its best epoch), ``score_idx`` held out as the
     test split: the fold's score is made on items no choice was made on."""
-    def part(idx: np.ndarray, name: str) -> Any:
-        return pooled.subset(idx, name)
-
-    splits = dataclasses.replace(inputs.splits, train=part(fit_idx, "train"), val=part(tune_idx, "val"),
-                                 test=part(score_idx, "test"))
+    splits = dataclasses.replace(inputs.splits, train=pooled.subset(fit_idx, "train"),
+                                 val=pooled.subset(tune_idx, "val"), test=pooled.subset(score_idx, "test"))
     return dataclasses.replace(
         inputs, splits=splits,
         features={**inputs.features, "train": feats[fit_idx], "val": feats[tune_idx], "test": feats[score_idx]},
@@ -323,12 +332,7 @@ def _inner_split(fit_idx: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: i
 
 def _held_out_accuracy(backbone: Any, head: nn.Module, fold: StrategyInputs, trained: bool) -> float:
     """The fold's head on its held-out (test) items."""
-    y = fold.labels["test"]
-    feats = (extract_features(backbone, fold.splits.test, use_cache=False, progress=False, device=fold.device)
-             if trained else fold.features["test"])
-    with torch.no_grad():
-        pred = head.eval()(torch.as_tensor(feats, dtype=torch.float32)).argmax(1).numpy()
-    return float((pred == y).mean())
+    return _head_accuracy(backbone, head, fold, "test", trained)
 
 
 def _pooled(inputs: StrategyInputs) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -423,8 +427,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
     # On a small validation split the folds decide (step 3): the last rung leaves them their time.
     tiny = 0 < n_val < config.cv_below
     n_pooled = len(inputs.labels["train"]) + n_val
-    k_folds = min(config.folds, int(np.bincount(np.concatenate([inputs.labels["train"], inputs.labels["val"]])).min())
-                  ) if n_val else 0
+    k_folds = _n_folds(config, np.concatenate([inputs.labels["train"], inputs.labels["val"]])) if n_val else 0
     if tuning:
         # Before anything runs the backbone in training mode (the timing below moves BatchNorm's
         # statistics): every run, and a feature-based winner, starts from these weights.
@@ -476,8 +479,7 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                     def fold_need(fs: list[dict[str, Any]], longer: dict[str, int] | None = None) -> float:
                         return _fold_seconds(per_item, time_factor, k_folds, n_pooled, cheap_cost, fs, longer)
 
-                    while finalists and fold_need(finalists) > left():
-                        finalists = finalists[:-1]
+                    finalists = _affordable(finalists, fold_need, left)
                     if finalists and run.estimate_s + fold_need(finalists, {name: epochs}) > left():
                         run.status, run.note = "over budget", "the rest of the budget is kept for the folds"
                         continue
@@ -628,7 +630,7 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     pooled, feats, y, groups = _pooled(quiet)
     # the fold runs are a means to a score: their own epoch lines would read like new results
     silent = dataclasses.replace(quiet, runtime=quiet.runtime.with_(log=lambda message: None))
-    k = min(config.folds, int(np.bincount(y).min()))
+    k = _n_folds(config, y)
     n_val = len(quiet.labels["val"])
     if k < 2:
         return [f"The validation split has {n_val} items, but the smallest class has fewer than 2 labelled items: "
@@ -638,11 +640,9 @@ def _cross_validate(backbone: Any, quiet: StrategyInputs, config: AutoConfig, ch
     def need(finalists: list[dict[str, Any]]) -> float:
         return _fold_seconds(per_item, factor, k, len(y), cheap_cost, finalists)
 
-    finalists = tuned[:config.cv_finalists]
-    while finalists and need(finalists) > left():
-        # a tight budget: fewer fine-tuning settings on the folds, at worst none (the feature-based
-        # candidates cost seconds there, and the fine-tuning runs keep their validation scores)
-        finalists = finalists[:-1]
+    # a tight budget: fewer fine-tuning settings on the folds, at worst none (the feature-based
+    # candidates cost seconds there, and the fine-tuning runs keep their validation scores)
+    finalists = _affordable(tuned[:config.cv_finalists], need, left)
     repeats = 0
     for rep in range(config.cv_repeats):
         if need(finalists) > left():
