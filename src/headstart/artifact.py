@@ -12,14 +12,13 @@ one atomic rename, so a crash mid-save leaves the old artifact intact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import json
 import math
 import os
 import platform
 import re
 import shutil
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any

@@ -57,22 +57,6 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     loopback = host in LOOPBACK
-    try:
-        if not loopback and not token:
-            token, new = access_token(folder)
-            if new:
-                click.echo(f"Access token (kept in {folder / 'access-token'}; give it to your team): {token}",
-                           err=True)
-        config = AppConfig(data_dir=folder, db_url=db, token=token, loopback=loopback, workers=workers,
-                           limits=UploadLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                                               max_files=max_files))
-        app = create_app(config)
-    except BaseException:
-        if created:  # a start that failed (an unreachable database, Ctrl+C) leaves no empty data folder behind
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
     shown = f"[{host}]" if ":" in host else host
     running = []
 
@@ -84,9 +68,19 @@ def command(host: str, port: int, data_dir: str, db: str | None, token: str | No
                    err=True)
 
     try:
-        run_server(app, host, port, on_started=started)
+        if not loopback and not token:
+            token, new = access_token(folder)
+            if new:
+                click.echo(f"Access token (kept in {folder / 'access-token'}; give it to your team): {token}",
+                           err=True)
+        config = AppConfig(data_dir=folder, db_url=db, token=token, loopback=loopback, workers=workers,
+                           limits=UploadLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                               max_files=max_files))
+        run_server(create_app(config), host, port, on_started=started)
     except BaseException:
-        if created and not running:  # it never served: the folder it made is empty of anyone's work
+        # A start that failed (an unreachable database, the port taken, Ctrl+C before it served) leaves no
+        # data folder it made behind; once it has served, the folder holds the team's work.
+        if created and not running:
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)

@@ -103,7 +103,7 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type:
     return GuardedH11Protocol
 
 
-def check_port(host: str, port: int, option: str = "--port") -> None:
+def check_port(host: str, port: int) -> None:
     """Fail before anything is created when the address cannot be listened on: uvicorn would say so
     only after the app has started, with an errno and exit status 3."""
     from ..errors import ConfigError
@@ -121,11 +121,11 @@ def check_port(host: str, port: int, option: str = "--port") -> None:
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise ConfigError(f"Port {port} on {host} is already in use (another server, or an earlier one "
-                                  "still running).", fix=f"choose another with {option} (e.g. {option} "
+                                  "still running).", fix=f"choose another with --port (e.g. --port "
                                   f"{port + 1 if port < 65535 else 8080}), or stop the other server.") from None
             if err.errno == errno.EACCES:
                 raise ConfigError(f"Not allowed to listen on port {port} (ports below 1024 need root).",
-                                  fix=f"choose a port from 1024 up with {option}, e.g. {option} 8080.") from None
+                                  fix="choose a port from 1024 up with --port, e.g. --port 8080.") from None
             raise ConfigError(f"Cannot listen on {host}:{port}: {err.strerror}.",
                               fix="check --host and --port.") from None
 
