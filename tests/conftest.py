@@ -79,6 +79,17 @@ def write_png(path: Path, value: int = 128, size: int = 16, mode: str = "RGB") -
     return path
 
 
+def cli(*args: str) -> int:
+    """Run ``headstart ARGS`` in this process; its exit status (output goes to capsys)."""
+    from headstart.cli.main import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """A small valid image folder: 3 classes x 6 distinct images."""

@@ -232,6 +232,18 @@ def test_bad_targets_give_clear_errors(mnist_small, bbc_small, tmp_path) -> None
 
 # -- per-domain normalisation and curriculum self-training ----------------------------------------
 
+def _remixed_blobs(n_target: int, seed: int = 5):
+    """A pure label shift: the same 4 class blobs in 16 dimensions in both domains (240 source items,
+    classes even), the target 70% class 0."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2.0, (4, 16))
+    ys = rng.integers(0, 4, 240)
+    yt = rng.choice(4, n_target, p=[0.7, 0.1, 0.1, 0.1])
+    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    xt = (centres[yt] + rng.normal(0, 1.0, (n_target, 16))).astype(np.float32)
+    return xs, ys, xt, yt
+
+
 def _shifted_blobs(seed: int = 0, n: int = 240, d: int = 16, k: int = 4):
     """Source blobs, and a target whose every feature is rescaled and offset (the same classes)."""
     rng = np.random.default_rng(seed)
@@ -383,12 +395,7 @@ def test_label_shift_keeps_per_domain_statistics_and_self_training_out() -> None
     from headstart.domain.self_training import mixture_explained_share
     from headstart.methods.domain_adapt import adapt_domain
 
-    rng = np.random.default_rng(5)
-    centres = rng.normal(0, 2.0, (4, 16))
-    ys = rng.integers(0, 4, 240)
-    yt = rng.choice(4, 240, p=[0.7, 0.1, 0.1, 0.1])
-    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
-    xt = (centres[yt] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    xs, ys, xt, _ = _remixed_blobs(240)
     share, mix = mixture_explained_share(xs, ys, xt, 4)
     assert share > 0.8 and mix.argmax() == 0
     _, _, shifted, _ = _shifted_blobs(5)  # an input shift is not explained by re-mixing classes
@@ -562,12 +569,7 @@ def test_prior_correction_follows_a_trusted_estimate_and_not_reverse_validation(
 def test_domain_adapt_corrects_a_pure_label_shift() -> None:
     from headstart.methods.domain_adapt import adapt_domain
 
-    rng = np.random.default_rng(5)
-    centres = rng.normal(0, 2.0, (4, 16))
-    ys = rng.integers(0, 4, 240)
-    yt = rng.choice(4, 400, p=[0.7, 0.1, 0.1, 0.1])
-    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
-    xt = (centres[yt] + rng.normal(0, 1.0, (400, 16))).astype(np.float32)
+    xs, ys, xt, _ = _remixed_blobs(400)
     parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
     config = AdaptConfig(method="source-only", epochs=1, label_shift="auto")
     res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False)

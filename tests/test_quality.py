@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_csv, write_png
+from conftest import cli, write_csv, write_png
 from headstart.errors import ConfigError, DataError
 from headstart.quality import (SELECTORS, check_groups, demographic_parity_difference, equalized_odds_difference,
                                find_label_issues, near_duplicates, out_of_fold_proba, outlier_scores, select,
@@ -265,16 +265,6 @@ def images(tmp_path: Path) -> Path:
     for i in range(6):
         write_png(root / ("a" if i % 2 else "b") / f"{i}.png", value=i)
     return root
-
-
-def cli(*args: str) -> int:
-    from headstart.cli.main import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_suggest_writes_a_ranked_csv(tmp_path: Path, images: Path, capsys) -> None:

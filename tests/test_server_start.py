@@ -7,16 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-
-
-def cli(*args: str) -> int:
-    from headstart.cli.main import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from conftest import cli
 
 
 def _free_port() -> int:
