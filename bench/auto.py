@@ -139,6 +139,36 @@ def merge(prefix: str = "") -> None:
     print(text + "\n".join(per_set))
 
 
+def replay(prefix: str = "final_") -> str:
+    """Replay auto's final choice on the stored fold scores under other rules, to see what the rule
+    costs and buys. A strategy auto did not deploy is read from its single run's test accuracy (the
+    same strategy at its default setting): an approximation, said so in the output."""
+    rows: dict[tuple[str, int], dict] = {}
+    for path in sorted(OUT.glob(f"results_{prefix}*.json"), key=lambda p: p.stat().st_mtime):
+        for r in json.loads(path.read_text())["rows"]:
+            rows[(r["set"], r["seed"])] = r
+    rules = {"one standard error (auto's rule)": 1.0, "half a standard error": 0.5, "best fold score": 0.0}
+    lines = ["| rule | mean auto - oracle | worst auto - probe | rows that leave the probe |", "|---|---|---|---|"]
+    for rule, k in rules.items():
+        d_o, d_p, moved = [], [], 0
+        for r in rows.values():
+            test = {s["strategy"]: s["test_accuracy"] for s in r["singles"]}
+            folds = [s for s in r["auto"]["search"] if s.get("cv_accuracy") is not None]
+            probe = next(s for s in folds if s["strategy"] == "linear-probe")
+            best = max(folds, key=lambda s: s["cv_accuracy"])  # first of equals: the race order
+            n = best["cv_items"]  # distinct items: repeated folds score the same ones again
+            shrunk = (best["cv_accuracy"] * n + 2) / (n + 4)
+            if probe["cv_accuracy"] >= best["cv_accuracy"] - k * np.sqrt(shrunk * (1 - shrunk) / n):
+                best = probe
+            moved += best is not probe
+            acc = (r["auto"]["test_accuracy"] if best["strategy"] == r["auto"]["chosen"]
+                   else test[best["strategy"]])
+            d_o.append(acc - max(test.values()))
+            d_p.append(acc - test["linear-probe"])
+        lines.append(f"| {rule} | {100 * np.mean(d_o):+.1f} | {100 * min(d_p):+.1f} | {moved} of {len(rows)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="mnist32,digits32,bbc8,bbc32,lfw")
@@ -151,10 +181,15 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="only combine every results_TAG.json into results.json and summary.md")
     ap.add_argument("--merge-prefix", default="", help="with --merge: only the tags that start with this")
+    ap.add_argument("--replay", action="store_true",
+                    help="only replay the final choice of the --merge-prefix runs under other selection rules")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.merge:
         merge(args.merge_prefix)
+        return
+    if args.replay:
+        print(replay(args.merge_prefix))
         return
     # the single strategies' results: one file per seed, so that seeds can run in parallel processes
     cache: dict[str, dict] = {}
