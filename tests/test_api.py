@@ -42,3 +42,16 @@ def test_data_with_too_few_distinct_items_for_a_test_split_is_refused_before_tra
         headstart.fit(items, labels=["dark"] * 20 + ["light"] * 20, backbone="raw-pixels", progress=False,
                       baseline=False)
     assert "2 distinct item(s) among 40" in str(err.value) and "--split-column" in str(err.value)
+
+
+@pytest.mark.slow
+def test_fit_without_log_reports_its_steps_to_the_headstart_logger(caplog) -> None:
+    import logging
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (8, 8), dtype=np.uint8) for _ in range(40)]
+    with caplog.at_level(logging.INFO, logger="headstart"):
+        headstart.fit(images, ["a", "b"] * 20, backbone="raw-pixels", progress=False, baseline=False,
+                      options={"Cs": "1"})
+    said = [r.getMessage() for r in caplog.records if r.name == "headstart"]
+    assert any(m.startswith("Data: 40 images, 2 classes") for m in said)

@@ -6,6 +6,7 @@ the baseline -> (save artifact + transfer card). ``fit`` always starts from the 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -60,8 +61,13 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     Unlabelled data from the same domain (``unlabelled``: a folder, a table or a :class:`Dataset`;
     labels in it are ignored) feeds ``strategy="pseudo-label"`` and is one more of ``auto``'s
     candidates.
+
+    Each step (and every run of ``auto``'s search) is a message to ``log``; without it, an INFO record
+    of the ``"headstart"`` logger.
     """
-    say = log or (lambda msg: None)
+    # without ``log``, the steps go to the standard "headstart" logger (shown with
+    # logging.basicConfig(level=logging.INFO)), as a library's should, not to stdout
+    say = log or logging.getLogger("headstart").info
     config = make_config(strategy, **(options or {}))
     if out is not None:
         if not str(out).strip():
