@@ -525,9 +525,8 @@ def run_auto(backbone: Any, inputs: StrategyInputs, config: AutoConfig) -> tuple
                         "; this learning rate and larger ones are excluded"
                     excluded[name] = min(excluded.get(name, lr), lr)
                 elif run.val_accuracy <= chance + 1e-9:  # cut short by the budget, or after one epoch
-                    chance_note = "at chance: it may still learn, but cannot win as it is"
-                    run.note = f"{run.note}; {chance_note}" if run.note else chance_note.replace(
-                        "at chance", "at chance after one epoch", 1)
+                    when = "at chance" if run.note else "at chance after one epoch"
+                    run.note = "; ".join(filter(None, [run.note, f"{when}: it may still learn, but cannot win as it is"]))
                 log(f"auto: {_label(run)}: "
                     + (f"validation accuracy {run.val_accuracy:.3f}" if run.status == "done" else run.status)
                     + f" ({run.seconds:.0f} s)")
