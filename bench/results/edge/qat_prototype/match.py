@@ -13,7 +13,6 @@ import sys, time, copy
 from pathlib import Path
 import numpy as np, onnxruntime as ort, torch
 from torch import nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from simq import QDQGraph
@@ -122,27 +121,22 @@ def qatpy_sim(in_q=True, add_q=False, clean_ranges=False):
             return fq(out, *ranges[key])
         return hook
 
-    for name, m in student.named_modules():
-        if isinstance(m, nn.Conv2d):
-            m.register_forward_hook(out_hook(name))
-            if in_q or name == "_conv_stem":
-                m.register_forward_pre_hook(in_hook(name))
-    if add_q:
-        for i, b in enumerate(student._blocks):
-            if b.residual:
-                b.register_forward_hook(add_hook(f"add{i}"))
-    if clean_ranges:  # calibrate with the fp32 weights and no fake quantisation (as ORT's calibrator)
-        fp = model.backbone.for_inference().eval()
-        calib_model = copy.deepcopy(fp)
-        for name, m in calib_model.named_modules():
+    def install(net):  # the same fake-quantisation points on the student and on the calibration copy
+        for name, m in net.named_modules():
             if isinstance(m, nn.Conv2d):
                 m.register_forward_hook(out_hook(name))
                 if in_q or name == "_conv_stem":
                     m.register_forward_pre_hook(in_hook(name))
         if add_q:
-            for i, b in enumerate(calib_model._blocks):
+            for i, b in enumerate(net._blocks):
                 if b.residual:
                     b.register_forward_hook(add_hook(f"add{i}"))
+
+    install(student)
+    if clean_ranges:  # calibrate with the fp32 weights and no fake quantisation (as ORT's calibrator)
+        fp = model.backbone.for_inference().eval()
+        calib_model = copy.deepcopy(fp)
+        install(calib_model)
     else:
         calib_model = student
     state["calib"] = True
