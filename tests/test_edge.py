@@ -101,25 +101,6 @@ def test_qat_epochs_need_int8_qat(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fake_quant_is_the_uint8_grid_with_a_straight_through_gradient() -> None:
-    import torch
-
-    from headstart.export.quantize import _fake_quant
-
-    x = torch.linspace(-1.0, 7.0, 401, requires_grad=True)
-    y = _fake_quant(x, 0.0, 6.0)
-    step = 6.0 / 255
-    assert float(y.detach().min()) == 0.0 and abs(float(y.detach().max()) - 6.0) < 1e-5  # saturates like ReLU6
-    grid = y.detach() / step
-    assert torch.allclose(grid, grid.round(), atol=1e-3)  # on the grid
-    inside = (x > 0) & (x < 6)
-    assert float((y - x).detach()[inside].abs().max()) <= step / 2 + 1e-6
-    y.sum().backward()
-    assert torch.equal(x.grad, torch.ones_like(x))
-    z = _fake_quant(torch.tensor([0.5, 1.0]), 0.5, 1.0)  # the range is widened to hold 0
-    assert abs(float(z[1]) - 1.0) < 1e-6 and abs(float(z[0]) - 0.5) <= 1 / 255
-
-
 def test_mixup_blends_two_training_images() -> None:
     from headstart.export.quantize import mixup
 
@@ -130,21 +111,6 @@ def test_mixup_blends_two_training_images() -> None:
     pure = (blends == 0).all((1, 2, 3)) | (blends == 200).all((1, 2, 3))
     mixed = blends[~pure]
     assert len(mixed) and ((mixed >= 0.3 * 200 - 1) & (mixed <= 0.7 * 200 + 1)).all()
-
-
-def test_qat_refuses_a_backbone_without_blocks(tmp_path) -> None:
-    import torch
-
-    from headstart.backbones.base import BackboneCard
-    from headstart.export.quantize import qat_backbone
-
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
-    net.card = BackboneCard(name="plain-conv", modality="image", feature_dim=4, source="", license="",
-                            input=InputSpec(image_size=8, crop_pct=1.0, mean=(0.5,) * 3, std=(0.5,) * 3))
-    with pytest.raises(ConfigError, match="EfficientNet-Lite-style.*'plain-conv'") as err:
-        qat_backbone(net, torch.nn.Linear(4, 2), np.zeros((4, 8, 8, 3), np.uint8), tmp_path / "a.onnx",
-                     tmp_path / "b.onnx")
-    assert "--quantize int8" in err.value.fix
 
 
 def test_image_int8_bar_is_agreement_and_accuracy() -> None:
@@ -308,8 +274,12 @@ def test_predictor_runs_without_torch_or_headstart(runtime_venv, image_run, imag
 @pytest.mark.slow
 def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, mnist_small, monkeypatch) -> None:
     import onnx
+    import onnxruntime as ort
+    import torch
 
     from headstart.export import onnx as onnx_mod
+    from headstart.export.qat import QDQSimulation
+    from headstart.export.quantize import quantize_image
 
     held_out = list(range(1, 600, 3))[:60]  # the run was fitted on every third digit from 0
     items, labels = [mnist_small.load(i) for i in held_out], [mnist_small.labels[i] for i in held_out]
@@ -317,18 +287,68 @@ def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, m
     before = _snapshot(image_run / "onnx")
     monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 1.01, 0.01))  # unreachable
     with pytest.raises(ArtifactError, match="int8 parity check failed.*required 1.01.*Nothing was written"):
-        export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration, qat_epochs=1,
-                    target="edge")
+        export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration, calibration_n=64,
+                    qat_epochs=1, target="edge")
     assert _snapshot(image_run / "onnx") == before
     monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 0.0, 1.0))  # the flow, not the bar
-    report = export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration, qat_epochs=2)
-    qat = report["quantization"]["qat"]
+    report = export_onnx(image_run, items, labels=labels, quantize="int8-qat", calibration=calibration,
+                         calibration_n=64, qat_epochs=2)
     q = report["quantization"]
+    qat = q["qat"]
     assert report["quantize"] == "int8-qat" and qat["epochs"] == 2 and qat["items"] == 2 * q["calibration_items"]
-    assert qat["kl_per_epoch"][-1] < qat["kl_per_epoch"][0]  # the tuning lowered the simulated int8's KL
-    assert q["fp32_layers"] == [] and 0 < q["calibration_items"] <= len(calibration)
-    graph = onnx.load(str(image_run / "onnx" / "model.int8.onnx")).graph
+    assert len(qat["loss_per_epoch"]) == 3 and [e["epoch"] for e in qat["probe_per_epoch"]] == [0, 1, 2]
+    assert q["probe_agreement"] == qat["probe_per_epoch"][-1]["probe_agreement"]  # the graph kept: the last epoch's
+    assert q["fp32_layers"] == [] and 0 < q["calibration_items"] <= 64
+    folder = image_run / "onnx"
+    int8 = folder / "model.int8.onnx"
+    graph = onnx.load(str(int8)).graph
     assert not [n for n in graph.node if n.op_type == "Conv" and not any("DequantizeLinear" in x for x in n.input[:1])]
+    # The same graph and scales as post-training int8 of the same model: only integer weights differ.
+    spec = headstart.load(image_run).backbone.card.input
+    pixels = np.stack([resize_crop(x, spec) for x in calibration[:64]])
+    quantize_image(folder / "model.onnx", folder.parent / "ptq.onnx", pixels[:48], pixels[48:], max_fp32_layers=0)
+    ptq = onnx.load(str(folder.parent / "ptq.onnx")).graph
+    assert [n.SerializeToString() for n in ptq.node] == [n.SerializeToString() for n in graph.node]
+    tuned = {t.name: t.SerializeToString() for t in graph.initializer}
+    changed = {t.name for t in ptq.initializer if tuned[t.name] != t.SerializeToString()}
+    assert changed and all(name.endswith("_quantized") for name in changed)
+    # On the real EfficientNet-Lite graph the simulation is ONNX Runtime's int8, uint8 tensor for uint8 tensor.
+    x = np.stack([resize_crop(i, spec) for i in items[:16]])
+    model = onnx.load(str(int8))
+    names = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UINT8, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    p_ort, *codes = session.run(None, {"pixels": x})
+    assert np.array_equal(p_ort, OnnxPredictor(folder, "int8").session.run(None, {"pixels": x})[0])
+    sim = QDQSimulation(int8)  # the written integers as they are
+    sim.exact = True
+    with torch.no_grad():
+        run = sim._forward(torch.from_numpy(x))
+    for name, c in zip(names, codes):
+        assert np.array_equal(run.values[name].numpy(), c.astype(np.float32)), name
+    assert np.abs(run.values[sim._output].numpy() - p_ort).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_int8_qat_from_the_command_line(image_run, image_edge, monkeypatch, capsys) -> None:
+    from conftest import cli
+
+    from headstart.export import onnx as onnx_mod
+
+    before = _snapshot(image_run / "onnx")
+    assert cli("export", str(image_run), "--qat-epochs", "2") == 2  # without --quantize int8-qat
+    assert "`qat_epochs` (2) needs quantize='int8-qat'" in capsys.readouterr().err
+    assert _snapshot(image_run / "onnx") == before
+    monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 0.0, 1.0))  # the flow, not the bar
+    code = cli("export", str(image_run), "--quantize", "int8-qat", "--qat-epochs", "1", "--data", "builtin:mnist:60",
+               "--n", "20", "--calibration", "builtin:mnist:60", "--calibration-n", "40")
+    output = capsys.readouterr()
+    assert code == 0, output.err[-2000:]
+    assert "Quantisation-aware tuning of the whole network: 1 epoch(s)" in output.err + output.out
+    report = json.loads((image_run / "onnx" / "export.json").read_text())
+    assert report["quantize"] == "int8-qat" and report["quantization"]["qat"]["epochs"] == 1
+    assert report["files"]["int8"] == "model.int8.onnx" and report["parity"]["int8"]["n"] == 20
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..export.edge import TARGETS
-from ..export.quantize import CALIBRATION_METHODS, QUANTIZE
+from ..export.quantize import CALIBRATION_METHODS, QAT_EPOCHS, QUANTIZE
 from ._common import log, out
 
 
@@ -27,14 +27,14 @@ Examples:
   headstart export runs/photos                       # fp32 ONNX, parity-checked on the run's test split
   headstart export runs/photos --quantize int8       # + int8, calibrated on the run's training images
   headstart export runs/photos --quantize int8 --target edge   # + RUN/onnx/edge/: model, JSON, predict.py
-  headstart export runs/digits --quantize int8-qat   # int8 after a short quantisation-aware fine-tune
+  headstart export runs/digits --quantize int8-qat   # int8, then quantisation-aware tuning of its weights
   headstart export runs/tickets --quantize int8 --data sample.csv
 """)
 @click.argument("run")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--quantize", type=click.Choice(QUANTIZE), default=None,
-              help="Also write an int8 model (checked too); int8-qat (images) fine-tunes the last blocks with "
-                   "int8 simulated first.")
+              help="Also write an int8 model (checked too); int8-qat (images) then tunes the int8 model's "
+                   "weights on a simulation of it, towards the fp32 model.")
 @click.option("--target", type=click.Choice(TARGETS), default="onnx", show_default=True,
               help="edge: also write RUN/onnx/edge/ with one model (int8 with --quantize), labels and "
                    "preprocessing as JSON, and a predict.py that needs only onnxruntime, numpy and Pillow.")
@@ -46,8 +46,10 @@ Examples:
               help="How many calibration images to use.")
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
               show_default=True, help="How activation ranges are set from the calibration images.")
+@click.option("--qat-epochs", type=click.IntRange(1, 1000), default=None,
+              help=f"Epochs of --quantize int8-qat tuning (default {QAT_EPOCHS}).")
 def command(run: str, fmt: str, quantize: str | None, target: str, data: str | None, limit: int,
-            calibration: str | None, calibration_n: int, calibration_method: str) -> None:
+            calibration: str | None, calibration_n: int, calibration_method: str, qat_epochs: int | None) -> None:
     """Export RUN's whole predictor to RUN/onnx/, compare it with torch, report speed."""
     from rich.table import Table
 
@@ -57,7 +59,8 @@ def command(run: str, fmt: str, quantize: str | None, target: str, data: str | N
     items, labels = held_out_items(run, data, limit)
     calib = load_data(calibration, labelled=None) if calibration else None
     report = export_onnx(run, items, labels=labels, quantize=quantize, calibration=calib,
-                         calibration_method=calibration_method, calibration_n=calibration_n, target=target, log=log)
+                         calibration_method=calibration_method, calibration_n=calibration_n, target=target,
+                         qat_epochs=qat_epochs, log=log)
     table = Table("variant", "max |Δp|", "top-1 agreement", "accuracy", "allowed |Δp|", "batch 1 ms",
                   "batch 32 items/s")
     for variant, p in report["parity"].items():

@@ -7,8 +7,8 @@ beside it). Batch (and sequence length) are dynamic. Before the files are kept, 
 torch run the same held-out inputs and the probabilities are compared; a failed check is an error
 and leaves any earlier export untouched.
 
-int8 (``quantize="int8"``, or ``"int8-qat"`` with quantisation-aware fine-tuning first): see
-:mod:`headstart.export.quantize`. With ``target="edge"`` the folder
+int8 (``quantize="int8"``, or ``"int8-qat"`` with quantisation-aware tuning after it): see
+:mod:`headstart.export.quantize` and :mod:`headstart.export.qat`. With ``target="edge"`` the folder
 also holds ``edge/``: one model, its labels and preprocessing as JSON and a stand-alone
 ``predict.py`` (see :mod:`headstart.export.edge`).
 """
@@ -255,29 +255,28 @@ def _quantize(src: Path, dst: Path, calibration: list[dict[str, np.ndarray]] | N
 
 def _quantize_qat(model: Any, fp32: Path, dst: Path, calibration: np.ndarray, probe: np.ndarray, method: str,
                   epochs: int | None, log) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """int8-qat: post-training int8 (every convolution), then the last blocks fine-tuned with int8
-    simulated on the training images and their blends, exported and quantised again (every
-    convolution int8: the fine-tuning was for exactly that)."""
+    """int8-qat: post-training int8 with every convolution int8, then the whole network tuned on a
+    simulation read from that int8 graph (:mod:`headstart.export.qat`) on the calibration images
+    and as many blends of two, and the tuned weights written back into it on the same scales."""
     import tempfile
 
-    from .quantize import QAT_EPOCHS, mixup, qat_backbone, quantize_image
+    from .qat import QAT_EPOCHS, quantization_aware_int8
+    from .quantize import mixup, quantize_image
 
-    fold = getattr(model.backbone, "for_inference", None)
-    backbone = fold() if fold is not None else model.backbone
     epochs = epochs or QAT_EPOCHS
     with tempfile.TemporaryDirectory() as tmp:
-        first, tuned_graph = Path(tmp) / "ptq.onnx", Path(tmp) / "tuned.onnx"
+        first = Path(tmp) / "ptq.onnx"
         log(f"Post-training int8 ({method} calibration, every convolution int8)")
-        ptq = quantize_image(fp32, first, calibration, probe, method=method, max_fp32_layers=0, log=log)
+        result = quantize_image(fp32, first, calibration, probe, method=method, max_fp32_layers=0, log=log)
         items = np.concatenate([calibration, mixup(calibration, len(calibration))])
-        log(f"Quantisation-aware fine-tuning: {epochs} epoch(s) on {len(calibration)} training images and as "
-            "many blends of two, distilled towards the fp32 model")
-        tuned, info = qat_backbone(backbone, model.head, items, fp32, first, epochs=epochs, log=log)
-        _export(model, tuned_graph, backbone=tuned)
-        log(f"Quantising the tuned model ({method} calibration, every convolution int8)")
-        result = quantize_image(tuned_graph, dst, calibration, probe, method=method, max_fp32_layers=0, log=log)
-    result["qat"] = {**info, "before": {k: ptq[k] for k in ("probe_agreement", "probe_kl")}}
-    result["recipe"] = "quantisation-aware fine-tuning of the last blocks, then " + result["recipe"]
+        log(f"Quantisation-aware tuning of the whole network: {epochs} epoch(s) on {len(calibration)} training "
+            "images and as many blends of two, on a simulation of the int8 graph, distilled towards the fp32 logits")
+        info = quantization_aware_int8(first, fp32, dst, items, epochs=epochs, probe=probe, log=log)
+    result["qat"] = {**info, "before": {k: result[k] for k in ("probe_agreement", "probe_kl")}}
+    tuned = info["probe_per_epoch"][-1]  # the graph written to dst: the last epoch's
+    result["probe_agreement"], result["probe_kl"] = tuned["probe_agreement"], tuned["probe_kl"]
+    result["recipe"] = ("quantisation-aware tuning of the whole network on the int8 graph's own scales, after "
+                        + result["recipe"])
     return result
 
 
@@ -349,9 +348,9 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
     ``labels`` (their label names, optional) add the accuracy check. ``quantize="int8"`` also writes
     ``model.int8.onnx``; for images it is calibrated on ``calibration`` (raw training images or a
     Dataset; default: the run's training split, ``calibration_n`` of them). ``quantize="int8-qat"``
-    (images): the backbone is first fine-tuned for ``qat_epochs`` on those same training images with
-    int8 simulated (:func:`headstart.export.quantize.qat_backbone`); the int8 model is then held to
-    the same parity rule on ``items``, which must not be training images. ``target="edge"`` adds
+    (images): the int8 model's weights are then tuned for ``qat_epochs`` (default 5) on those same
+    training images with the int8 graph simulated (:mod:`headstart.export.qat`); it is held to the
+    same parity rule on ``items``, which must not be training images. ``target="edge"`` adds
     ``edge/`` with the int8 model (fp32 without ``quantize``) and a stand-alone predictor.
     Everything is checked before anything is written: a failed check leaves the earlier export as it was.
     """

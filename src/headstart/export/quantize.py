@@ -21,15 +21,8 @@ Images: static QDQ quantisation, the recipe int8 mobile networks were designed f
 
 The head (``Gemm``), pooling and softmax stay fp32: they are a sliver of the compute.
 
-Quantisation-aware fine-tuning (``int8-qat``, :func:`qat_backbone`): after post-training int8
-(every convolution), the last blocks and the final convolution are fine-tuned with the recipe
-simulated in torch (per-channel int8 weights, uint8 outputs on the same ranges, straight-through
-gradient), distilled towards the fp32 model's probabilities on the training images and as many
-blends of two of them; what enters those blocks is read from the int8 graph itself, so the frozen
-part is exactly what will be deployed and runs once per image. The tuned backbone is exported and
-quantised again, every convolution int8. Measured on MNIST / EfficientNet-Lite0 (held-out
-agreement with fp32): post-training 0.925, head refit on the int8 features 0.908-0.933, last five
-blocks tuned 0.933; see the benchmarks page. The parity rule decides, as for ``int8``.
+Quantisation-aware tuning (``int8-qat``) starts from this recipe's graph with every convolution
+int8 and tunes its weights on a simulation of it: see :mod:`headstart.export.qat`.
 """
 
 from __future__ import annotations
@@ -44,10 +37,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 
 QUANTIZE = ("int8", "int8-qat")
-QAT_EPOCHS = 3
-QAT_LR = 1e-5
-QAT_BATCH = 16
-QAT_BLOCKS = 5  # trailing blocks tuned (with the final convolution)
+QAT_EPOCHS = 5  # int8-qat's default (headstart.export.qat); here so that the CLI can show it without torch
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 MIN_CALIBRATION_ITEMS = 32
 DEFAULT_CALIBRATION_ITEMS = 256
@@ -92,16 +82,6 @@ def _session(path: Path, threads: int | None = None):  # type: ignore[no-untyped
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _session_bytes(graph: bytes, threads: int | None = None):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _run(session: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -243,49 +223,6 @@ def quantize_image(src: Path, dst: Path, calibration: np.ndarray, probe: np.ndar
     return result
 
 
-def _fake_quant(x: Any, lo: float, hi: float) -> Any:
-    """uint8 asymmetric quantise-dequantise on [lo, hi] (widened to hold 0), straight-through gradient."""
-    import torch
-
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max(hi - lo, 1e-8) / 255
-    zero = round(-lo / scale)
-    q = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
-    return x + (q - x).detach()
-
-
-def clipped_convolutions(graph: Path, prefix: str = "backbone.") -> set[str]:
-    """Module paths (under ``prefix``) of the convolutions whose output goes through a ``Clip``
-    (ReLU6) in the exported graph: those the int8 recipe quantises on the clip's range."""
-    import onnx
-
-    nodes = onnx.load(str(graph), load_external_data=False).graph.node
-    clip_inputs = {n.input[0] for n in nodes if n.op_type == "Clip"}
-    return {n.input[1].removeprefix(prefix).removesuffix(".weight") for n in nodes
-            if n.op_type == "Conv" and n.output[0] in clip_inputs}
-
-
-def _block_input(graph: Path, block: int, prefix: str = "backbone.") -> str:
-    """Name of the tensor that enters block ``block`` in the int8 graph: the input of its first
-    convolution (its dequantised activation)."""
-    import onnx
-
-    want = f"{prefix}_blocks.{block}."
-    for n in onnx.load(str(graph), load_external_data=False).graph.node:
-        if n.op_type == "Conv" and n.input[1].startswith(want):
-            return n.input[0]
-    raise ConfigError(f"The int8 graph has no convolution of block {block} ({want}...).")
-
-
-def _with_outputs(graph: Path, names: list[str]) -> bytes:
-    import onnx
-
-    model = onnx.load(str(graph))
-    for name in names:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return model.SerializeToString()
-
-
 def mixup(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """``n`` blends of two training images (weights 0.3-0.7): items near the decision boundaries,
     where the fp32 model's probabilities say more than on the training images it fitted."""
@@ -293,121 +230,3 @@ def mixup(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     i, j = rng.integers(0, len(pixels), (2, n))
     w = rng.uniform(0.3, 0.7, (n, 1, 1, 1))
     return (w * pixels[i] + (1 - w) * pixels[j]).round().astype(np.uint8)
-
-
-def qat_backbone(backbone: Any, head: Any, pixels: np.ndarray, fp32_graph: Path, int8_graph: Path, *,
-                 epochs: int = QAT_EPOCHS, lr: float = QAT_LR, batch: int = QAT_BATCH, blocks: int = QAT_BLOCKS,
-                 seed: int = 0, log: Callable[[str], None] = lambda msg: None) -> tuple[Any, dict[str, Any]]:
-    """Quantisation-aware fine-tuning of the last ``blocks`` blocks and the final convolution of
-    ``backbone`` (BatchNorm folded), distilled towards the fp32 model on ``pixels`` (``uint8
-    [N, S, S, 3]`` training images and their blends).
-
-    What enters the tuned blocks is read from ``int8_graph`` (the post-training int8 model): the
-    frozen part runs once per image, exactly as deployed. The tuned part simulates the int8 recipe
-    (fake quantisation, straight-through gradient); the targets are ``fp32_graph``'s probabilities.
-    Returns the tuned copy (plain modules again) and what was done."""
-    import copy
-    import time
-
-    import torch
-    import torch.nn.functional as F
-    import torch.nn.utils.parametrize as parametrize
-    from torch import nn
-
-    if not all(hasattr(backbone, a) for a in ("_blocks", "_conv_head", "_bn1")):
-        raise ConfigError(f"--quantize int8-qat fine-tunes EfficientNet-Lite-style backbones (blocks, then a head "
-                          f"convolution); '{backbone.card.name}' is not one.",
-                          fix="export with --quantize int8, or fit with efficientnet-lite0/1/2.")
-
-    class WeightInt8(nn.Module):
-        def forward(self, w: torch.Tensor) -> torch.Tensor:
-            scale = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-8) / 127
-            return w + (torch.clamp(torch.round(w / scale), -127, 127) * scale - w).detach()
-
-    started = time.perf_counter()
-    student = copy.deepcopy(backbone).eval()
-    head = copy.deepcopy(head).eval()
-    for p in [*head.parameters(), *student.parameters()]:
-        p.requires_grad_(False)
-    n_blocks = len(student._blocks)
-    start = max(1, n_blocks - blocks)
-    entry = _block_input(int8_graph, start)
-    s8 = _session_bytes(_with_outputs(int8_graph, [entry]))
-    s32 = _session(fp32_graph)
-    cached, targets = [], []
-    for k in range(0, len(pixels), 32):
-        cached.append(torch.from_numpy(s8.run([entry], {"pixels": pixels[k:k + 32]})[0]))
-        targets.append(torch.from_numpy(np.log(s32.run(None, {"pixels": pixels[k:k + 32]})[0] + 1e-12)))
-    x_all, t_all = torch.cat(cached), torch.cat(targets)
-    log(f"  QAT: int8 inputs of the last {n_blocks - start} blocks and fp32 targets for {len(pixels)} images "
-        f"({time.perf_counter() - started:.0f} s)")
-    clipped = clipped_convolutions(fp32_graph)
-    ranges: dict[str, tuple[float, float]] = {}
-    observing = [False]
-
-    def fake(key: str, x: torch.Tensor, bounds: tuple[float, float] | None = None) -> torch.Tensor:
-        if bounds is not None:
-            return _fake_quant(x, *bounds)
-        if observing[0]:
-            lo, hi = ranges.get(key, (0.0, 0.0))
-            ranges[key] = (min(lo, float(x.min())), max(hi, float(x.max())))
-            return x
-        return _fake_quant(x, *ranges[key])
-
-    tail = [*student._blocks[start:], student._conv_head]
-    convs = [(name, m) for name, m in student.named_modules()
-             if isinstance(m, nn.Conv2d) and any(m is c for t in tail for c in t.modules())]
-    handles = []
-    for name, conv in convs:
-        parametrize.register_parametrization(conv, "weight", WeightInt8())
-        bounds = (0.0, 6.0) if name in clipped else None
-        handles.append(conv.register_forward_hook(lambda m, a, out, k=name, b=bounds: fake(k, out, b)))
-    for block in student._blocks[start:]:
-        if getattr(block, "residual", False):  # the residual Add is quantised too
-            handles.append(block.register_forward_hook(lambda m, a, out, k=f"{id(block)}:add": fake(k, out)))
-    for p in (p for m in tail for p in m.parameters()):
-        p.requires_grad_(True)
-
-    def rest(x: torch.Tensor) -> torch.Tensor:
-        for block in student._blocks[start:]:
-            x = block(x)
-        return F.relu6(student._bn1(student._conv_head(x))).mean(dim=(2, 3))
-
-    def calibrate() -> float:
-        observing[0] = True
-        ranges.clear()
-        with torch.no_grad():
-            for k in range(0, len(x_all), 64):
-                rest(x_all[k:k + 64])
-        observing[0] = False
-        with torch.no_grad():
-            logp = torch.cat([F.log_softmax(head(rest(x_all[k:k + 64])), -1) for k in range(0, len(x_all), 64)])
-        return float(F.kl_div(logp, t_all, log_target=True, reduction="batchmean"))
-
-    params = [p for m in tail for p in m.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=lr)
-    rng = np.random.default_rng(seed)
-    losses = [calibrate()]
-    log(f"  QAT: simulated int8 before tuning: KL {losses[0]:.4f}")
-    for epoch in range(epochs):
-        order = torch.from_numpy(rng.permutation(len(x_all)))
-        for k in range(0, len(order), batch):
-            idx = order[k:k + batch]
-            loss = F.kl_div(F.log_softmax(head(rest(x_all[idx])), -1), t_all[idx], log_target=True,
-                            reduction="batchmean")
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        losses.append(calibrate())  # the weights moved: the ranges follow, as a new calibration would
-        log(f"  QAT epoch {epoch + 1}/{epochs}: KL {losses[-1]:.4f} ({time.perf_counter() - started:.0f} s)")
-    for h in handles:
-        h.remove()
-    for _, conv in convs:
-        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=False)
-    for p in student.parameters():
-        p.requires_grad_(False)
-    return student.eval(), {"epochs": epochs, "lr": lr, "batch": batch, "items": int(len(pixels)),
-                            "tuned_blocks": n_blocks - start, "of_blocks": n_blocks,
-                            "loss": "KL(fp32 || simulated int8) of the probabilities",
-                            "kl_per_epoch": [round(x, 6) for x in losses],
-                            "seconds": round(time.perf_counter() - started, 1)}
