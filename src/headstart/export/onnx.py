@@ -210,10 +210,9 @@ def check_exportable(model: Any) -> None:
                           fix="fit with a torch backbone to export: efficientnet-lite0 for images, minilm-l6 for text.")
 
 
-def _export(model: Any, path: Path, backbone: Any = None) -> None:
+def _export(model: Any, path: Path) -> None:
     """Write the predictor graph; a backbone with ``for_inference`` (BatchNorm folded into the
-    convolutions: the same function in eval mode) is exported in that form. ``backbone``: another
-    (already folded) image backbone to export with the model's head instead."""
+    convolutions: the same function in eval mode) is exported in that form."""
     check_exportable(model)
     model.backbone.eval().float().to(memory_format=torch.contiguous_format)
     model.head.eval().float()
@@ -221,10 +220,7 @@ def _export(model: Any, path: Path, backbone: Any = None) -> None:
     if model.modality == "image":
         s = model.backbone.card.input.image_size
         fold = getattr(model.backbone, "for_inference", None)
-        if backbone is not None:
-            module: nn.Module = ImagePredictor(_Folded(model, backbone))
-        else:
-            module = ImagePredictor(model if fold is None else _Folded(model, fold()))
+        module: nn.Module = ImagePredictor(model if fold is None else _Folded(model, fold()))
         args: tuple = (torch.zeros(2, s, s, 3, dtype=torch.uint8),)
         names, shapes = ["pixels"], {"pixels": {0: batch}}
     else:
