@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import click
 
-from ..domain.label_shift import SHIFT_ESTIMATORS
+from ..domain.gap import MIN_PERMUTATIONS
+from ..domain.label_shift import MIN_BOOTSTRAP, SHIFT_ESTIMATORS
 from ._common import data_options, log, out
+
+
+def _bootstrap(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if 0 < value < MIN_BOOTSTRAP:
+        raise click.BadParameter(f"{value} resamples give no percentile interval; use 0 (no intervals) or at least "
+                                 f"{MIN_BOOTSTRAP}, e.g. 200.")
+    return value
 
 
 @click.command("gap", epilog="""\b
@@ -21,11 +29,14 @@ Writes gap.json, gap.md and gap.png (a t-SNE of both sets) to --out.
 @click.argument("target")
 @click.option("--backbone", "-b", default=None, help="Backbone whose features are compared (default by modality).")
 @click.option("--out", "-o", "out_dir", default=None, help="Folder for gap.json, gap.md and the plot gap.png.")
-@click.option("--permutations", default=200, show_default=True, help="Permutations of the MMD test.")
+@click.option("--permutations", default=200, show_default=True, type=click.IntRange(min=MIN_PERMUTATIONS),
+              help=f"Permutations of the MMD test, at least {MIN_PERMUTATIONS}: its p-value is at least "
+                   f"1 / (permutations + 1), so with fewer it could never reach 0.05.")
 @click.option("--estimator", type=click.Choice(SHIFT_ESTIMATORS.names()), default="em", show_default=True,
               help="How the target's class proportions are estimated without its labels (needs source labels).")
-@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Bootstrap resamples for the intervals of the proportions (0 = none).")
+@click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0), callback=_bootstrap,
+              help=f"Bootstrap resamples for the intervals of the proportions: 0 = none, else at least "
+                   f"{MIN_BOOTSTRAP}.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: a GPU when there is one).")
 @click.option("--cache-dir", default=None, help="Feature cache folder.")
@@ -36,8 +47,10 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
             encoding: str | None) -> None:
     """Measure the domain gap between SOURCE and TARGET: MMD test, proxy A-distance, per-class shift,
     and the target's class proportions (label shift) with intervals."""
+    from rich.markup import escape
+
     from ..data import load_data
-    from ..workflows.gap import gap
+    from ..workflows.gap import gap, left_out_words
 
     # Labels are optional on both sides (they add the per-class shift); the flags apply to both tables.
     source_data, target_data = (load_data(d, text_column=text_column, label_column=label_column, encoding=encoding,
@@ -51,17 +64,22 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
     for row in result.get("per_class", [])[:20]:
         out.print(f"  class {row['class']}: MMD² {row['mmd2']:.4f}, share {100 * row['source_share']:.0f}% -> "
                   f"{100 * row['target_share']:.0f}%")
-    out.print(f"[bold]Verdict[/bold]: {result['verdict']}")
+    if result.get("per_class_left_out"):
+        out.print(f"  left out (a class needs 2 items a side): {escape(left_out_words(result['per_class_left_out']))}")
+    if result.get("unseen_classes"):
+        out.print(f"[bold yellow]Warning[/bold yellow]: {escape(result['unseen_classes']['warning'])}.")
+    out.print(f"[bold]Verdict[/bold]: {escape(result['verdict'])}")
     shift = result.get("label_shift")
     if shift:
         if shift.get("target") is not None:
             interval = shift.get("interval")
-            out.print(f"[bold]Class proportions[/bold] (target estimated by {shift['estimator']}"
-                      + (f", {round(100 * shift['level'])}% intervals" if interval else "") + "):")
+            none = "no intervals, --bootstrap 0" if not shift.get("bootstrap") else shift.get("interval_note", "")
+            out.print(f"[bold]Class proportions[/bold] (target estimated by {shift['estimator']}, "
+                      + (f"{round(100 * shift['level'])}% intervals" if interval else escape(none)) + "):")
             for i, c in enumerate(shift["classes"][:20]):
                 span = f" [{100 * interval[i][0]:.0f}-{100 * interval[i][1]:.0f}%]" if interval else ""
                 out.print(f"  {c}: source {100 * shift['source_proportions'][i]:.0f}% -> target "
                           f"{100 * shift['target'][i]:.0f}%{span}")
-        out.print(f"[bold]Shift[/bold]: {shift['in_words']}")
+        out.print(f"[bold]Shift[/bold]: {escape(shift['in_words'])}")
     if out_dir:
         out.print(f"Report and plot: {out_dir}/ (gap.json, gap.md, gap.png)")

@@ -6,7 +6,9 @@
   cross-validated error of a logistic-regression domain classifier: 0 = indistinguishable,
   2 = perfectly separable.
 - :func:`per_class_shift`: when both sides have labels, the shift of each class's features (MMD
-  between the class's source and target examples) and of the class proportions.
+  between the class's source and target examples) and of the class proportions;
+  :func:`per_class_left_out` names the classes it leaves out and why, and :func:`unseen_classes`
+  the target's classes that the source lacks (a shift no model trained on the source can handle).
 - :func:`plot_projection`: a 2-D t-SNE of both samples, source vs target, coloured by class.
 - :func:`label_shift_report`: with source labels, the target's class proportions estimated
   without its labels (:mod:`.label_shift`), and whether the inputs still differ once the source
@@ -15,11 +17,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from ..errors import ConfigError
+
+# A permutation p-value is at least 1 / (permutations + 1): with fewer than 19 it can never reach 0.05.
+MIN_PERMUTATIONS = 19
+# Fewer items a side leave the MMD test and the domain classifier without the power to find a gap,
+# so "no measurable gap" would mean nothing; below it the verdict says the gap cannot be judged.
+MIN_GAP_ITEMS = 20
+MIN_CLASS_ITEMS = 2  # items of a class on each side for its per-class MMD
 
 
 def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -32,7 +43,13 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, permutations: int = 200, max_n: in
 
     At most ``max_n`` rows of each side (a seeded subsample): the kernel matrix is computed once
     and only the labels are permuted, so 200 permutations cost little more than one MMD.
+    ``permutations=0`` computes the statistic alone (``p_value`` None: no test was run).
     """
+    import torch  # imported here so that the CLI can read this module's limits without loading torch
+
+    if permutations < 0:
+        raise ConfigError(f"`permutations` must be >= 0, got {permutations}.",
+                          fix=f"use 0 for the statistic alone, or at least {MIN_PERMUTATIONS} for a test.")
     rng = np.random.default_rng(seed)
     xs, ys = _subsample(x, max_n, rng), _subsample(y, max_n, rng)
     z = torch.as_tensor(np.concatenate([xs, ys]), dtype=torch.float64)
@@ -54,7 +71,8 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, permutations: int = 200, max_n: in
     for _ in range(permutations):
         perm = mask[torch.randperm(len(z), generator=g)]
         count += stat(perm) >= observed
-    return {"mmd2": observed, "p_value": (count + 1) / (permutations + 1), "n_source": n, "n_target": len(ys),
+    p_value = (count + 1) / (permutations + 1) if permutations else None
+    return {"mmd2": observed, "p_value": p_value, "n_source": n, "n_target": len(ys),
             "permutations": permutations}
 
 
@@ -83,15 +101,70 @@ def per_class_shift(xs: np.ndarray, ys: list[str], xt: np.ndarray, yt: list[str]
     ys_a, yt_a = np.asarray(ys), np.asarray(yt)
     for c in sorted(set(ys) & set(yt)):
         a, b = xs[ys_a == c], xt[yt_a == c]
-        if len(a) < 2 or len(b) < 2:
-            continue
+        if len(a) < MIN_CLASS_ITEMS or len(b) < MIN_CLASS_ITEMS:
+            continue  # named by per_class_left_out
         rows.append({"class": c, "mmd2": mmd_test(a, b, permutations=0, max_n=200, seed=seed)["mmd2"],
                      "source_share": len(a) / len(xs), "target_share": len(b) / len(xt)})
     return rows
 
 
-def verdict(pad: float, p_value: float) -> str:
-    """The gap in plain words, from the proxy A-distance and the MMD test."""
+def per_class_left_out(ys: list[str], yt: list[str]) -> list[dict[str, Any]]:
+    """The classes :func:`per_class_shift` has no row for, each with its item counts and why."""
+    n_s, n_t = Counter(ys), Counter(yt)
+    rows = []
+    for c in sorted(set(n_s) | set(n_t)):
+        a, b = n_s.get(c, 0), n_t.get(c, 0)
+        if a >= MIN_CLASS_ITEMS and b >= MIN_CLASS_ITEMS:
+            continue
+        if not a:
+            why = "not in the source"
+        elif not b:
+            why = "not in the target"
+        else:
+            why = f"fewer than {MIN_CLASS_ITEMS} items on a side"
+        rows.append({"class": c, "source_items": a, "target_items": b, "why": why})
+    return rows
+
+
+def unseen_classes(ys: list[str], yt: list[str]) -> dict[str, Any] | None:
+    """The target's labelled classes that the source lacks, with their counts and share of the
+    target, and a warning in words; None when there are none."""
+    known = set(ys)
+    counts = Counter(v for v in yt if v not in known)
+    if not counts:
+        return None
+    share = sum(counts.values()) / len(yt)
+    named = ", ".join(f"{c} ({m} item{'s' if m > 1 else ''})" for c, m in sorted(counts.items()))
+    return {"classes": sorted(counts), "target_items": dict(sorted(counts.items())), "target_share": share,
+            "words": f"{named}, {100 * share:.0f}% of the target",
+            "warning": (f"the target holds class(es) the source lacks: {named}, {100 * share:.0f}% of the target. "
+                        "A model trained on the source cannot predict them, and neither a prior correction nor "
+                        "aligning the inputs changes that: add labelled examples of them to the source")}
+
+
+def verdict(pad: float, p_value: float | None, *, n_source: int | None = None, n_target: int | None = None,
+            unseen: dict[str, Any] | None = None) -> str:
+    """The gap in plain words, from the proxy A-distance and the MMD test.
+
+    ``unseen`` (from :func:`unseen_classes`): classes of the target the source lacks, which decide
+    the verdict whatever the features say. With fewer than MIN_GAP_ITEMS items on a side the
+    measures have too little power for "no gap" to mean anything, so the verdict says so.
+    ``p_value`` None: no test was run.
+    """
+    measured = (f"proxy A-distance {pad:.2f} of 2"
+                + (f", MMD test p = {p_value:.2f}" if p_value is not None else ", no MMD test run"))
+    if unseen:
+        return (f"a shift no adaptation fixes: the target holds class(es) the source lacks ({unseen['words']}), "
+                f"which a model trained on the source cannot predict; add labelled examples of them to the source "
+                f"({measured})")
+    small = [f"{n} {side}" for n, side in ((n_source, "source"), (n_target, "target"))
+             if n is not None and n < MIN_GAP_ITEMS]
+    if small:
+        return (f"the gap cannot be judged on {' and '.join(small)} items: with so few the MMD test and the "
+                f"domain classifier cannot find a gap even where there is one ({measured}); use at least "
+                f"{MIN_GAP_ITEMS} items a side")
+    if p_value is None:
+        return f"no MMD test run (0 permutations); proxy A-distance {pad:.2f} of 2"
     if p_value > 0.05:
         return ("no measurable gap: the MMD test cannot tell the two apart (p = %.2f); "
                 "train on the source and deploy" % p_value)
@@ -151,17 +224,24 @@ def plot_projection(xs: np.ndarray, xt: np.ndarray, path: str | Path, *, ys: lis
 
 def measure_gap(xs: np.ndarray, xt: np.ndarray, *, ys: list[str] | None = None, yt: list[str] | None = None,
                 seed: int = 0, permutations: int = 200) -> dict[str, Any]:
-    """Every measure at once, with the verdict."""
+    """Every measure at once, with the verdict. With labels on both sides also the per-class shift,
+    the classes it leaves out (``per_class_left_out``) and the target's classes the source lacks
+    (``unseen_classes``, None when there are none)."""
     mmd = mmd_test(xs, xt, permutations=permutations, seed=seed)
     pad = proxy_a_distance(xs, xt, seed=seed)
-    out: dict[str, Any] = {"mmd": mmd, "proxy_a_distance": pad, "verdict": verdict(pad["pad"], mmd["p_value"])}
+    unseen = unseen_classes(ys, yt) if ys is not None and yt is not None else None
+    out: dict[str, Any] = {"mmd": mmd, "proxy_a_distance": pad,
+                           "verdict": verdict(pad["pad"], mmd["p_value"], n_source=len(xs), n_target=len(xt),
+                                              unseen=unseen)}
     if ys is not None and yt is not None:
         out["per_class"] = per_class_shift(xs, ys, xt, yt, seed=seed)
+        out["per_class_left_out"] = per_class_left_out(ys, yt)
+        out["unseen_classes"] = unseen
     return out
 
 
 def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimator: str = "em", bootstrap: int = 200,
-                       seed: int = 0, permutations: int = 200) -> dict[str, Any]:
+                       seed: int = 0, permutations: int = 200, yt: list[str] | None = None) -> dict[str, Any]:
     """The target's class proportions against the source's, and the shift in words.
 
     A linear probe on 70% of the source (stratified, seeded) is the black box; its probabilities
@@ -169,8 +249,14 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     estimated proportions: if the MMD test and the proxy A-distance still tell it from the target,
     the inputs differ beyond what the labels explain. ``trust`` holds the two signs that say
     whether the estimate can be relied on (see
-    :func:`~headstart.domain.validators.proportions_trusted`).
+    :func:`~headstart.domain.validators.proportions_trusted`). ``yt``: the target's labels when it
+    has them (the estimate never reads them); classes among them that the source lacks are named
+    in ``unseen_classes`` and lead the words, since no re-weighting of the source covers them.
+    With ``permutations=0`` the inputs count as still different when the proxy A-distance alone
+    says so.
     """
+    import torch
+
     from ..train.linear_probe import LinearProbeConfig, linear_probe
     from .label_shift import class_weights, describe_shift, estimate_prior, resample_indices
 
@@ -184,11 +270,14 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
         idx = rng.permutation(np.flatnonzero(y == c))
         held[idx[: int(round(0.3 * len(idx)))]] = True
     source_shares = np.bincount(y, minlength=k) / len(y)
-    out: dict[str, Any] = {"estimator": estimator, "classes": names, "source_proportions": source_shares.tolist()}
+    unseen = unseen_classes(ys, yt) if yt is not None else None
+    out: dict[str, Any] = {"estimator": estimator, "classes": names, "source_proportions": source_shares.tolist(),
+                           "unseen_classes": unseen}
     if k < 2 or held.all() or not held.any() or len(np.unique(y[~held])) < k:
         out["warning"] = (f"no label-shift estimate: the source has {k} class(es) and too few items per class to "
                           "hold some out")
-        out["in_words"] = describe_shift(None, None, names).replace("the source has no labels", out["warning"])
+        out["in_words"] = describe_shift(None, None, names, unseen=unseen).replace("the source has no labels",
+                                                                                   out["warning"])
         return out
     # Not refitted on the held-out part: a probe scoring items it was trained on looks more certain
     # than it is on new data, and calibrating on that skews the estimate (with a Dirichlet(0.5)
@@ -197,7 +286,8 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     with torch.inference_mode():
         p_held = probe(torch.as_tensor(xs[held], dtype=torch.float32)).softmax(1).double().numpy()
         p_t = probe(torch.as_tensor(xt, dtype=torch.float32)).softmax(1).double().numpy()
-    est = estimate_prior(estimator, p_held, y[held], p_t, source_prior=source_shares, bootstrap=bootstrap, seed=seed)
+    est = estimate_prior(estimator, p_held, y[held], p_t, source_prior=source_shares, bootstrap=bootstrap, seed=seed,
+                         class_names=names)
     out.update(est.to_dict())
     out["source_proportions"] = source_shares.tolist()
     input_shift: bool | None = None
@@ -212,8 +302,8 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
         idx = resample_indices(y, class_weights(est), seed=seed)  # type: ignore[arg-type]
         mmd = mmd_test(xs[idx], xt, permutations=permutations, seed=seed)
         pad = proxy_a_distance(xs[idx], xt, seed=seed)
-        input_shift = bool(mmd["p_value"] <= 0.05 and pad["pad"] >= 0.5)
+        input_shift = bool((mmd["p_value"] is None or mmd["p_value"] <= 0.05) and pad["pad"] >= 0.5)
         out["after_reweighting"] = {"mmd2": mmd["mmd2"], "p_value": mmd["p_value"], "pad": pad["pad"]}
     out["input_shift"] = input_shift
-    out["in_words"] = describe_shift(est, input_shift, names, trust=out.get("trust"))
+    out["in_words"] = describe_shift(est, input_shift, names, trust=out.get("trust"), unseen=unseen)
     return out

@@ -13,8 +13,11 @@ p: source proportions). Three estimators of q, each a pure function registered i
   Needs no calibration, but fails when C is (nearly) singular: two classes the classifier cannot
   tell apart on the source.
 - ``rlls``: regularised BBSE (Azizzadenesheli, Liu, Yang & Anandkumar, ICLR 2019): the same
-  system solved with a penalty that pulls the weights towards 1 where C is ill-conditioned; it
-  refuses only an exactly singular C (a class never predicted).
+  system solved with a penalty on the weights' distance from 1; it refuses only an exactly
+  singular C (a class never predicted). The penalty is a norm, not a squared norm, so it either
+  does not bind (BBSE's answer exactly) or pulls the weights all the way to 1 (no shift); at the
+  scale used here it did not bind on the benchmark's confusion matrices, where RLLS gave BBSE's
+  answer (see :data:`RLLS_ALPHA`).
 - ``em``: the EM prior adjustment of Saerens, Latinne & Decaestecker (Neural Computation 2002):
   alternate re-weighting each target prediction by q / p and re-estimating q as their mean.
   Needs *calibrated* probabilities; they are calibrated on the source validation split first with
@@ -24,8 +27,9 @@ p: source proportions). Three estimators of q, each a pure function registered i
 Both come with percentile-bootstrap intervals (resampling the source validation items and the
 target items) and, for the decision to correct, Saerens et al.'s likelihood-ratio test of "the
 proportions did not change". When the proportions cannot be estimated (too few target items, a
-class missing from the source validation split, a singular confusion matrix) the result carries
-a warning that names why and no proportions, so that callers leave their predictions alone.
+class missing from the source validation split, a singular confusion matrix, two classes the
+classifier does not tell apart on the source validation split) the result carries a warning that
+names why and no proportions, so that callers leave their predictions alone.
 
 All of this assumes p(x | y) is unchanged. With a large input shift as well the estimates are
 biased; :func:`describe_shift` says so in words.
@@ -45,6 +49,14 @@ from ..registry import Registry
 
 MIN_TARGET = 20  # fewer target items say too little about k proportions
 MIN_PER_CLASS = 2  # source validation items per class: below, its confusion column is noise
+MIN_BOOTSTRAP = 10  # fewer resamples give no percentile interval worth the name
+# Two classes count as told apart when the classifier ranks their held-out items apart with a
+# pairwise AUC of at least SEPARABLE_AUC, or when a one-sided Mann-Whitney test shows some
+# separation (p <= SEPARATION_P). Otherwise their confusion columns are the same up to noise: BBSE's
+# system is singular in their direction and EM's likelihood is flat along it, so any split of their
+# combined share between them is as good as another, and an estimate would be a guess.
+SEPARABLE_AUC = 0.9
+SEPARATION_P = 0.05
 MAX_CONDITION = 1e3  # condition number of the (column-normalised) confusion matrix beyond which BBSE is not solved
 FLOOR = 1e-6  # smallest proportion kept, so that log weights stay finite
 
@@ -243,7 +255,7 @@ def em_log_likelihood_ratio(proba_target: np.ndarray, source_prior: np.ndarray, 
 
 
 def bbse_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: np.ndarray,
-                 k: int) -> tuple[np.ndarray | None, str | None, float]:
+                 k: int, *, names: list[str] | None = None) -> tuple[np.ndarray | None, str | None, float]:
     """(w, warning, condition number) by BBSE with hard predictions: w solves C w = mu."""
     pred_s, pred_t = proba_source.argmax(1), proba_target.argmax(1)
     c = np.zeros((k, k))
@@ -257,7 +269,7 @@ def bbse_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: n
     cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
     if not np.isfinite(cond) or cond > MAX_CONDITION:
         col = c / np.maximum(cols, 1e-12)
-        worst = _most_confused(col)
+        worst = _most_confused(col, names)
         return None, (f"the source confusion matrix is singular (condition number "
                       f"{'infinite' if not np.isfinite(cond) else f'{cond:.3g}'}, above {MAX_CONDITION:g}): "
                       f"{worst}"), cond
@@ -265,12 +277,19 @@ def bbse_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: n
     return np.maximum(w, 0.0), None, cond
 
 
-RLLS_ALPHA = 0.01  # scale of RLLS's regulariser; with it RLLS is within 0.005 (L1) of BBSE on bench/label_shift.py
+# Scale of RLLS's regulariser. The penalty alpha * rho * ||theta|| is a norm, so it acts as a switch:
+# below the smallest singular value of C it does not bind and RLLS returns BBSE's solution; above,
+# theta = 0 (no shift). Measured on bench/label_shift.py (val calibration, 3 seeds, 2 skews): at 0.01
+# RLLS is within 0.005 (L1) of BBSE; at 0.3 it already answers "no shift" on BBC News (L1 0.31 to 1.25
+# against BBSE's 0.03 to 0.05). On four 2-D classes two of which overlap (120 source items, 3 seeds,
+# 3 overlaps) 0.1 moved one run of nine off BBSE's answer; 0.3 gave "no shift" in all nine.
+RLLS_ALPHA = 0.01
 RLLS_DELTA = 0.05  # the failure probability in RLLS's concentration bound
 
 
 def rlls_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: np.ndarray, k: int, *,
-                 alpha: float = RLLS_ALPHA) -> tuple[np.ndarray | None, str | None, float]:
+                 alpha: float = RLLS_ALPHA, names: list[str] | None = None
+                 ) -> tuple[np.ndarray | None, str | None, float]:
     """(w, warning, condition number) by RLLS (Azizzadenesheli, Liu, Yang & Anandkumar, ICLR 2019):
     BBSE's linear system solved as ``min ||C theta - b|| + alpha * rho ||theta||`` with
     theta = w - 1, b = mu - C 1 and w >= 0, where rho bounds the sampling error of C from n source
@@ -289,7 +308,7 @@ def rlls_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: n
     if np.linalg.matrix_rank(c) < k:  # singular: no regulariser makes a class that is never predicted estimable
         return None, (f"the source confusion matrix is singular (rank {np.linalg.matrix_rank(c)} of {k}, condition "
                       f"number {'infinite' if not np.isfinite(cond) else f'{cond:.3g}'}): "
-                      f"{_most_confused(c / np.maximum(cols, 1e-12))}"), cond
+                      f"{_most_confused(c / np.maximum(cols, 1e-12), names)}"), cond
     b = mu - c.sum(1)
     log_term = 2 * math.log(2 * k / RLLS_DELTA)
     rho = 3 * (log_term / (3 * n) + math.sqrt(log_term / n))
@@ -305,14 +324,45 @@ def rlls_weights(proba_source: np.ndarray, y_source: np.ndarray, proba_target: n
     return np.maximum(res.x + 1.0, 0.0), None, cond
 
 
-def _most_confused(col: np.ndarray) -> str:
+def _most_confused(col: np.ndarray, names: list[str] | None = None) -> str:
     k = col.shape[0]
+    name = (lambda i: str(i)) if names is None else (lambda i: names[i])
     if (col.sum(0) == 0).any():
-        return f"class {int(np.flatnonzero(col.sum(0) == 0)[0])} has no source validation item"
+        return f"class {name(int(np.flatnonzero(col.sum(0) == 0)[0]))} has no source validation item"
     sim = col.T @ col / np.maximum(np.outer(np.linalg.norm(col, axis=0), np.linalg.norm(col, axis=0)), 1e-12)
     np.fill_diagonal(sim, -1)
     i, j = np.unravel_index(int(sim.argmax()), (k, k))
-    return f"the classifier predicts classes {int(i)} and {int(j)} alike on the source"
+    return f"the classifier predicts classes {name(int(i))} and {name(int(j))} alike on the source"
+
+
+def inseparable_pairs(proba_source: np.ndarray, y_source: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """Pairs of classes the classifier does not tell apart on held-out source items.
+
+    For classes i and j, the items of the two are ranked by log p_i - log p_j; the pairwise AUC is
+    the chance that an item of i ranks above one of j (0.5: no better than a coin). A pair is
+    returned when the AUC is below SEPARABLE_AUC and a one-sided Mann-Whitney test cannot show it
+    above 0.5 (p > SEPARATION_P): too few items to show a separation count as no separation, since
+    the estimate would then rest on confusion columns the data do not tell apart either.
+    """
+    from scipy.stats import mannwhitneyu, rankdata
+
+    logp = np.log(np.clip(proba_source, 1e-12, 1.0))
+    found = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            a, b = logp[y_source == i], logp[y_source == j]
+            if not len(a) or not len(b):
+                continue
+            sa, sb = a[:, i] - a[:, j], b[:, i] - b[:, j]
+            # The AUC from ranks (ties count half): Mann-Whitney's U over n_i n_j, without the n_i x n_j table.
+            ranks = rankdata(np.concatenate([sa, sb]))[: len(sa)]
+            auc = float((ranks.sum() - len(sa) * (len(sa) + 1) / 2) / (len(sa) * len(sb)))
+            if auc >= SEPARABLE_AUC:
+                continue
+            p = float(mannwhitneyu(sa, sb, alternative="greater").pvalue)
+            if p > SEPARATION_P:
+                found.append({"classes": [i, j], "auc": auc, "p_value": p})
+    return found
 
 
 def _calibrate(method: str, ps: np.ndarray, ys: np.ndarray) -> dict[str, Any]:
@@ -327,9 +377,10 @@ def _calibrate(method: str, ps: np.ndarray, ys: np.ndarray) -> dict[str, Any]:
 
 
 def _estimate_once(method: str, ps: np.ndarray, ys: np.ndarray, pt: np.ndarray, prior: np.ndarray, k: int,
-                   fitted: dict[str, Any]) -> tuple[np.ndarray | None, str | None, dict[str, Any]]:
+                   fitted: dict[str, Any], names: list[str] | None = None
+                   ) -> tuple[np.ndarray | None, str | None, dict[str, Any]]:
     if method in ("bbse", "rlls"):
-        w, warning, cond = (bbse_weights if method == "bbse" else rlls_weights)(ps, ys, pt, k)
+        w, warning, cond = (bbse_weights if method == "bbse" else rlls_weights)(ps, ys, pt, k, names=names)
         if w is None:
             return None, warning, {"condition_number": cond}
         q = w * source_proportions(ys, k)  # w re-weights the held-out split's own proportions
@@ -346,22 +397,32 @@ def _estimate_once(method: str, ps: np.ndarray, ys: np.ndarray, pt: np.ndarray, 
 
 def estimate_prior(method: str, proba_source: Any, y_source: Any, proba_target: Any, *,
                    source_prior: Any = None, bootstrap: int = 100, level: float = 0.95,
-                   seed: int = 0) -> PriorEstimate:
+                   seed: int = 0, class_names: list[str] | None = None) -> PriorEstimate:
     """The target's class proportions by ``method`` (a name in :data:`SHIFT_ESTIMATORS`).
 
     ``proba_source``, ``y_source``: a classifier's probabilities and the true labels on held-out
     *source* data (the validation split, never the training split: the classifier is
     over-confident there). ``proba_target``: its probabilities on the unlabelled target.
     ``source_prior``: the proportions the classifier was trained under, which the correction
-    weights q / p are taken against (default: those of ``y_source``). ``bootstrap``: resamples for the percentile interval (0 = none): BBSE resamples
-    both sides, EM the target items under its one calibration.
+    weights q / p are taken against (default: those of ``y_source``). ``bootstrap``: resamples for
+    the percentile interval (0 = none, else at least MIN_BOOTSTRAP): BBSE resamples both sides, EM
+    the target items under its one calibration. ``class_names``: the names the warnings use for
+    the classes (default: their indices).
+
+    Classes the classifier does not tell apart on the source items (:func:`inseparable_pairs`) get
+    no estimate: their split of the target would be a guess.
     """
     if method not in SHIFT_ESTIMATORS:
         SHIFT_ESTIMATORS.get(method)  # raises with the closest names
-    if bootstrap < 0 or not 0 < level < 1:
-        raise ConfigError(f"`bootstrap` must be >= 0 and `level` in (0, 1), got {bootstrap} and {level}.")
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP or not 0 < level < 1:
+        raise ConfigError(f"`bootstrap` must be 0 (no interval) or at least {MIN_BOOTSTRAP}, and `level` in (0, 1); "
+                          f"got {bootstrap} and {level}.", fix=f"use e.g. bootstrap=200, or 0 for no interval.")
     ps = _check_proba(proba_source, "proba_source")
     k = ps.shape[1]
+    if class_names is not None and len(class_names) != k:
+        raise DataError(f"`class_names` has {len(class_names)} names for {k} probability columns.",
+                        fix="pass one name per class, in the order of the columns.")
+    names = [str(i) for i in range(k)] if class_names is None else [str(n) for n in class_names]
     pt = _check_proba(proba_target, "proba_target", k)
     ys = _check_labels(y_source, len(ps), k)
     prior = source_proportions(ys, k) if source_prior is None else np.asarray(source_prior, dtype=np.float64)
@@ -378,13 +439,22 @@ def estimate_prior(method: str, proba_source: Any, y_source: Any, proba_target: 
                            f"{k} classes")
     counts = np.bincount(ys, minlength=k)
     if (counts < MIN_PER_CLASS).any():
-        missing = [int(c) for c in np.flatnonzero(counts < MIN_PER_CLASS)]
-        return unestimated(f"class(es) {', '.join(map(str, missing[:10]))} have fewer than {MIN_PER_CLASS} source "
+        missing = [names[int(c)] for c in np.flatnonzero(counts < MIN_PER_CLASS)]
+        return unestimated(f"class(es) {', '.join(missing[:10])} have fewer than {MIN_PER_CLASS} source "
                            f"validation items, so the classifier's behaviour on them is unknown")
     fitted = _calibrate(method, ps, ys)
-    q, warning, details = _estimate_once(method, ps, ys, pt, prior, k, fitted)
+    q, warning, details = _estimate_once(method, ps, ys, pt, prior, k, fitted, names)
     if q is None:
         return unestimated(warning or "the estimator failed", **details)
+    pairs = inseparable_pairs(ps, ys, k)
+    if pairs:
+        words = "; ".join(f"{names[p['classes'][0]]} and {names[p['classes'][1]]} (pairwise AUC {p['auc']:.2f}, "
+                          f"p = {p['p_value']:.2f})" for p in pairs[:5]) + ("; ..." if len(pairs) > 5 else "")
+        return unestimated(f"the classifier does not tell these classes apart on the {len(ps)} held-out source items: "
+                           f"{words}, so how the target splits between them would be a guess; merge such classes, "
+                           "or give them features that separate them",
+                           inseparable=[{"classes": [names[i] for i in p["classes"]], "auc": p["auc"],
+                                         "p_value": p["p_value"]} for p in pairs])
     interval = None
     if bootstrap:
         rng = np.random.default_rng(seed)
@@ -457,14 +527,21 @@ def label_shift_significant(estimate: PriorEstimate) -> bool:
 
 
 def describe_shift(estimate: PriorEstimate | None, input_shift: bool | None, label_names: list[str],
-                   trust: dict[str, Any] | None = None) -> str:
+                   trust: dict[str, Any] | None = None, unseen: dict[str, Any] | None = None) -> str:
     """In words: is the shift in the labels, the inputs, both or neither?
 
     ``input_shift``: whether the inputs still differ once the source is re-weighted to the
     estimated target proportions (None: not measured). ``trust``: the readings of
     :func:`~headstart.domain.validators.proportions_trusted`; when they say the estimate is not to
-    be trusted, the words say so and why.
+    be trusted, the words say so and why. ``unseen``: the target's classes the source lacks (see
+    :func:`~headstart.domain.gap.unseen_classes`): no re-weighting covers them, so they lead the
+    words, and the estimate, which spreads their items over the known classes, is called biased.
     """
+    if unseen:
+        return (f"new classes, not only a change of proportions: the target holds class(es) the source lacks "
+                f"({unseen['words']}). The estimated proportions count each of their items as one of the source's "
+                "classes, so they are biased, and no prior correction is advised: a model trained on the source "
+                "cannot predict these classes; add labelled examples of them to the source")
     if estimate is None or estimate.target is None:
         why = estimate.warning if estimate is not None else "the source has no labels"
         base = "label shift not measured (" + why + ")"

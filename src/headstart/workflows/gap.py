@@ -11,8 +11,8 @@ from ..backbones import create_backbone
 from ..data import load_data
 from ..errors import ConfigError, DataError
 from ..features import extract_features_many
-from ..domain.gap import label_shift_report, measure_gap, plot_projection
-from ..domain.label_shift import SHIFT_ESTIMATORS
+from ..domain.gap import MIN_PERMUTATIONS, label_shift_report, measure_gap, plot_projection
+from ..domain.label_shift import MIN_BOOTSTRAP, SHIFT_ESTIMATORS
 from .pipeline import backbone_name, check_backbone_modality
 
 
@@ -24,8 +24,10 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
 
     Labels are optional on both sides; with labels on both, the per-class shift is reported too.
     With source labels, the target's class proportions are estimated without its labels
-    (``estimator``, a name in ``SHIFT_ESTIMATORS``, with ``bootstrap`` resamples for the intervals)
-    and the shift is put in words: in the labels, the inputs, or both.
+    (``estimator``, a name in ``SHIFT_ESTIMATORS``, with ``bootstrap`` resamples for the intervals:
+    0 for none, else at least ``MIN_BOOTSTRAP``) and the shift is put in words: in the labels, the
+    inputs, or both. ``permutations``: at least ``MIN_PERMUTATIONS``, the fewest whose p-value can
+    reach 0.05.
     With ``out``: ``gap.json``, ``gap.md`` and ``gap.png`` (t-SNE, source vs target, by class).
     """
     src = load_data(source, labelled=None)
@@ -38,8 +40,13 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
         raise DataError(f"The source {src.source} holds {src.modality}s but the target {tgt.source} holds "
                         f"{tgt.modality}s.", fix="compare two image sets or two text sets.")
     SHIFT_ESTIMATORS.get(estimator)  # an unknown name fails before any feature is extracted
-    if bootstrap < 0:
-        raise ConfigError(f"`bootstrap` must be >= 0, got {bootstrap}.", fix="use e.g. --bootstrap 200 (0 = no intervals).")
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"`bootstrap` must be 0 (no intervals) or at least {MIN_BOOTSTRAP}, got {bootstrap}: fewer "
+                          "resamples give no percentile interval.", fix="use e.g. --bootstrap 200 (0 = no intervals).")
+    if permutations < MIN_PERMUTATIONS:
+        raise ConfigError(f"`permutations` must be at least {MIN_PERMUTATIONS}, got {permutations}: a permutation "
+                          f"p-value is at least 1 / (permutations + 1), so with fewer it can never reach 0.05.",
+                          fix="use e.g. --permutations 200.")
     name = backbone_name(backbone, src.modality)
     bb = create_backbone(name)
     check_backbone_modality(bb, name, src.modality)
@@ -50,7 +57,8 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
     if src.labels is not None:
         log(f"Label shift: the target's class proportions by {estimator}, {bootstrap} bootstrap resamples")
         result["label_shift"] = label_shift_report(xs, src.labels, xt, estimator=estimator, bootstrap=bootstrap,
-                                                   seed=seed, permutations=permutations)
+                                                   seed=seed, permutations=permutations, yt=tgt.labels)
+        result["label_shift"]["bootstrap"] = bootstrap
     result.update({"source": src.source, "target": tgt.source, "backbone": bb.card.name,
                    "n_source": len(src), "n_target": len(tgt)})
     if out is not None:
@@ -74,22 +82,34 @@ def render(result: dict[str, Any]) -> str:
              f"- Proxy A-distance: {pad['pad']:.2f} of 2 (domain classifier accuracy "
              f"{100 * pad['domain_classifier_accuracy']:.1f}%)",
              f"- Verdict: {result['verdict']}", ""]
+    if result.get("unseen_classes"):
+        lines += [f"**Warning**: {result['unseen_classes']['warning']}.", ""]
     if result.get("per_class"):
         lines += ["| class | MMD^2 | source share | target share |", "|---|---|---|---|"]
         lines += [f"| {r['class']} | {r['mmd2']:.4f} | {100 * r['source_share']:.1f}% | {100 * r['target_share']:.1f}% |"
                   for r in result["per_class"]]
+    if result.get("per_class_left_out"):
+        lines += ["", "Left out of the per-class table (its MMD needs at least 2 items of the class a side): "
+                  + left_out_words(result["per_class_left_out"]) + "."]
     shift = result.get("label_shift")
     if shift:
         lines += ["", "## Class proportions", ""]
         if shift.get("target") is not None:
-            level = round(100 * shift.get("level", 0.95))
-            lines += [f"Estimated without target labels ({shift['estimator']}), {level}% bootstrap intervals.", "",
-                      "| class | source | target (estimated) | interval |", "|---|---|---|---|"]
             interval = shift.get("interval")
+            if interval:
+                level = round(100 * shift.get("level", 0.95))
+                lines += [f"Estimated without target labels ({shift['estimator']}), {level}% bootstrap intervals "
+                          f"({shift.get('bootstrap_draws', '?')} resamples).", "",
+                          "| class | source | target (estimated) | interval |", "|---|---|---|---|"]
+            else:
+                why = ("--bootstrap 0" if not shift.get("bootstrap") else shift.get("interval_note", "no resamples"))
+                lines += [f"Estimated without target labels ({shift['estimator']}); no intervals ({why}).", "",
+                          "| class | source | target (estimated) |", "|---|---|---|"]
             for i, c in enumerate(shift["classes"]):
-                span = f"{100 * interval[i][0]:.1f}-{100 * interval[i][1]:.1f}%" if interval else "n/a"
-                lines.append(f"| {c} | {100 * shift['source_proportions'][i]:.1f}% | {100 * shift['target'][i]:.1f}% "
-                             f"| {span} |")
+                row = f"| {c} | {100 * shift['source_proportions'][i]:.1f}% | {100 * shift['target'][i]:.1f}% |"
+                if interval:
+                    row += f" {100 * interval[i][0]:.1f}-{100 * interval[i][1]:.1f}% |"
+                lines.append(row)
         elif shift.get("warning"):
             lines.append(f"- {shift['warning']}")
         trust = shift.get("trust")
@@ -101,3 +121,8 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", f"- Shift: {shift['in_words']}"]
     lines += ["", "![source vs target](gap.png)", ""]
     return "\n".join(lines)
+
+
+def left_out_words(rows: list[dict[str, Any]]) -> str:
+    """The per-class table's left-out classes in words: name, item counts and why."""
+    return "; ".join(f"{r['class']} ({r['why']}: {r['source_items']} source, {r['target_items']} target)" for r in rows)
