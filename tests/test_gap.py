@@ -160,7 +160,7 @@ def test_gap_md_says_no_intervals_instead_of_a_column_of_n_a() -> None:
     md = render({**base, "label_shift": {**shift, "bootstrap": 0}})
     assert "no intervals (--bootstrap 0)" in md and "95%" not in md and "n/a" not in md
     assert "| a | 50.0% | 70.0% |" in md
-    note = "only 3 of 20 resamples gave an estimate (a near-singular confusion matrix), so no interval"
+    note = "only 3 of 20 resamples gave an estimate (the others lost a class), so no interval"
     md = render({**base, "label_shift": {**shift, "bootstrap": 20, "interval_note": note}})
     assert note in md and "95%" not in md and "n/a" not in md
     md = render({**base, "label_shift": {**shift, "bootstrap": 20, "bootstrap_draws": 20,

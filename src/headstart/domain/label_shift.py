@@ -476,8 +476,8 @@ def estimate_prior(method: str, proba_source: Any, y_source: Any, proba_target: 
             details["bootstrap_draws"] = len(draws)
         else:
             details["bootstrap_draws"] = len(draws)
-            details["interval_note"] = (f"only {len(draws)} of {bootstrap} resamples gave an estimate (a near-singular "
-                                        "confusion matrix), so no interval")
+            details["interval_note"] = (f"only {len(draws)} of {bootstrap} resamples gave an estimate (the others lost "
+                                        "a class or met a singular confusion matrix), so no interval")
     if method == "em":
         from scipy.stats import chi2
 
