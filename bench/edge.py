@@ -11,7 +11,7 @@ alternating) and batch-32 throughput. ``passes`` applies export's rule (images: 
 accuracy within 1 point; text: agreement >= 95%, |dp| <= 0.2).
 
     python bench/edge.py [--only lite0-mnist,...]   # writes bench/results/edge/{results.json,table.md}
-    python bench/edge.py --qat --only lite0-mnist   # + int8-qat: bench/results/edge/{qat.json,qat.md}
+    python bench/edge.py --qat --only lite0-mnist   # + int8-qat: bench/results/edge/{qat.json,qat.md} (merged by case)
     python bench/edge.py --profile                  # ONNX Runtime per-operator profile: profile.{json,md}
 """
 
@@ -326,12 +326,15 @@ def main() -> None:
         for key in args.only.split(","):
             print(f"== {key}", flush=True)
             rows.append(one_case(key, Path(tmp), args.qat))
-            name = "qat" if args.qat else "results"
-            (OUT / f"{name}.json").write_text(json.dumps(rows, indent=2))
-            if args.qat:
-                (OUT / "qat.md").write_text(qat_table(rows))
+            if args.qat:  # slow: cases run one at a time are merged with the earlier ones
+                old = json.loads((OUT / "qat.json").read_text()) if (OUT / "qat.json").exists() else []
+                done = {r["case"] for r in rows}
+                merged = sorted([r for r in old if r["case"] not in done] + rows, key=lambda r: ORDER.index(r["case"]))
+                (OUT / "qat.json").write_text(json.dumps(merged, indent=2))
+                (OUT / "qat.md").write_text(qat_table(merged))
                 print(qat_table(rows[-1:]), flush=True)
                 continue
+            (OUT / "results.json").write_text(json.dumps(rows, indent=2))
             (OUT / "table.md").write_text(table(rows))
             print(table(rows[-1:]), flush=True)
         if args.qat:

@@ -193,7 +193,15 @@ def test_tuned_weights_are_written_on_the_same_scales_and_onnx_runtime_computes_
     frozen = next(wq for wq in sim._weight_q.values() if wq.initializer.startswith("head.weight"))
     sim.weights[frozen.key].requires_grad_(False)
     x = np.concatenate([graphs["calibration"], graphs["calibration"][::-1] // 2 + 60])
-    tune(sim, x, fp32_logits(graphs["fp32"], x), epochs=2, lr=1e-4, batch=16)
+    target = torch.from_numpy(fp32_logits(graphs["fp32"], x))
+
+    def distance() -> float:  # the simulated (exact) int8 logits' distance from fp32's
+        with torch.no_grad():
+            return float(((sim.logits(torch.from_numpy(x)) - target) ** 2).mean())
+
+    before = distance()
+    tune(sim, x, target.numpy(), epochs=2, lr=1e-4, batch=16)
+    assert distance() < before
     sim.write_int8(tmp_path / "tuned.onnx")
     before = {t.name: t for t in onnx.load(str(graphs["int8"])).graph.initializer}
     after = {t.name: t for t in onnx.load(str(tmp_path / "tuned.onnx")).graph.initializer}
@@ -218,9 +226,7 @@ def test_tuning_moves_the_deployed_int8_model_towards_fp32(graphs, tmp_path) -> 
     x = graphs["calibration"]
     info = quantization_aware_int8(graphs["int8"], graphs["fp32"], tmp_path / "tuned.onnx", x, epochs=2,
                                    probe=graphs["probe"])  # export's learning rate
-    losses = info["loss_per_epoch"]
-    assert len(losses) == 3 and losses[-1] < losses[0]  # the simulated distance on the tuning items
-    assert [e["epoch"] for e in info["probe_per_epoch"]] == [0, 1, 2]
+    assert len(info["loss_per_epoch"]) == 2 and [e["epoch"] for e in info["probe_per_epoch"]] == [0, 1, 2]
     target = fp32_logits(graphs["fp32"], x)
     before = float(((fp32_logits(graphs["int8"], x) - target) ** 2).mean())
     after = float(((fp32_logits(tmp_path / "tuned.onnx", x) - target) ** 2).mean())

@@ -78,6 +78,27 @@ def _round(w: torch.Tensor, wq: _WeightQuant) -> torch.Tensor:
     return torch.clamp(torch.round(w / wq.scale), wq.qmin, wq.qmax)
 
 
+# A float32 sum of this many products of a uint8 code (minus its zero point: |x| <= 255) and an int8
+# weight (|w| <= 127) stays below 2**24 in every partial sum, so float32 adds them exactly, in any order.
+_EXACT_TERMS = 2**24 // (255 * 127)
+
+
+def _integer_conv(conv: Callable[..., torch.Tensor], x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
+    """The int32 accumulator of a convolution of integer-valued ``x`` and ``w``, exactly, as
+    float64. float32 convolutions (fast) over slices of the input channels small enough to be
+    exact, summed in float64; float64 (slow on CPU) where the channels cannot be sliced."""
+    taps = w.shape[2] * w.shape[3]
+    if w.shape[1] * taps <= _EXACT_TERMS:
+        return conv(x.float(), w.float(), None).double()
+    if groups != 1 or taps > _EXACT_TERMS:
+        return conv(x.double(), w.double(), None)
+    step = _EXACT_TERMS // taps
+    acc = conv(x[:, :step].float(), w[:, :step].float(), None).double()
+    for k in range(step, w.shape[1], step):
+        acc = acc + conv(x[:, k:k + step].float(), w[:, k:k + step].float(), None).double()
+    return acc
+
+
 @dataclass(frozen=True)
 class _ActQuant:
     """An activation ``QuantizeLinear``: per-tensor scale and zero point, and the code range."""
@@ -303,10 +324,11 @@ class QDQSimulation(nn.Module):
         bq = self._weight_q.get(node.input[2]) if b is not None else None
         if (self.exact and self.quantize and grid is not None and node.input[0] in run.codes and wq is not None
                 and (b is None or bq is not None)):
-            # QLinearConv: int32 accumulation (exact in float64), then the float32 requantisation.
+            # QLinearConv: int32 accumulation, then the float32 requantisation.
             codes, xq = run.codes[node.input[0]]
-            acc = conv((codes - xq.zero_point).double(), self._codes(wq).double(),
-                       None if bq is None else self._codes(bq).double().reshape(-1))
+            acc = _integer_conv(conv, codes - xq.zero_point, self._codes(wq), groups)
+            if bq is not None:
+                acc = acc + self._codes(bq).double().reshape(1, -1, 1, 1)
             ratio = (torch.tensor(xq.scale, dtype=torch.float32) * wq.scale.reshape(-1)) / torch.tensor(
                 grid.scale, dtype=torch.float32)
             scaled = acc.float() * ratio.reshape(1, -1, 1, 1)
@@ -398,8 +420,8 @@ def fp32_logits(fp32_graph: str | Path, pixels: np.ndarray, batch: int = 32) -> 
                            for k in range(0, len(pixels), batch)])
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
-    order = rng.permutation(n) if rng is not None else np.arange(n)
+def _batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    order = rng.permutation(n)
     for k in range(0, n, batch):
         yield np.sort(order[k:k + batch])
 
@@ -414,7 +436,7 @@ def tune(sim: QDQSimulation, pixels: np.ndarray, targets: np.ndarray, *, epochs:
     squared error of the logits over the targets' variance. The logits carry what the probabilities
     of confident training images do not (how far each item is from the next class). Whatever
     ``sim.exact`` is, gradients go through the float simulation. ``after_epoch(epoch)`` runs after each
-    epoch (1-based). Returns the loss on all items before tuning, then each epoch's mean training loss.
+    epoch (1-based). Returns each epoch's mean training loss.
     """
     x_all = torch.from_numpy(np.ascontiguousarray(pixels))
     t_all = torch.from_numpy(np.asarray(targets, dtype=np.float32))
@@ -427,9 +449,7 @@ def tune(sim: QDQSimulation, pixels: np.ndarray, targets: np.ndarray, *, epochs:
         return F.mse_loss(sim.logits(x_all[idx]), t_all[idx]) / norm
 
     started = time.perf_counter()
-    with torch.no_grad():
-        losses = [sum(float(loss_of(i)) * len(i) for i in _batches(len(x_all), 64)) / len(x_all)]
-    log(f"  QAT: simulated int8 before tuning: loss {losses[0]:.4f} (MSE of the logits / their variance)")
+    losses: list[float] = []
     for epoch in range(1, epochs + 1):
         total = 0.0
         for idx in _batches(len(x_all), batch, rng):
@@ -439,7 +459,8 @@ def tune(sim: QDQSimulation, pixels: np.ndarray, targets: np.ndarray, *, epochs:
             optimiser.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(x_all))
-        log(f"  QAT epoch {epoch}/{epochs}: loss {losses[-1]:.4f} ({time.perf_counter() - started:.0f} s)")
+        log(f"  QAT epoch {epoch}/{epochs}: loss {losses[-1]:.4f} (MSE of the logits / their variance; "
+            f"{time.perf_counter() - started:.0f} s)")
         if after_epoch is not None:
             after_epoch(epoch)
     for p in params:
