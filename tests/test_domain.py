@@ -144,6 +144,19 @@ def test_guard_keeps_source_only_when_adaptation_looks_worse() -> None:
     assert chosen == "dann"
 
 
+def test_guard_counts_a_tie_as_no_reason_to_adapt() -> None:
+    # dann changed nothing a validator can see on one of them: source-only stays.
+    tie = _summary(**{"source-only": (0.229, 0.364), "dann": (0.2295, 0.9)})
+    chosen, reasons = choose(tie, AdaptConfig(method="dann"), labelled=False)
+    assert chosen == "source-only" and "im" in reasons[-1] and "tie" in reasons[-1]
+    clear = _summary(**{"source-only": (0.229, 0.364), "dann": (0.235, 0.9)})
+    assert choose(clear, AdaptConfig(method="dann"), labelled=False)[0] == "dann"
+    labelled = _summary(**{"source-only": (0.5, 0.8), "mcc": (0.9, 0.9)})
+    labelled["source-only"]["target_accuracy"], labelled["mcc"]["target_accuracy"] = (0.6, 0.0), (0.6, 0.0)
+    chosen, reasons = choose(labelled, AdaptConfig(method="mcc"), labelled=True)
+    assert chosen == "source-only" and "no gain" in reasons[-1]
+
+
 def test_guard_uses_target_labels_when_given() -> None:
     s = _summary(**{"source-only": (0.5, 0.8), "mcc": (0.9, 0.9)})
     s["source-only"]["target_accuracy"], s["mcc"]["target_accuracy"] = (0.6, 0.0), (0.5, 0.0)

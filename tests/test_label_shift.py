@@ -244,7 +244,7 @@ def test_prior_adjusted_head_reweights_probabilities_and_rebuilds_from_its_spec(
 
 # -- end to end: the strategy estimates, corrects, saves, and predict applies it -----------------
 
-def _images(proportions, n: int, seed: int) -> Dataset:
+def _images(proportions, n: int, seed: int, noise: float = 0.35) -> Dataset:
     """Tiny 8x8 grey images whose brightness pattern depends on the class (with noise): 3 classes."""
     rng = np.random.default_rng(seed)
     y = rng.choice(3, size=n, p=proportions)
@@ -252,7 +252,7 @@ def _images(proportions, n: int, seed: int) -> Dataset:
     base[0, :4] = 1.0
     base[1, :, :4] = 1.0
     base[2, 4:, 4:] = 1.0
-    imgs = np.clip((base[y] * 0.6 + 0.2 + rng.normal(scale=0.35, size=(n, 8, 8))) * 255, 0, 255).astype(np.uint8)
+    imgs = np.clip((base[y] * 0.6 + 0.2 + rng.normal(scale=noise, size=(n, 8, 8))) * 255, 0, 255).astype(np.uint8)
     return Dataset("image", list(imgs), [str(int(v)) for v in y], [f"img {seed}-{i}" for i in range(n)],
                    source=f"synthetic {seed}")
 
@@ -398,20 +398,71 @@ def test_gap_cli_prints_proportions_and_rejects_an_unknown_estimator(tmp_path) -
 
 
 @pytest.mark.slow
-def test_a_prior_corrected_head_calibrated_again_keeps_one_temperature_and_saves(tmp_path, monkeypatch) -> None:
-    """The prior correction brings its own temperature (EM's); when the validation split asks for one
-    more, the two become one (a saved head holds one level of each wrapper) and the model saves."""
+def test_the_saved_prior_correction_is_the_one_scored_and_the_source_test_split_is_scored_without_it(
+        tmp_path, monkeypatch) -> None:
+    """The prior correction is calibrated by EM (its temperature and biases): the saved head holds
+    exactly that temperature, no second one fitted on the source's proportions, and the source's
+    test split is scored by the head before the correction."""
     import headstart.workflows.pipeline as pipeline
+    from headstart.data import split
+    from headstart.evaluation.metrics import classification_metrics
 
-    monkeypatch.setattr(pipeline, "fit_temperature", lambda proba, y: {
+    calls = []
+    monkeypatch.setattr(pipeline, "fit_temperature", lambda proba, y: calls.append(1) or {
         "temperature": 2.0, "kept": True, "val_nll_before": 1.0, "val_nll_after": 0.9, "method": "stub"})
-    source = _images([1 / 3, 1 / 3, 1 / 3], 300, seed=0)
-    target = _images(np.array([0.7, 0.2, 0.1]), 400, seed=1)
+    source = _images([1 / 3, 1 / 3, 1 / 3], 300, seed=0, noise=1.2)
+    target = _images(np.array([0.7, 0.2, 0.1]), 400, seed=1, noise=1.2)
     out = tmp_path / "model"
     model = headstart.fit(source, target=target, backbone="raw-pixels", strategy="domain-adapt",
                           options={"method": "source-only", "epochs": 3, "label_shift": "on"},
                           out=out, progress=False, baseline=False)
-    assert model.info["strategy"]["details"]["label_shift"]["applied"]
-    head = headstart.load(out).head
+    details = model.info["strategy"]["details"]
+    est = details["label_shift"]["estimate"]
+    assert details["label_shift"]["applied"] and not calls
+    loaded = headstart.load(out)
+    head = loaded.head
     assert isinstance(head, PriorAdjusted) and isinstance(head.inner, TemperatureScaled)
     assert not isinstance(head.inner.inner, TemperatureScaled)
+    assert float(head.inner.temperature) == pytest.approx(est["temperature"], rel=1e-5)
+    # What the saved model computes on target items is the calibrated correction z / T + b + log(q / p).
+    feats = torch.as_tensor(loaded.features(target.subset(range(50)))).float()
+    with torch.no_grad():
+        z = head.inner.inner(feats).log_softmax(1).double().numpy()
+    want = z / est["temperature"] + np.array(est["bias"]) + np.log(np.array(est["target"]) / np.array(est["implied_source"]))
+    want = np.exp(want - want.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    np.testing.assert_allclose(loaded.predict_proba(target.items[:50]), want, atol=1e-4)
+    # The test split (the source's) is scored without the move to the target's proportions.
+    assert details["test_scored_without_prior_correction"]
+    test = split(source, seed=0).test
+    with torch.no_grad():
+        plain = head.inner(torch.as_tensor(loaded.features(test)).float()).softmax(1).double().numpy()
+        moved = head(torch.as_tensor(loaded.features(test)).float()).softmax(1).double().numpy()
+    y = np.array([loaded.label_names.index(v) for v in test.labels])
+    assert np.abs(plain - moved).max() > 0.05  # otherwise this test could not tell the two heads apart
+    scored = model.info["metrics"]["test"]
+    assert scored["ece"] == pytest.approx(classification_metrics(y, plain, loaded.label_names)["ece"], abs=1e-6)
+    assert scored["ece"] != pytest.approx(classification_metrics(y, moved, loaded.label_names)["ece"], abs=1e-4)
+
+
+def test_label_shift_on_warns_on_an_untrusted_estimate_and_refuses_a_degenerate_one() -> None:
+    from headstart.methods.domain_adapt import AdaptConfig, _decide_prior
+
+    distrust = {"trusted": False, "confidence_drop": 0.30, "max_confidence_drop": 0.1, "mixture_l1": 0.9,
+                "max_mixture_l1": 0.5}
+    on = AdaptConfig(label_shift="on")
+
+    def estimate(q) -> PriorEstimate:
+        return PriorEstimate("em", np.full(3, 1 / 3), np.array(q), n_target=200, n_source=100)
+
+    applied, why = _decide_prior(estimate([0.6, 0.3, 0.1]), "mmd", {}, on, labelled=False, trust=distrust)
+    assert applied and why.startswith("WARNING") and "0.30" in why and "L1 0.90" in why
+    applied, why = _decide_prior(estimate([0.0, 1.0, 0.0]), "mmd", {}, on, labelled=False, trust=distrust)
+    assert not applied and "100% of the target in one class" in why
+    # A trusted estimate of a one-class target is applied: the refusal is for what cannot be trusted.
+    applied, why = _decide_prior(estimate([0.0, 1.0, 0.0]), "mmd", {}, on, labelled=False, trust={"trusted": True})
+    assert applied and not why.startswith("WARNING")
+    # auto stands aside on the untrusted estimate, as before.
+    applied, _ = _decide_prior(estimate([0.6, 0.3, 0.1]), "mmd", {}, AdaptConfig(label_shift="auto"), labelled=False,
+                               trust=distrust)
+    assert not applied

@@ -153,7 +153,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
             "or remove them and fit again.")
     test_metrics = classification_metrics(ys["test"], test_proba, label_names)
     calibration = chosen.get("calibration")
-    if calibration is not None and len(ys["test"]):
+    if calibration is not None and "temperature" in calibration and len(ys["test"]):
         raw = apply_temperature(test_proba, 1.0 / calibration["temperature"])  # undo the scaling
         calibration.update({"test_ece_before": classification_metrics(ys["test"], raw, label_names)["ece"],
                             "test_ece_after": test_metrics["ece"],

@@ -21,6 +21,9 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
     out.print(f"\n[bold]Test accuracy[/bold] {100 * test['accuracy']:.1f}%"
               + (f" (95% interval {100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
               + f"   macro-F1 {100 * test['macro_f1']:.1f}%   ECE {test['ece']:.3f}   (n = {test['n']})")
+    if model.info.get("strategy", {}).get("details", {}).get("test_scored_without_prior_correction"):
+        out.print("  (the source's test split, scored without the correction to the target's class proportions "
+                  "that the saved model applies)")
     if ci and interval_words(test["n"], ci):  # the fit's log gave the full warning; a pointer here
         out.print(f"[yellow]Only {test['n']} test items: treat this accuracy as a rough guide (see the warning "
                   "above).[/]")

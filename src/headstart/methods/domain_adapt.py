@@ -56,6 +56,13 @@ SELF_TRAIN = "self-train"  # per-domain normalisation + curriculum self-training
 PRIOR = "+prior"  # suffix of a candidate whose target probabilities are re-weighted to the estimated proportions
 LABEL_SHIFT_MODES = ("off", "auto", "on")
 SELF_TRAIN_STARTS = ("probe", "aligners", "ensemble")
+# The guard keeps an adaptation only when every validator reads it better than source-only by more
+# than this: a method that changed nothing (or collapsed to source-only's outputs) ties, and a tie
+# is no reason to ship a different model.
+VALIDATOR_TIE = 1e-3
+# label_shift=on still stands aside when an untrusted estimate puts this share of the target in one
+# class: re-weighting to it turns every prediction into that class.
+DEGENERATE_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -531,18 +538,29 @@ def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, 
     if not est.ok:
         return False, str(est.warning)
     shares = ", ".join(f"{100 * q:.0f}%" for q in est.target)  # type: ignore[union-attr]
-    if config.label_shift == "on":
-        return True, f"prior correction on: target class proportions estimated by {est.method} as {shares}"
-    if not labelled and trust is not None and not trust.get("trusted", False):
-        signs = []
-        if trust.get("confidence_drop", 0.0) > trust.get("max_confidence_drop", float("inf")):
-            signs.append(f"{chosen}'s mean confidence drops by {trust['confidence_drop']:.2f} from the source to the "
-                         f"target (more than {trust['max_confidence_drop']:.2f})")
-        if trust.get("mixture_l1", 0.0) > trust.get("max_mixture_l1", float("inf")):
+    distrusted = trust is not None and not trust.get("trusted", False)
+    signs = []
+    if distrusted:
+        if trust.get("confidence_drop", 0.0) > trust.get("max_confidence_drop", float("inf")):  # type: ignore[union-attr]
+            signs.append(f"{chosen}'s mean confidence drops by {trust['confidence_drop']:.2f} from the source to the "  # type: ignore[index]
+                         f"target (more than {trust['max_confidence_drop']:.2f})")  # type: ignore[index]
+        if trust.get("mixture_l1", 0.0) > trust.get("max_mixture_l1", float("inf")):  # type: ignore[union-attr]
             signs.append(f"the estimate differs from the class mixture of the target's mean features by L1 "
-                         f"{trust['mixture_l1']:.2f} (more than {trust['max_mixture_l1']:.2f})")
+                         f"{trust['mixture_l1']:.2f} (more than {trust['max_mixture_l1']:.2f})")  # type: ignore[index]
+    why_not = ' and '.join(signs) or 'a trust sign failed'
+    if config.label_shift == "on":
+        if distrusted and float(np.max(est.target)) >= DEGENERATE_SHARE:  # type: ignore[arg-type]
+            return False, (f"no prior correction, although label_shift=on: the estimate puts "
+                           f"{100 * float(np.max(est.target)):.0f}% of the target in one class ({shares}) and is not "
+                           f"trusted, as {why_not}; every prediction would become that class")
+        if distrusted:
+            return True, (f"WARNING: prior correction on (label_shift=on) although the estimate is not trusted, as "
+                          f"{why_not}: target class proportions estimated by {est.method} as {shares}; "
+                          "label_shift=auto would not correct here")
+        return True, f"prior correction on: target class proportions estimated by {est.method} as {shares}"
+    if not labelled and distrusted:
         return False, (f"no prior correction: the estimated target class proportions ({shares}) are not trusted, as "
-                       f"{' and '.join(signs) or 'a trust sign failed'}: the inputs shift too much for the estimators")
+                       f"{why_not}: the inputs shift too much for the estimators")
     if not label_shift_significant(est):
         return False, (f"no prior correction: the target class proportions ({shares}) did not measurably move (no "
                        f"share moved by {100 * SHIFT_TOLERANCE:.0f} points with its interval clear of the source's)")
@@ -608,17 +626,17 @@ def choose(summary: dict[str, dict[str, Any]], config: AdaptConfig, labelled: bo
         return best, reasons
     if labelled:
         gain = b["target_accuracy"][0] - s["target_accuracy"][0]
-        if gain < 0:
-            reasons.append(f"negative transfer: {best} reaches {b['target_accuracy'][0]:.3f} target accuracy vs "
+        if gain <= 0:
+            reasons.append(f"{'negative transfer' if gain < 0 else 'no gain'}: {best} reaches {b['target_accuracy'][0]:.3f} target accuracy vs "
                            f"{s['target_accuracy'][0]:.3f} for source-only (by the target labels given for "
                            "evaluation), so source-only is kept")
             return SOURCE_ONLY, reasons
         reasons.append(f"{best} beats source-only on the labelled target examples by {gain * 100:+.1f} points")
         return best, reasons
-    worse = [v for v in names if b[v][0] < s[v][0]]
+    worse = [v for v in names if b[v][0] <= s[v][0] + VALIDATOR_TIE]
     if worse:
-        reasons.append(f"negative-transfer guard: {best} looks worse than source-only by {', '.join(worse)} "
-                       f"({readings}), so source-only is kept")
+        reasons.append(f"negative-transfer guard: {best} does not look better than source-only by {', '.join(worse)} "
+                       f"({readings}; within {VALIDATOR_TIE} is a tie), so source-only is kept")
         return SOURCE_ONLY, reasons
     reasons.append(f"{best} looks better than source-only by every validator ({readings})")
     return best, reasons

@@ -177,16 +177,20 @@ def render_card(meta: dict[str, Any]) -> str:
     if base_test:
         lines.append(f"| baseline: {base.get('name')} | {_pct(base_test.get('accuracy'))} | "
                      f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
+    target = metrics.get("target")
+    if target:
+        lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
+                     f"{_pct(target.get('macro_f1'))} | {target.get('ece', float('nan')):.3f} |")
+    if meta.get("strategy", {}).get("details", {}).get("test_scored_without_prior_correction"):
+        lines += ["", "The test split is the source's, with the source's class proportions: it is scored without the "
+                      "correction to the target's class proportions that the saved model applies."]
+    if base_test:
         gain = metrics["transfer_gain"]
         lines += ["", gain_sentence(gain["accuracy"], base.get("name", "baseline"), gain.get("ci95", {}).get("accuracy"))
                   + (" " + gain_words(gain["accuracy"], gain["ci95"]["accuracy"]) if "ci95" in gain else "")]
     if ci.get("accuracy"):
         small = interval_words(int(test.get("n", 0)), ci["accuracy"])
         lines += ["", "Intervals are bootstrap 95% intervals over the test items."] + ([f"**{small}**"] if small else [])
-    target = metrics.get("target")
-    if target:
-        lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
-                     f"{_pct(target.get('macro_f1'))} | {target.get('ece', float('nan')):.3f} |")
     lines += _calibration_section(meta.get("calibration"))
     if test.get("per_class"):
         lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]

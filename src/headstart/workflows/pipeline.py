@@ -174,15 +174,19 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         return model.proba_from_features(f) if len(f) else np.empty((0, len(label_names)))
 
     uses_labels = chosen.get("labelled_examples_used") != 0  # zero-shot promises to use no label at all
-    # A head re-weighted to the target's class proportions is calibrated underneath: the validation
-    # split has the source's proportions, so the temperature is fitted on the head it was trained as.
+    # A head re-weighted to the target's class proportions was calibrated by the label-shift
+    # estimator (a temperature and per-class biases on the source validation split) and its offsets
+    # were computed for exactly that head: a temperature fitted now, on the source's proportions,
+    # would both change what was corrected and pull the corrected head back towards the source.
     prior = model.head if isinstance(model.head, PriorAdjusted) else None
     if prior is not None:
-        model.head = prior.inner
-    if calibrate and uses_labels and len(parts.val):
+        calibration = {"kept": False, "reason": "the prior-corrected head keeps the label-shift estimator's calibration "
+                                                "(temperature and per-class biases on the source validation split)"}
+        log(f"Calibration: {calibration['reason']}")
+        chosen = {**chosen, "calibration": calibration}
+    elif calibrate and uses_labels and len(parts.val):
         calibration = fit_temperature(proba("val"), ys["val"])
         if calibration["kept"]:
-            # under a prior correction the head may carry EM's temperature already: the two become one
             model.head = with_temperature(model.head, calibration["temperature"])
             log(f"Calibration: temperature {calibration['temperature']:.3g} ({calibration.get('method', 'fitted')} on "
                 f"{len(parts.val)} validation items; validation log-loss {calibration['val_nll_before']:.3f} -> "
@@ -190,9 +194,6 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
         else:
             log(f"Calibration: {calibration.get('reason', 'not needed (temperature 1 fits the validation split best)')}")
         chosen = {**chosen, "calibration": calibration}
-    if prior is not None:
-        prior.inner = model.head
-        model.head = prior
     if ood and uses_labels and len(parts.val) and len(parts.train):
         try:
             with threadpool_limits(1):  # small dense algebra: BLAS threads only contend on a few cores
@@ -204,4 +205,12 @@ def train_model(bb: Any, parts: Splits, label_names: list[str], strategy: str, c
                 f"split's {100 * spec['quantile']:.0f}th percentile are flagged unsure")
         except HeadstartError as err:
             log(f"No out-of-scope score: {err}")
+    if prior is not None:
+        # The test split is the source's, with the source's class proportions: it is scored by the head
+        # before the move to the target's (the deployed head adds it).
+        model.head = prior.inner
+        p_test = proba("test")
+        model.head = prior
+        chosen = {**chosen, "test_scored_without_prior_correction": True}
+        return model, p_test, ys, chosen
     return model, proba("test"), ys, chosen
