@@ -260,3 +260,138 @@ def test_a_tiny_target_gets_no_verdict_of_no_gap() -> None:
     assert re.search(r"cannot be judged on 3 target items.*at least 20 items a side", out["verdict"]), out["verdict"]
     assert "cannot be judged on 5 source and 3 target" in verdict(0.0, 0.5, n_source=5, n_target=3)
     assert verdict(0.0, 0.5, n_source=20, n_target=20).startswith("no measurable gap")
+
+
+# -- labels or inputs: the re-weighted source has no repeated items ------------------------------------
+
+def _high_dim(counts: dict[int, int], seed: int, dim: int = 200) -> tuple[np.ndarray, list[str]]:
+    """Four classes in many dimensions with few items each: a domain classifier can recognise an
+    item it has seen, as on a backbone's features of a small data set."""
+    centres = np.random.default_rng(7).normal(0, 1.0, (4, dim))
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, c) for c, n in counts.items()])
+    return (centres[y] + rng.normal(0, 1.0, (len(y), dim))).astype(np.float32), [str(int(v)) for v in y]
+
+
+def test_subsample_to_shares_draws_without_repeats_at_the_given_shares() -> None:
+    from headstart.domain.label_shift import subsample_to_shares
+
+    labels = np.repeat(np.arange(3), [50, 50, 20])
+    idx = subsample_to_shares(labels, np.array([0.5, 0.3, 0.2]), seed=0)
+    assert len(np.unique(idx)) == len(idx)  # no item twice
+    # The rarest class relative to its share limits n: 20 items at 20% -> n = 100, so 50 / 30 / 20.
+    assert np.bincount(labels[idx], minlength=3).tolist() == [50, 30, 20]
+    only_one = subsample_to_shares(labels, np.array([0.0, 1.0, 0.0]))
+    assert np.bincount(labels[only_one], minlength=3).tolist() == [0, 50, 0]
+    with pytest.raises(DataError, match="shares"):
+        subsample_to_shares(labels, np.array([0.0, 0.0, 0.0]))
+
+
+def test_a_pure_label_shift_reads_as_in_the_labels_not_both() -> None:
+    # Same class-conditional features on both sides, only the proportions move. Resampled with
+    # replacement, the source repeated items the domain classifier recognised: "both".
+    xs, ys = _high_dim({0: 40, 1: 40, 2: 40, 3: 40}, seed=1)
+    xt, _ = _high_dim({0: 70, 1: 10, 2: 10, 3: 10}, seed=2)
+    shift = label_shift_report(xs, ys, xt, estimator="bbse", bootstrap=0, permutations=19)
+    assert shift["target"][0] > 0.5
+    after = shift["after_reweighting"]
+    assert after["pad"] < 0.5 and shift["input_shift"] is False, after
+    assert shift["in_words"].startswith("in the labels"), shift["in_words"]
+    assert after["n_source"] <= 40 / 0.5  # class 0's 40 items at its share bound the subsample
+
+
+# -- calling a label shift: intervals that hold, and no shift from one class of ten by chance -----------
+
+def _estimate(target: list[float], interval: list[list[float]], **details: object):
+    from headstart.domain.label_shift import PriorEstimate
+
+    k = len(target)
+    return PriorEstimate("em", np.full(k, 1 / k), np.array(target), 200, 80, np.array(interval), 0.95,
+                         details=dict(details))
+
+
+def test_a_shift_is_called_on_the_simultaneous_interval_and_the_global_test() -> None:
+    from headstart.domain.label_shift import label_shift_significant
+
+    target = [0.17] + [0.83 / 9] * 9
+    marginal = [[0.11, 0.24]] + [[0.05, 0.14]] * 9  # class 0's 95% interval excludes the source's 10%
+    joint = [[0.08, 0.28]] + [[0.03, 0.17]] * 9  # at 1 - 0.05 / 10 it does not
+    assert not label_shift_significant(_estimate(target, marginal, simultaneous_interval=joint))
+    # The global test of "no change" overrules an interval that excludes the source share.
+    assert not label_shift_significant(_estimate(target, marginal, p_value_no_shift=0.68))
+    assert label_shift_significant(_estimate(target, marginal, simultaneous_interval=marginal, p_value_no_shift=0.01))
+
+
+def _noisy_two_class(n_val: int, n_target: int, share: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Calibrated probabilities of two 1-D Gaussian classes (means 0 and 2, unit variance): a
+    classifier that is right on about 84% of the items."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n: int, q: float) -> tuple[np.ndarray, np.ndarray]:
+        y = (np.arange(n) < round(q * n)).astype(np.int64)
+        x = 2 * y + rng.normal(0, 1.0, n)
+        p1 = 1 / (1 + np.exp(-(2 * x - 2)))
+        return np.stack([1 - p1, p1], 1), y
+
+    ps, ys = draw(n_val, 0.5)
+    pt, _ = draw(n_target, share)
+    return ps, ys, pt
+
+
+def test_intervals_carry_the_noise_of_the_few_source_calibration_items() -> None:
+    # 40 calibration items and a large target: most of the estimate's error comes from the source
+    # side (EM's calibration), which an interval resampling only the target leaves out (it held the
+    # true share in 2 of 12 such draws).
+    held = 0
+    for seed in range(8):
+        ps, ys, pt = _noisy_two_class(40, 2000, 0.3, seed)
+        est = estimate_prior("em", ps, ys, pt, bootstrap=50, seed=seed)
+        assert est.ok
+        held += int(est.interval[1, 0] <= 0.3 <= est.interval[1, 1])
+        assert est.details["simultaneous_interval"][1][0] <= est.interval[1, 0]
+        assert 0 < est.details["bootstrap_l1"] < 1
+    assert held >= 6, held
+
+
+# -- classes the probe cannot tell apart: refused on evidence, not for want of it --------------------------
+
+def test_few_validation_items_of_fairly_separated_classes_are_not_refused() -> None:
+    # Four validation items a class, ranked apart with AUC 14/16 = 0.875: a rank test cannot reach 5%
+    # on so few, but nothing says the classes are confused.
+    p = np.full((8, 2), 0.5)
+    score = np.array([3.0, 2.5, 1.2, 0.9, 1.0, 1.1, -2.0, -3.0])  # class 0's items, then class 1's
+    p[:, 0] = 1 / (1 + np.exp(-score))
+    p[:, 1] = 1 - p[:, 0]
+    y = np.repeat([0, 1], 4)
+    assert inseparable_pairs(p, y, 2) == []
+    # A random split of one class: the AUC is low on evidence, and the pair is named.
+    ps, ys, _, _ = _split_class(seed=0)
+    found = inseparable_pairs(ps, ys, 5)
+    assert [f["classes"] for f in found] == [[1, 4]] and found[0]["auc"] < 0.75
+
+
+def test_the_inseparable_warning_advises_features_not_merging_first() -> None:
+    ps, ys, pt, _ = _split_class(seed=0)
+    est = estimate_prior("em", ps, ys, pt, bootstrap=0)
+    assert "use a backbone whose features separate them" in est.warning
+    assert not est.warning.rstrip().endswith("merge such classes")
+
+
+# -- gap.md in words ---------------------------------------------------------------------------------------
+
+def test_gap_md_says_rises_for_a_negative_confidence_drop_and_what_the_estimate_rests_on() -> None:
+    from headstart.workflows.gap import render
+
+    base = {"source": "s", "target": "t", "backbone": "b", "n_source": 100, "n_target": 200, "verdict": "v",
+            "mmd": {"mmd2": 0.01, "p_value": 0.2}, "proxy_a_distance": {"pad": 0.1, "domain_classifier_accuracy": 0.5}}
+    trust = {"trusted": True, "confidence_drop": -0.013, "max_confidence_drop": 0.1, "mixture_l1": 0.2,
+             "max_mixture_l1": 0.5}
+    shift = {"estimator": "em", "classes": ["a", "b"], "source_proportions": [0.5, 0.5], "target": [0.7, 0.3],
+             "interval": [[0.6, 0.8], [0.2, 0.4]], "level": 0.95, "bootstrap": 200, "bootstrap_draws": 200,
+             "bootstrap_l1": 0.123, "n_target": 200, "n_source": 30, "in_words": "w", "trust": trust}
+    md = " ".join(render({**base, "label_shift": shift}).split())
+    assert "confidence rises by 0.01 on the target" in md and "drops by -" not in md
+    assert "rests on 200 target items and 30 held-out source items" in md
+    assert "sampling error at about L1 0.12" in md
+    md = " ".join(render({**base, "label_shift": {**shift, "trust": {**trust, "confidence_drop": 0.04}}}).split())
+    assert "confidence drops by 0.04 on the target" in md

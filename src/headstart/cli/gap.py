@@ -50,7 +50,7 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
     from rich.markup import escape
 
     from ..data import load_data
-    from ..workflows.gap import gap, left_out_words
+    from ..workflows.gap import basis_words, gap, left_out_words
 
     # Labels are optional on both sides (they add the per-class shift); the flags apply to both tables.
     source_data, target_data = (load_data(d, text_column=text_column, label_column=label_column, encoding=encoding,
@@ -80,6 +80,7 @@ def command(source: str, target: str, backbone: str | None, out_dir: str | None,
                 span = f" [{100 * interval[i][0]:.0f}-{100 * interval[i][1]:.0f}%]" if interval else ""
                 out.print(f"  {c}: source {100 * shift['source_proportions'][i]:.0f}% -> target "
                           f"{100 * shift['target'][i]:.0f}%{span}")
+            out.print(f"  {escape(basis_words(shift))}")
         out.print(f"[bold]Shift[/bold]: {escape(shift['in_words'])}")
     if out_dir:
         out.print(f"Report and plot: {out_dir}/ (gap.json, gap.md, gap.png)")

@@ -245,9 +245,12 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     """The target's class proportions against the source's, and the shift in words.
 
     A linear probe on 70% of the source (stratified, seeded) is the black box; its probabilities
-    on the other 30%, which it never trained on, and on the target feed the estimator. The source is then resampled to the
-    estimated proportions: if the MMD test and the proxy A-distance still tell it from the target,
-    the inputs differ beyond what the labels explain. ``trust`` holds the two signs that say
+    on the other 30%, which it never trained on, and on the target feed the estimator. The source is then subsampled,
+    without replacement, to the estimated proportions (:func:`~.label_shift.subsample_to_shares`; a
+    resample with replacement repeats items, which the domain classifier recognises, so a pure label
+    shift read as an input shift): if the MMD test and the proxy A-distance still tell it from the
+    target, the inputs differ beyond what the labels explain. With fewer than MIN_GAP_ITEMS items in
+    that subsample the question is left open (``input_shift`` None). ``trust`` holds the two signs that say
     whether the estimate can be relied on (see
     :func:`~headstart.domain.validators.proportions_trusted`). ``yt``: the target's labels when it
     has them (the estimate never reads them); classes among them that the source lacks are named
@@ -258,7 +261,7 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
     import torch
 
     from ..train.linear_probe import LinearProbeConfig, linear_probe
-    from .label_shift import class_weights, describe_shift, estimate_prior, resample_indices
+    from .label_shift import describe_shift, estimate_prior, subsample_to_shares
 
     names = sorted(set(ys))
     index = {n: i for i, n in enumerate(names)}
@@ -299,11 +302,17 @@ def label_shift_report(xs: np.ndarray, ys: list[str], xt: np.ndarray, *, estimat
 
         _, mixture = mixture_explained_share(xs, y, xt, k)
         trusted, out["trust"] = proportions_trusted(p_held, p_t, est.target, mixture)
-        idx = resample_indices(y, class_weights(est), seed=seed)  # type: ignore[arg-type]
-        mmd = mmd_test(xs[idx], xt, permutations=permutations, seed=seed)
-        pad = proxy_a_distance(xs[idx], xt, seed=seed)
-        input_shift = bool((mmd["p_value"] is None or mmd["p_value"] <= 0.05) and pad["pad"] >= 0.5)
-        out["after_reweighting"] = {"mmd2": mmd["mmd2"], "p_value": mmd["p_value"], "pad": pad["pad"]}
+        idx = subsample_to_shares(y, est.target, seed=seed)  # type: ignore[arg-type]
+        if len(idx) >= MIN_GAP_ITEMS:
+            mmd = mmd_test(xs[idx], xt, permutations=permutations, seed=seed)
+            pad = proxy_a_distance(xs[idx], xt, seed=seed)
+            input_shift = bool((mmd["p_value"] is None or mmd["p_value"] <= 0.05) and pad["pad"] >= 0.5)
+            out["after_reweighting"] = {"mmd2": mmd["mmd2"], "p_value": mmd["p_value"], "pad": pad["pad"],
+                                        "n_source": int(len(idx))}
+        else:
+            out["after_reweighting"] = {"n_source": int(len(idx)), "note": (
+                f"only {len(idx)} source items can be drawn without repeats at the estimated proportions, fewer "
+                f"than {MIN_GAP_ITEMS}, so whether the inputs differ as well is not judged")}
     out["input_shift"] = input_shift
     out["in_words"] = describe_shift(est, input_shift, names, trust=out.get("trust"), unseen=unseen)
     return out

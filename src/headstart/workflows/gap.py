@@ -99,11 +99,12 @@ def render(result: dict[str, Any]) -> str:
             if interval:
                 level = round(100 * shift.get("level", 0.95))
                 lines += [f"Estimated without target labels ({shift['estimator']}), {level}% bootstrap intervals "
-                          f"({shift.get('bootstrap_draws', '?')} resamples).", "",
+                          f"({shift.get('bootstrap_draws', '?')} resamples). {basis_words(shift)}".rstrip(), "",
                           "| class | source | target (estimated) | interval |", "|---|---|---|---|"]
             else:
                 why = ("--bootstrap 0" if not shift.get("bootstrap") else shift.get("interval_note", "no resamples"))
-                lines += [f"Estimated without target labels ({shift['estimator']}); no intervals ({why}).", "",
+                lines += [f"Estimated without target labels ({shift['estimator']}); no intervals ({why}). "
+                          f"{basis_words(shift)}".rstrip(), "",
                           "| class | source | target (estimated) |", "|---|---|---|"]
             for i, c in enumerate(shift["classes"]):
                 row = f"| {c} | {100 * shift['source_proportions'][i]:.1f}% | {100 * shift['target'][i]:.1f}% |"
@@ -115,12 +116,32 @@ def render(result: dict[str, Any]) -> str:
         trust = shift.get("trust")
         if trust:
             lines += ["", f"- Estimate {'trusted' if trust['trusted'] else 'not trusted'}: the classifier's mean "
-                      f"confidence drops by {trust['confidence_drop']:.2f} on the target (at most "
-                      f"{trust['max_confidence_drop']:.2f}); the estimate is L1 {trust['mixture_l1']:.2f} from the class "
-                      f"mixture of the target's mean features (at most {trust['max_mixture_l1']:.2f})."]
+                      f"confidence {confidence_words(trust['confidence_drop'])} on the target (a drop of at most "
+                      f"{trust['max_confidence_drop']:.2f} is allowed); the estimate is L1 {trust['mixture_l1']:.2f} "
+                      f"from the class mixture of the target's mean features (at most {trust['max_mixture_l1']:.2f})."]
         lines += ["", f"- Shift: {shift['in_words']}"]
     lines += ["", "![source vs target](gap.png)", ""]
     return "\n".join(lines)
+
+
+def confidence_words(drop: float) -> str:
+    """A change of mean confidence in words: "drops by 0.05", "rises by 0.01" (never "drops by -0.01")."""
+    if abs(drop) < 0.005:
+        return "stays the same (within 0.01)"
+    return f"drops by {drop:.2f}" if drop > 0 else f"rises by {-drop:.2f}"
+
+
+def basis_words(shift: dict[str, Any]) -> str:
+    """How many items the estimate rests on and, with intervals, its sampling error at that size."""
+    if shift.get("n_target") is None:
+        return ""
+    words = (f"It rests on {shift['n_target']} target items and {shift.get('n_source', '?')} held-out source items "
+             "(the probe's validation split).")
+    if shift.get("bootstrap_l1") is not None:
+        words += (f" At this size the bootstrap puts its sampling error at about L1 {shift['bootstrap_l1']:.2f} "
+                  "(the median sum over classes of |resampled - estimated share|); a shift of the inputs adds bias "
+                  "on top of that.")
+    return words
 
 
 def left_out_words(rows: list[dict[str, Any]]) -> str:
