@@ -278,6 +278,7 @@ def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, m
     import torch
 
     from headstart.export import onnx as onnx_mod
+    from headstart.export.pixel_input import feed_pixels_file
     from headstart.export.qat import QDQSimulation
     from headstart.export.quantize import quantize_image
 
@@ -303,10 +304,15 @@ def test_int8_qat_tunes_then_is_held_to_the_parity_rule(image_run, image_edge, m
     int8 = folder / "model.int8.onnx"
     graph = onnx.load(str(int8)).graph
     assert not [n for n in graph.node if n.op_type == "Conv" and not any("DequantizeLinear" in x for x in n.input[:1])]
+    # EfficientNet-Lite's (x - 127) / 128 is exact on the uint8 grid: the graph reads the pixels itself.
+    first = [n for n in graph.node if "pixels" in n.input]
+    assert [n.op_type for n in first] == ["Transpose"]
+    assert [n.op_type for n in graph.node if first[0].output[0] in n.input] == ["DequantizeLinear"]
     # The same graph and scales as post-training int8 of the same model: only integer weights differ.
     spec = headstart.load(image_run).backbone.card.input
     pixels = np.stack([resize_crop(x, spec) for x in calibration[:64]])
     quantize_image(folder / "model.onnx", folder.parent / "ptq.onnx", pixels[:48], pixels[48:], max_fp32_layers=0)
+    assert q["pixels_fed_directly"] and feed_pixels_file(folder.parent / "ptq.onnx")  # as export does after tuning
     ptq = onnx.load(str(folder.parent / "ptq.onnx")).graph
     assert [n.SerializeToString() for n in ptq.node] == [n.SerializeToString() for n in graph.node]
     tuned = {t.name: t.SerializeToString() for t in graph.initializer}

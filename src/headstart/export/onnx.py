@@ -427,6 +427,11 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
             else:
                 log("Quantising to int8 (ONNX Runtime dynamic quantisation)")
                 report["quantization"] = quantize_text(tmp / files["fp32"], tmp / files["int8"])
+            if model.modality == "image":
+                from .pixel_input import feed_pixels_file
+
+                # Exact (checked on every pixel value): the int8 graph reads the uint8 pixels itself.
+                report["quantization"]["pixels_fed_directly"] = feed_pixels_file(tmp / files["int8"])
         (tmp / "export.json").write_text(json.dumps(report), encoding="utf-8")
         model = load(run_dir)  # export may have changed memory formats; compare against a fresh load
         p_torch = model.predict_proba(items)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["feed_pixels", "lossless_input_quantisation"]
+__all__ = ["feed_pixels", "feed_pixels_file", "lossless_input_file", "lossless_input_quantisation", "normalisation_nodes"]
 
 
 def _consumers(graph: Any, name: str) -> list[Any]:
@@ -160,3 +160,47 @@ def _drop_unused_initializers(graph: Any) -> None:
     used = {i for n in graph.node for i in n.input}
     for t in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(t)
+
+
+def normalisation_nodes(graph: Any) -> list[str]:
+    """Names of the normalisation's Mul and Add in a float image graph (before quantisation): kept
+    out of quantisation, so that one QuantizeLinear (of the normalised pixels) sits before the
+    first convolution, which :func:`lossless_input_quantisation` can then make exact."""
+    found = _prologue_float(graph)
+    return [n.name for n in found] if found else []
+
+
+def _prologue_float(graph: Any) -> list[Any] | None:
+    if len(graph.input) != 1:
+        return None
+    name, chain = graph.input[0].name, []
+    for op in ("Transpose|Cast", "Transpose|Cast", "Mul", "Add"):
+        users = _consumers(graph, name)
+        if len(users) != 1 or users[0].op_type not in op.split("|"):
+            return None
+        chain.append(users[0])
+        name = users[0].output[0]
+    return chain[2:]
+
+
+def lossless_input_file(path: Any) -> bool:
+    """:func:`lossless_input_quantisation` on the ONNX file at ``path`` (rewritten only if it applies)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if not lossless_input_quantisation(model):
+        return False
+    onnx.save(model, str(path))
+    return True
+
+
+def feed_pixels_file(path: Any) -> bool:
+    """:func:`feed_pixels` on the ONNX file at ``path`` (rewritten only if it applies)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if not feed_pixels(model):
+        return False
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True

@@ -171,6 +171,9 @@ class QDQSimulation(nn.Module):
                 continue
             if node.op_type == "QuantizeLinear":
                 self._act_q[node.output[0]] = self._grid(node, arrays)
+            elif node.op_type == "DequantizeLinear" and node.input[0] not in self._act_q:
+                # integer codes from the graph's input itself (the uint8 pixels, see pixel_input)
+                self._act_q[node.input[0]] = self._grid(node, arrays)
             self._nodes.append(node)
             self._attrs[node.output[0]] = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         self._consumers: dict[str, list[Any]] = {}
@@ -304,6 +307,7 @@ class QDQSimulation(nn.Module):
     def _op_DequantizeLinear(self, node: Any, run: _Run, attrs: dict[str, Any]) -> torch.Tensor:
         q = self._act_q[node.input[0]]
         codes = run.values[node.input[0]]
+        codes = codes if codes.is_floating_point() else codes.float()
         run.codes[node.output[0]] = (codes.detach(), q)
         return (codes - q.zero_point) * q.scale
 

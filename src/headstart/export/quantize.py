@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .pixel_input import lossless_input_file, normalisation_nodes
 
 QUANTIZE = ("int8", "int8-qat")
 QAT_EPOCHS = 5  # int8-qat's default (headstart.export.qat); here so that the CLI can show it without torch
@@ -154,17 +155,21 @@ def quantize_image(src: Path, dst: Path, calibration: np.ndarray, probe: np.ndar
                 # saturating there is the clip, so this holds whichever of the two stays in fp32.
                 overrides[n.output[0]] = [{"rmin": np.float32(bounds[0]), "rmax": np.float32(bounds[1])}]
         p_fp32 = _run(_session(pre), probe)
+        # The normalisation stays float (it is folded away afterwards where it allows, see pixel_input):
+        # quantised, its multiply, its constant and its sum each got a range of their own.
+        normalisation = normalisation_nodes(graph)
 
         def build(out: Path, exclude: list[str] = (), only: list[str] = (),  # type: ignore[assignment]
                   pixels: np.ndarray = probe) -> np.ndarray:
             # Ranges are computed once (the first call) and read from the cache afterwards.
             quantize_static(str(pre), str(out), None if cache.exists() else Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=IMAGE_OPS, nodes_to_exclude=list(exclude),
+                            op_types_to_quantize=IMAGE_OPS, nodes_to_exclude=[*exclude, *normalisation],
                             nodes_to_quantize=list(only) or None,
                             calibrate_method=methods[method], calibration_cache_path=str(cache),
                             extra_options={"TensorQuantOverrides": overrides,
                                            **({"CalibPercentile": 99.999} if method == "percentile" else {})})
+            lossless_input_file(out)
             return _run(_session(out), pixels)
 
         def agreement(p: np.ndarray) -> float:
