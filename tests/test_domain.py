@@ -241,18 +241,25 @@ def test_bad_targets_give_clear_errors(mnist_small, bbc_small, tmp_path) -> None
     with pytest.raises(headstart.errors.ConfigError, match="needs --target"):
         CliRunner().invoke(cli, ["fit", "builtin:digits:10", "--adapt", "mmd"], catch_exceptions=False,
                            standalone_mode=False)
+    # options given where a strategy goes, and two methods at once: errors that say how to ask
+    with pytest.raises(headstart.errors.ConfigError, match="looks like an option: options go with --option"):
+        CliRunner().invoke(cli, ["fit", "builtin:digits:10", "--target", "builtin:digits:10", "-s", "label_shift=on"],
+                           catch_exceptions=False, standalone_mode=False)
+    with pytest.raises(headstart.errors.ConfigError, match="--adapt mcc and --option method=coral"):
+        CliRunner().invoke(cli, ["fit", "builtin:digits:10", "--target", "builtin:digits:10", "--adapt", "mcc",
+                                 "--option", "method=coral"], catch_exceptions=False, standalone_mode=False)
 
 
 # -- per-domain normalisation and curriculum self-training ----------------------------------------
 
-def _remixed_blobs(n_target: int, seed: int = 5):
-    """A pure label shift: the same 4 class blobs in 16 dimensions in both domains (240 source items,
-    classes even), the target 70% class 0."""
+def _remixed_blobs(n_target: int, seed: int = 5, n_source: int = 240):
+    """A pure label shift: the same 4 class blobs in 16 dimensions in both domains (``n_source``
+    source items, classes even), the target 70% class 0."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 2.0, (4, 16))
-    ys = rng.integers(0, 4, 240)
+    ys = rng.integers(0, 4, n_source)
     yt = rng.choice(4, n_target, p=[0.7, 0.1, 0.1, 0.1])
-    xs = (centres[ys] + rng.normal(0, 1.0, (240, 16))).astype(np.float32)
+    xs = (centres[ys] + rng.normal(0, 1.0, (n_source, 16))).astype(np.float32)
     xt = (centres[yt] + rng.normal(0, 1.0, (n_target, 16))).astype(np.float32)
     return xs, ys, xt, yt
 
@@ -577,12 +584,19 @@ def test_prior_correction_follows_a_trusted_estimate_and_not_reverse_validation(
     assert not apply and "did not measurably move" in why
     # label_shift="on" corrects whatever the signs say
     assert _decide_prior(moved, "source-only", s, AdaptConfig(label_shift="on"), labelled=False, trust=untrusted)[0]
+    # too few validation items of a class to calibrate on: stands aside, naming the class
+    names = ["sport", "tech", "politics", "business"]
+    apply, why = _decide_prior(moved, "source-only", s, config, labelled=False, trust={"trusted": True},
+                               val_counts=np.array([30, 8, 30, 30]), class_names=names)
+    assert not apply and "8 source validation item(s) of class tech" in why and "sport 70%" in why
+    assert _decide_prior(moved, "source-only", s, config, labelled=False, trust={"trusted": True},
+                         val_counts=np.array([30, 20, 30, 30]), class_names=names)[0]
 
 
 def test_domain_adapt_corrects_a_pure_label_shift() -> None:
     from headstart.methods.domain_adapt import adapt_domain
 
-    xs, ys, xt, _ = _remixed_blobs(400)
+    xs, ys, xt, _ = _remixed_blobs(400, n_source=480)  # 120 validation items: enough of each class to calibrate
     parts, target, names, y, feats = _feature_parts(xs, ys, xt, 4)
     config = AdaptConfig(method="source-only", epochs=1, label_shift="auto")
     res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False)
@@ -599,3 +613,17 @@ def test_domain_adapt_stands_aside_from_the_prior_under_a_large_input_shift() ->
     res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False)
     assert not res.label_shift["trust"]["trusted"] and not res.label_shift["applied"]
     assert any("not trusted" in r for r in res.reasons), res.reasons
+
+
+def test_a_tiny_target_gets_no_statistics_of_its_own() -> None:
+    from headstart.methods.domain_adapt import adapt_domain
+
+    xs, ys, xt, _ = _shifted_blobs(4)
+    parts, target, names, y, feats = _feature_parts(xs, ys, xt[:5], 4)
+    config = AdaptConfig(method="auto", epochs=1, normalise="per-domain")
+    res = adapt_domain(_FakeBackbone(16), parts, target, names, y, config, features=feats, progress=False,
+                       candidates=("coral", "self-train"))
+    assert "self-train" not in {r["method"] for r in res.runs}
+    assert {r.get("normalise", "source") for r in res.runs} == {"source"}
+    assert any("self-train not tried: the target has 5 item(s)" in r for r in res.reasons), res.reasons
+    assert any("normalise=per-domain not applied: the target has 5 item(s)" in r for r in res.reasons)

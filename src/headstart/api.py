@@ -55,7 +55,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
     anything else in it, or one inside ``data``, is refused before any work starts.
 
     Domain adaptation: ``target`` is data from where the model will be used (a folder or table,
-    labels optional and used only for evaluation) and ``strategy="domain-adapt"`` with
+    labels optional: never trained on, they score the model and guard the choice) and ``strategy="domain-adapt"`` with
     ``options={"method": "auto" | "dann" | ...}``.
 
     Unlabelled data from the same domain (``unlabelled``: a folder, a table or a :class:`Dataset`;
@@ -111,7 +111,7 @@ def fit(data: Any, labels: Any = None, *, backbone: str | None = None, strategy:
         except DataError as err:
             raise DataError(f"The target data cannot be used: {err.message}", fix=err.fix) from None
         say(f"Target: {len(target_data)} {target_data.modality}s from {target_data.source}"
-            + (" (labels used only for evaluation)" if target_data.labels is not None else " (unlabelled)"))
+            + (" (labels never trained on: they score the model and guard the choice)" if target_data.labels is not None else " (unlabelled)"))
     pool_data = None
     if unlabelled is not None:
         try:

@@ -39,7 +39,7 @@ def print_summary(model, out_dir: str | None) -> None:  # type: ignore[no-untype
             out.print(f"  {gain_words(gain, m['transfer_gain']['ci95']['accuracy'])}")
     if "target" in m:
         out.print(f"[bold]Target-domain accuracy[/bold] {100 * m['target']['accuracy']:.1f}% "
-                  f"(n = {m['target']['n']}; target labels used only for this number)")
+                  f"(n = {m['target']['n']}; the target labels also guarded the choice, so this is optimistic)")
     strategy = model.info.get("strategy", {})
     if strategy.get("type") in ("domain-adapt", "auto"):
         for r in strategy.get("reasons", []):
@@ -125,7 +125,7 @@ Examples:
 @click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any field of the strategy's config, e.g. --option layer_decay=0.8 --option l2sp=0.01.")
 @click.option("--target", default=None, help="Data from where the model will be used (folder or table; labels optional, "
-              "used only for evaluation): adapt to it without its labels.")
+              "never trained on; they score the model and guard the choice): adapt to it without its labels.")
 @click.option("--adapt", default=None, type=RegistryChoice(adapt_choices),
               help="Domain-adaptation method with --target (default auto: chosen by label-free validators).")
 @click.option("--unlabelled", default=None, metavar="DATA", help="Unlabelled items like the training ones (folder or "
@@ -170,11 +170,18 @@ def command(data: str, backbone: str | None, strategy: str, head: str | None, ep
         raise ConfigError("--adapt needs --target: the unlabelled data to adapt to.")
     if target is not None:
         if strategy not in ("linear-probe", "domain-adapt"):
-            raise ConfigError(f"--target adapts with its own methods; it cannot be combined with --strategy {strategy}.",
-                              fix="drop --strategy and choose the method with --adapt.")
+            hint = (f" (`{strategy}` looks like an option: options go with --option KEY=VALUE)" if "=" in strategy
+                    else "")
+            raise ConfigError(f"--target adapts with its own methods; it cannot be combined with --strategy "
+                              f"{strategy}{hint}.",
+                              fix="drop --strategy, choose the method with --adapt, and pass options as "
+                                  "--option KEY=VALUE (e.g. --option label_shift=on).")
         strategy = "domain-adapt"
     options = parse_options(strategy, extra)
     if target is not None:
+        if adapt is not None and "method" in options and str(options["method"]) != adapt:
+            raise ConfigError(f"--adapt {adapt} and --option method={options['method']} ask for two different methods.",
+                              fix="give the method once, with --adapt.")
         options["method"] = adapt or str(options.get("method", "auto"))
     if budget is not None:
         from ..methods.auto import parse_budget

@@ -63,6 +63,12 @@ VALIDATOR_TIE = 1e-3
 # label_shift=on still stands aside when an untrusted estimate puts this share of the target in one
 # class: re-weighting to it turns every prediction into that class.
 DEGENERATE_SHARE = 0.95
+# label_shift=auto corrects only when EM's calibration rests on at least this many source
+# validation items of every class (see _decide_prior).
+MIN_CALIBRATION_PER_CLASS = 20
+# Self-training and per-domain normalisation standardise the target with its own mean and spread:
+# on a handful of items those are noise, and the model deployed would be fitted to them.
+MIN_TARGET_FOR_STATISTICS = 20
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,18 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     if not finetune:
         assert features is not None
         share, mixture = mixture_explained_share(features["train"], y["train"], features["target"], k)
+    if not finetune and (per_domain or SELF_TRAIN in methods) and len(target) < MIN_TARGET_FOR_STATISTICS:
+        why = (f"the target has {len(target)} item(s); its own feature statistics need at least "
+               f"{MIN_TARGET_FOR_STATISTICS}")
+        if SELF_TRAIN in methods:
+            methods = [m for m in methods if m != SELF_TRAIN]
+            gate_reasons.append(f"self-train not tried: {why}")
+        if per_domain:
+            per_domain = False
+            gate_reasons.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
+        for r in gate_reasons:
+            log(r)
+    logged = len(gate_reasons)
     if not finetune and (per_domain or SELF_TRAIN in methods):
         assert mixture is not None
         # Per-domain statistics assume the inputs moved; when a change of class proportions
@@ -234,7 +252,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
             if per_domain:
                 per_domain = False
                 gate_reasons.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
-            for r in gate_reasons:
+            for r in gate_reasons[logged:]:
                 log(r)
     target_stats: tuple[np.ndarray, np.ndarray] | None = None
     # per-domain: source train / val on the source's statistics, the target on its own
@@ -335,6 +353,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
     weighted: tuple[Dataset, np.ndarray, np.ndarray, np.ndarray] | None = None
     weighting: dict[str, Any] = {"used": False}
     runs: list[dict[str, Any]] = []
+    warned: set[str] = set()  # estimator warnings already logged
     kept: dict[tuple[str, int], tuple[nn.Module, dict[str, torch.Tensor] | None]] = {}
     probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # source val, target, prior
     self_trained: tuple[dict[str, Any], nn.Module, np.ndarray, dict[str, Any]] | None = None
@@ -390,7 +409,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
                         prow["proportion_excess"] = proportion_excess(corrected, reference[seed][0],
                                                                       reference[seed][1])
                     runs.append(prow)
-                else:
+                elif est.warning not in warned:  # the same reason for every method and seed: say it once
+                    warned.add(str(est.warning))
                     log(f"  {est.warning}")
 
     checks = [reference[s][2] for s in seeds if s in reference]
@@ -430,7 +450,8 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         est = estimate(proba_s, proba_t, prior, seeds[0], bootstrap=100)
         # The same two label-free signs as the guard's class-proportion check, read on the kept model.
         trust = proportions_trusted(proba_s, proba_t, est.target, mixture)[1] if est.ok else {"trusted": False}
-        apply, why = _decide_prior(est, chosen, summary, config, labelled=labelled, trust=trust)
+        apply, why = _decide_prior(est, chosen, summary, config, labelled=labelled, trust=trust,
+                                   val_counts=np.bincount(y["val"], minlength=k), class_names=list(label_names))
         reasons.append(why)
         label_shift.update({"estimate": est.to_dict(), "applied": apply, "trust": trust})
         if apply:
@@ -519,7 +540,8 @@ def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.nda
 
 
 def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, Any]], config: AdaptConfig,
-                  labelled: bool, trust: dict[str, Any] | None = None) -> tuple[bool, str]:
+                  labelled: bool, trust: dict[str, Any] | None = None, val_counts: np.ndarray | None = None,
+                  class_names: list[str] | None = None) -> tuple[bool, str]:
     """Whether the kept model's probabilities are re-weighted to the estimated target proportions, and why.
 
     ``on``: whenever they could be estimated. ``auto``: when the estimate can be trusted and moved.
@@ -534,10 +556,15 @@ def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, 
     evenly over the classes, which a correct skew is not, and reverse validation picked wrongly
     both ways on a text pair with label and input shift. With target labels given for evaluation,
     target accuracy must not drop instead.
+    Under ``auto`` without target labels the correction also needs at least
+    MIN_CALIBRATION_PER_CLASS source validation items of every class (``val_counts``): EM's
+    temperature and per-class biases are fitted on them, and on about 8 per class they came out
+    extreme (temperature 0.12, a bias of +5) and cost 7.5 points on a text target.
     """
     if not est.ok:
         return False, str(est.warning)
-    shares = ", ".join(f"{100 * q:.0f}%" for q in est.target)  # type: ignore[union-attr]
+    names = class_names or [str(i) for i in range(len(est.target))]  # type: ignore[arg-type]
+    shares = ", ".join(f"{n} {100 * q:.0f}%" for n, q in zip(names, est.target))  # type: ignore[arg-type]
     distrusted = trust is not None and not trust.get("trusted", False)
     signs = []
     if distrusted:
@@ -561,6 +588,11 @@ def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, 
     if not labelled and distrusted:
         return False, (f"no prior correction: the estimated target class proportions ({shares}) are not trusted, as "
                        f"{why_not}: the inputs shift too much for the estimators")
+    if not labelled and val_counts is not None and int(np.min(val_counts)) < MIN_CALIBRATION_PER_CLASS:
+        few = int(np.argmin(val_counts))
+        return False, (f"no prior correction: its calibration would rest on {int(val_counts[few])} source validation "
+                       f"item(s) of class {names[few]} (at least {MIN_CALIBRATION_PER_CLASS} per class are needed); "
+                       f"estimated target class proportions: {shares}. More source data or a larger --val helps")
     if not label_shift_significant(est):
         return False, (f"no prior correction: the target class proportions ({shares}) did not measurably move (no "
                        f"share moved by {100 * SHIFT_TOLERANCE:.0f} points with its interval clear of the source's)")

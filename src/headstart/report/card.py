@@ -93,7 +93,7 @@ def _domain_section(details: dict[str, Any], target: dict[str, Any] | None) -> l
     lines = ["", "## Domain adaptation"]
     if target:
         lines.append(f"- Target data: `{target.get('source', '?')}` ({target.get('n', '?')} examples, "
-                     f"{'labelled: labels used only for evaluation' if target.get('labelled') else 'unlabelled'})")
+                     f"{'labelled: labels never trained on; they scored the model and guarded the choice, so its target accuracy is optimistic' if target.get('labelled') else 'unlabelled'})")
     before, after = details.get("gap_before") or {}, details.get("gap_after") or {}
     if before and after:
         lines.append(f"- Gap, proxy A-distance (0 = same, 2 = separable): {before['pad']:.2f} on the backbone's "
@@ -103,7 +103,8 @@ def _domain_section(details: dict[str, Any], target: dict[str, Any] | None) -> l
     keys = [k for k in next(iter(summary.values())) if k != "source_val_accuracy"]
     lines += ["", "| method | source val accuracy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for method, row in summary.items():
-        cells = [f"{row[k][0]:.3f} +- {row[k][1]:.3f}" for k in keys]
+        seeds = int(details.get("seeds") or len([r for r in details.get("runs", []) if r.get("method") == method]) or 1)
+        cells = [f"{row[k][0]:.3f}" + (f" +- {row[k][1]:.3f}" if seeds > 1 else "") for k in keys]
         lines.append(f"| {method} | {_pct(row['source_val_accuracy'][0])} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Validators (no target labels): im = information maximisation, rv = reverse validation, "
