@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -30,6 +31,7 @@ import headstart
 from headstart.backbones.base import resize_crop
 from headstart.data import load_data, split
 from headstart.export.onnx import _export, _passes, tolerance
+from headstart.export.pixel_input import feed_pixels_file
 from headstart.export.quantize import quantize_image, quantize_text
 
 OUT = Path(__file__).parent / "results" / "edge"
@@ -115,6 +117,7 @@ def one_case(key: str, tmp: Path, with_qat: bool = False) -> dict:
         calib = np.stack([resize_crop(parts.train.load(i), spec) for i in range(min(256, len(parts.train)))])
         probe = np.stack([resize_crop(parts.val.load(i), spec) for i in range(min(128, len(parts.val)))])
         q = quantize_image(fp32, int8, calib, probe, log=print)
+        q["pixels_fed_directly"] = feed_pixels_file(int8)  # as export does
     else:
         q = quantize_text(fp32, int8)
     quantize_s = time.time() - t0
@@ -125,6 +128,7 @@ def one_case(key: str, tmp: Path, with_qat: bool = False) -> dict:
         t0 = time.time()
         qat = _quantize_qat(model, fp32, run / "qat.onnx", calib, probe, "minmax", None, print)
         qat["seconds"] = round(time.time() - t0, 1)
+        qat["pixels_fed_directly"] = feed_pixels_file(run / "qat.onnx")
     model = headstart.load(run)
     p_torch = model.predict_proba(test_items)
     feeds = feeds_for(model, test_items)
@@ -133,8 +137,10 @@ def one_case(key: str, tmp: Path, with_qat: bool = False) -> dict:
         sessions["int8-qat"] = session(run / "qat.onnx")
     probs = {v: run_all(s, feeds) for v, s in sessions.items()}
     sp = speed(sessions, feeds)
+    load = os.getloadavg()[0]  # the machine is shared: how busy it was while timing
     row = {"case": key, "backbone": bb, "data": data_name, "modality": model.modality, "n_test": len(test_items),
            "n_train": len(parts.train), "fit_s": round(fit_s, 1), "quantize_s": round(quantize_s, 1),
+           "load_average_while_timing": round(load, 1),
            "accuracy_torch": float((p_torch.argmax(1) == y).mean()),
            "quantization": {k: v for k, v in q.items() if k != "sweep"}, "sweep": q.get("sweep", {})}
     for v in sessions:
@@ -242,6 +248,7 @@ def profile_case(tmp: Path, runs: int = 30) -> dict:
     calib = np.stack([resize_crop(parts.train.load(i), spec) for i in range(min(256, len(parts.train)))])
     probe = np.stack([resize_crop(parts.val.load(i), spec) for i in range(min(128, len(parts.val)))])
     q = quantize_image(fp32, int8, calib, probe)
+    feed_pixels_file(int8)  # as export does
     one = {"pixels": calib[:1]}
     out: dict = {"fp32_layers": q["fp32_layers"], "conv_layers": q["conv_layers"], "runs": runs, "threads": THREADS}
     for name, graph in (("fp32", fp32), ("int8", int8)):
@@ -304,12 +311,17 @@ def profile_table(p: dict) -> str:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(ORDER))
     parser.add_argument("--methods", action="store_true", help="compare the calibration methods (lite0, MNIST) only")
     parser.add_argument("--profile", action="store_true", help="ONNX Runtime's per-operator profile, lite0 batch 1")
     parser.add_argument("--qat", action="store_true", help="image rows also with int8-qat (writes qat.json, qat.md)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="ONNX Runtime intra-op threads for the timing")
+    parser.add_argument("--tag", default="", help="suffix of results / table file names (e.g. t1 for --threads 1)")
     args = parser.parse_args()
+    THREADS = args.threads
+    results, table_md = f"results{'_' + args.tag if args.tag else ''}.json", f"table{'_' + args.tag if args.tag else ''}.md"
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -334,15 +346,20 @@ def main() -> None:
                 (OUT / "qat.md").write_text(qat_table(merged))
                 print(qat_table(rows[-1:]), flush=True)
                 continue
-            (OUT / "results.json").write_text(json.dumps(rows, indent=2))
-            (OUT / "table.md").write_text(table(rows))
+            # cases run separately are merged with the earlier ones, as for --qat
+            old = json.loads((OUT / results).read_text()) if (OUT / results).exists() else []
+            done = {r["case"] for r in rows}
+            merged = sorted([r for r in old if r["case"] not in done] + rows, key=lambda r: ORDER.index(r["case"]))
+            (OUT / results).write_text(json.dumps(merged, indent=2))
+            (OUT / table_md).write_text(table(merged))
             print(table(rows[-1:]), flush=True)
         if args.qat:
             return
-    import os
 
     load = os.getloadavg()[0]
-    (OUT / "table.md").write_text(table(rows) + f"\nONNX Runtime {THREADS} threads; load average at the end {load:.1f}.\n")
+    merged = json.loads((OUT / results).read_text())
+    (OUT / table_md).write_text(table(merged) + f"\nONNX Runtime {THREADS} threads; load average at the end of the "
+                                  f"last run ({', '.join(r['case'] for r in rows)}) {load:.1f}.\n")
 
 
 if __name__ == "__main__":
