@@ -584,6 +584,13 @@ def test_prior_correction_follows_a_trusted_estimate_and_not_reverse_validation(
     assert not apply and "did not measurably move" in why
     # label_shift="on" corrects whatever the signs say
     assert _decide_prior(moved, "source-only", s, AdaptConfig(label_shift="on"), labelled=False, trust=untrusted)[0]
+    # with target labels a tie is no reason to correct
+    tied = _summary(**{"source-only": (0.5, 0.8), "source-only+prior": (0.5, 0.7)})
+    tied["source-only"]["target_accuracy"], tied["source-only+prior"]["target_accuracy"] = (0.93, 0.0), (0.93, 0.0)
+    apply, why = _decide_prior(moved, "source-only", tied, config, labelled=True, trust={"trusted": True})
+    assert not apply and "does not rise" in why
+    tied["source-only+prior"]["target_accuracy"] = (0.95, 0.0)
+    assert _decide_prior(moved, "source-only", tied, config, labelled=True, trust={"trusted": True})[0]
     # too few validation items of a class to calibrate on: stands aside, naming the class
     names = ["sport", "tech", "politics", "business"]
     apply, why = _decide_prior(moved, "source-only", s, config, labelled=False, trust={"trusted": True},
@@ -627,3 +634,20 @@ def test_a_tiny_target_gets_no_statistics_of_its_own() -> None:
     assert {r.get("normalise", "source") for r in res.runs} == {"source"}
     assert any("self-train not tried: the target has 5 item(s)" in r for r in res.reasons), res.reasons
     assert any("normalise=per-domain not applied: the target has 5 item(s)" in r for r in res.reasons)
+
+
+def test_importance_weighting_never_uses_an_untrusted_estimate(monkeypatch) -> None:
+    import headstart.methods.domain_adapt as da
+    from headstart.domain.label_shift import PriorEstimate
+
+    monkeypatch.setattr(da, "label_shift_significant", lambda est: True)  # moved, so only trust decides
+    rng = np.random.default_rng(0)
+    sure = np.eye(4)[rng.integers(0, 4, 80)] * 0.96 + 0.01  # the source validation split: confident
+    unsure = np.full((120, 4), 0.25)  # the target: the classifier has lost its footing
+    est = PriorEstimate("em", np.full(4, 0.25), np.array([0.97, 0.01, 0.01, 0.01]), n_target=120, n_source=80)
+    said: list[str] = []
+    weighted, info = da._importance_weighting({("source-only", 0): (sure, unsure, np.full(4, 0.25))}, 0,
+                                              lambda *a, **k: est, np.full(4, 0.25), None, None,
+                                              rng.integers(0, 4, 200), False, said.append)
+    assert weighted is None and not info["used"] and "not trusted" in info["reason"]
+    assert any(s.startswith("WARNING: importance weighting off") for s in said)

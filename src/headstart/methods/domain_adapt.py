@@ -364,7 +364,7 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         # the resampled source made MMD collapse onto one class on MNIST -> UCI digits.
         if config.label_shift == "on" and method != SOURCE_ONLY and weighted is None and not weighting.get("decided"):
             weighted, weighting = _importance_weighting(probas, seeds[0], estimate, train_prior, parts, features,
-                                                        y["train"], finetune, log)
+                                                        y["train"], finetune, log, mixture)
         for seed in seeds:
             if method == SELF_TRAIN:
                 assert features is not None and target_stats is not None
@@ -512,10 +512,13 @@ def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: in
 def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int,
                           estimate: Callable[..., PriorEstimate], train_prior: np.ndarray, parts: Splits,
                           features: dict[str, np.ndarray] | None, y_train: np.ndarray, finetune: bool,
-                          log: Callable[[str], None]
+                          log: Callable[[str], None], mixture: np.ndarray | None = None
                           ) -> tuple[tuple[Dataset, np.ndarray, np.ndarray, np.ndarray] | None, dict[str, Any]]:
     """The source training split resampled to the target's class proportions, as source-only's
-    first seed estimates them, when they moved (else None: the aligners train on the source as is)."""
+    first seed estimates them, when they moved and the estimate passes the trust check (else None:
+    the aligners train on the source as is). Unlike the prior correction under ``on``, an untrusted
+    estimate is never used here: every aligner would train on it, and a wrong one made MMD collapse
+    onto one class on MNIST -> UCI digits."""
     proba_s, proba_t, _ = probas[(SOURCE_ONLY, seed)]
     est = estimate(proba_s, proba_t, train_prior, seed, bootstrap=100)
     info: dict[str, Any] = {"decided": True, "used": False, "estimate": est.to_dict()}
@@ -525,6 +528,14 @@ def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.nda
         return None, info
     if not label_shift_significant(est):
         info["reason"] = "the estimated class proportions match the source's within their intervals"
+        return None, info
+    trust = proportions_trusted(proba_s, proba_t, est.target, mixture)[1]  # the prior correction's signs
+    if not trust.get("trusted", False):
+        info["reason"] = (f"the estimated class proportions are not trusted (confidence drop "
+                          f"{trust['confidence_drop']:.2f}" + (f", estimate vs feature-mean mixture L1 "
+                                                               f"{trust['mixture_l1']:.2f}" if "mixture_l1" in trust
+                                                               else "") + ")")
+        log(f"WARNING: importance weighting off: {info['reason']}; the aligners train on the source as is")
         return None, info
     w = class_weights(est)
     idx = resample_indices(y_train, w, seed=seed)  # type: ignore[arg-type]
@@ -600,9 +611,10 @@ def _decide_prior(est: PriorEstimate, chosen: str, summary: dict[str, dict[str, 
         plain, fixed = summary[chosen], summary.get(chosen + PRIOR)
         if fixed is None:
             return False, "no prior correction: the proportions could not be estimated for every seed"
-        if fixed["target_accuracy"][0] < plain["target_accuracy"][0]:
-            return False, (f"no prior correction: target accuracy drops with it ({fixed['target_accuracy'][0]:.3f} vs "
-                           f"{plain['target_accuracy'][0]:.3f}, by the target labels given for evaluation)")
+        if fixed["target_accuracy"][0] <= plain["target_accuracy"][0]:  # a tie is no reason to change the model
+            change = "drops" if fixed["target_accuracy"][0] < plain["target_accuracy"][0] else "does not rise"
+            return False, (f"no prior correction: target accuracy {change} with it ({fixed['target_accuracy'][0]:.3f} "
+                           f"vs {plain['target_accuracy'][0]:.3f}, by the target labels given for evaluation)")
         return True, (f"prior correction: target class proportions estimated by {est.method} as {shares}; target "
                       f"accuracy {fixed['target_accuracy'][0]:.3f} vs {plain['target_accuracy'][0]:.3f} without")
     return True, (f"prior correction: target class proportions estimated by {est.method} as {shares} (moved beyond "

@@ -180,7 +180,8 @@ def render_card(meta: dict[str, Any]) -> str:
                      f"{_pct(base_test.get('macro_f1'))} | {base_test.get('ece', float('nan')):.3f} |")
     target = metrics.get("target")
     if target:
-        lines.append(f"| this model on the target domain (labels used only here) | {_pct(target.get('accuracy'))} | "
+        lines.append(f"| this model on the target domain (optimistic: its labels also guarded the choice) | "
+                     f"{_pct(target.get('accuracy'))} | "
                      f"{_pct(target.get('macro_f1'))} | {target.get('ece', float('nan')):.3f} |")
     if meta.get("strategy", {}).get("details", {}).get("test_scored_without_prior_correction"):
         lines += ["", "The test split is the source's, with the source's class proportions: it is scored without the "
