@@ -395,3 +395,15 @@ def test_gap_md_says_rises_for_a_negative_confidence_drop_and_what_the_estimate_
     assert "sampling error at about L1 0.12" in md
     md = " ".join(render({**base, "label_shift": {**shift, "trust": {**trust, "confidence_drop": 0.04}}}).split())
     assert "confidence drops by 0.04 on the target" in md
+
+
+def test_a_small_gap_verdict_says_but_when_the_class_proportions_moved() -> None:
+    from headstart.domain.gap import verdict, verdict_with_shift
+
+    small = verdict(0.2, 0.01, n_source=200, n_target=200)
+    assert small.startswith("a small gap")
+    moved = verdict_with_shift(small, "in the labels: the class proportions differ (largest change 0: +30 points)")
+    assert moved.startswith(small) and "but the class proportions moved" in moved
+    assert verdict_with_shift(small, "neither: the class proportions agree") == small
+    large = verdict(1.8, 0.001, n_source=200, n_target=200)
+    assert verdict_with_shift(large, "both: ...") == large  # a large gap already says to adapt

@@ -177,6 +177,17 @@ def verdict(pad: float, p_value: float | None, *, n_source: int | None = None, n
             "always): expect a large loss on the target; adapt with unlabelled target data, and label some target examples")
 
 
+def verdict_with_shift(verdict_words: str, shift_words: str) -> str:
+    """The feature measures see the class mixture, which a change of proportions barely moves: a
+    verdict of no or a small gap gets a "but" when the class proportions moved."""
+    if shift_words.startswith(("in the labels", "both")) and verdict_words.startswith(("no measurable gap",
+                                                                                      "a small gap")):
+        return (verdict_words + "; but the class proportions moved (see Shift), which the features barely show: "
+                "correct for them (domain-adapt's prior correction) or the source's common classes will be "
+                "over-predicted")
+    return verdict_words
+
+
 def plot_projection(xs: np.ndarray, xt: np.ndarray, path: str | Path, *, ys: list[str] | None = None,
                     yt: list[str] | None = None, max_n: int = 600, seed: int = 0,
                     title: str = "source vs target") -> Path:

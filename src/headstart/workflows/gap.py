@@ -11,7 +11,7 @@ from ..backbones import create_backbone
 from ..data import load_data
 from ..errors import ConfigError, DataError
 from ..features import extract_features_many
-from ..domain.gap import MIN_PERMUTATIONS, label_shift_report, measure_gap, plot_projection
+from ..domain.gap import MIN_PERMUTATIONS, label_shift_report, measure_gap, plot_projection, verdict_with_shift
 from ..domain.label_shift import MIN_BOOTSTRAP, SHIFT_ESTIMATORS
 from .pipeline import backbone_name, check_backbone_modality
 
@@ -59,6 +59,7 @@ def gap(source: Any, target: Any, *, backbone: str | None = None, out: str | Pat
         result["label_shift"] = label_shift_report(xs, src.labels, xt, estimator=estimator, bootstrap=bootstrap,
                                                    seed=seed, permutations=permutations, yt=tgt.labels)
         result["label_shift"]["bootstrap"] = bootstrap
+        result["verdict"] = verdict_with_shift(result["verdict"], result["label_shift"].get("in_words", ""))
     result.update({"source": src.source, "target": tgt.source, "backbone": bb.card.name,
                    "n_source": len(src), "n_target": len(tgt)})
     if out is not None:
