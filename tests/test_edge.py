@@ -364,3 +364,73 @@ def test_int8_qat_of_a_text_model_is_refused(text_run, text_edge, bbc_small) -> 
         export_onnx(text_run, bbc_small.items[100:110], quantize="int8-qat")
     assert "--quantize int8" in err.value.fix
     assert _snapshot(text_run / "onnx") == before
+
+
+def _tiny_edge_folder(folder: Path) -> Path:
+    """An edge folder by hand: mean colour -> two labels (no torch, no export)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.array([[0.02, -0.02], [0.0, 0.0], [-0.02, 0.02]], np.float32), "w")
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
+    nodes = [helper.make_node("Cast", ["pixels"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", 8, 8, 3])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], [w, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / "edge.json").write_text(json.dumps({
+        "format": edge_predict.FORMAT, "format_version": edge_predict.FORMAT_VERSION, "model": "model.onnx",
+        "labels": ["red", "blue"], "modality": "image", "variant": "fp32",
+        "preprocessing": {"image_size": 8, "crop_pct": 1.0, "interpolation": "bilinear"}}))
+    return folder
+
+
+def test_template_cli_reports_a_bad_file_and_goes_on_and_reads_folders(tmp_path, capsys) -> None:
+    folder = _tiny_edge_folder(tmp_path / "edge")
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (12, 9), (250, 0, 0)).save(images / "red.png")
+    Image.new("RGB", (9, 9), (0, 0, 250)).save(images / "sub" / "blue.jpg")
+    (images / "notes.txt").write_text("not an image")  # not an image suffix: not read from the folder
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    code = edge_predict.main(["--model", str(folder), str(bad), str(images)])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert [x["input"] for x in out] == [str(bad), str(images / "red.png"), str(images / "sub" / "blue.jpg")]
+    assert "error" in out[0] and "label" not in out[0]
+    assert [x["label"] for x in out[1:]] == ["red", "blue"]
+    assert edge_predict.main(["--model", str(folder), str(images / "red.png")]) == 0
+    assert edge_predict.main(["--model", str(tmp_path), str(images / "red.png")]) == 2  # no edge.json there
+
+
+def test_template_refuses_an_edge_json_that_does_not_fit_its_model(tmp_path) -> None:
+    folder = _tiny_edge_folder(tmp_path / "edge")
+    config = json.loads((folder / "edge.json").read_text())
+    for change, words in (({"preprocessing": {**config["preprocessing"], "image_size": 16}}, "says 16 px but the model "
+                                                                                            "takes 8 px"),
+                          ({"labels": ["red", "blue", "green"]}, "lists 3 labels but the model gives 2")):
+        (folder / "edge.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match=words):
+            edge_predict.Predictor(folder)
+    (folder / "edge.json").write_text("{labels: oops")
+    with pytest.raises(ValueError, match="edge.json is not valid JSON"):
+        edge_predict.Predictor(folder)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_a_number_of_images_that_is_not_a_multiple_of_the_batch(tmp_path, method) -> None:
+    from test_pixel_input import LITE, _graph
+
+    from headstart.export.quantize import quantize_image
+
+    _graph(tmp_path / "fp32.onnx", *LITE)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (37, 8, 8, 3), dtype=np.uint8)  # 37: prime, so no batch of 16 divides it
+    result = quantize_image(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", pixels, pixels[:8], method=method,
+                            max_fp32_layers=0)
+    assert result["calibration_items"] == 37 and (tmp_path / "int8.onnx").is_file()

@@ -120,7 +120,11 @@ class Predictor:
         if not config_file.is_file():
             raise ValueError(f"{self.folder} holds no edge.json: point --model at the folder that "
                              "`headstart export RUN --target edge` wrote (RUN/onnx/edge).")
-        self.config = json.loads(config_file.read_text(encoding="utf-8"))
+        try:
+            self.config = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{config_file} is not valid JSON ({exc}); export again with "
+                             "`headstart export RUN --target edge`.") from None
         if self.config.get("format") != FORMAT or self.config.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{config_file} is not a {FORMAT} v{FORMAT_VERSION} file; "
                              "export again with `headstart export RUN --target edge`.")
@@ -132,6 +136,7 @@ class Predictor:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.folder / self.config["model"]), options,
                                             providers=["CPUExecutionProvider"])
+        self._check_config(config_file)
         self.tokenizer = None
         if self.modality == "text":
             from tokenizers import Tokenizer
@@ -142,6 +147,18 @@ class Predictor:
             tok.enable_padding(pad_id=int(self.pre["pad_id"]), pad_token=str(self.pre["pad_token"]))
             self.tokenizer = tok
 
+    def _check_config(self, config_file: Path) -> None:
+        """edge.json must describe the model beside it: its image size and its number of labels."""
+        classes = self.session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.labels):
+            raise ValueError(f"{config_file} lists {len(self.labels)} labels but the model gives {classes} "
+                             "probabilities; export again with `headstart export RUN --target edge`.")
+        if self.modality == "image":
+            size = self.session.get_inputs()[0].shape[1]
+            if isinstance(size, int) and int(self.pre["image_size"]) != size:
+                raise ValueError(f"{config_file} says {self.pre['image_size']} px but the model takes {size} px; "
+                                 "export again with `headstart export RUN --target edge`.")
+
     def feeds(self, items: list[Any]) -> dict[str, np.ndarray]:
         """The ONNX inputs for raw items (image paths / PIL images / arrays, or texts)."""
         if self.modality == "image":
@@ -151,6 +168,8 @@ class Predictor:
         for i, t in enumerate(items):
             if not isinstance(t, str):
                 raise ValueError(f"item {i} is {type(t).__name__}, not a text.")
+            if not t.strip():
+                raise ValueError(f"item {i} is empty or whitespace only: there is nothing to classify.")
         # Text that is not valid UTF-8 (a lone surrogate from a badly decoded argument) becomes U+FFFD.
         texts = [t.encode("utf-8", "replace").decode("utf-8") for t in items]
         encodings = self.tokenizer.encode_batch(texts)
@@ -181,9 +200,28 @@ def _positive(text: str) -> int:
     return value
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand(items: list[str], modality: str) -> list[str]:
+    """Image folders become their image files (recursively, sorted); everything else stays."""
+    if modality != "image":
+        return list(items)
+    out: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Classify images or texts with the model in this folder.")
-    parser.add_argument("items", nargs="+", help="image files (image model) or texts (text model)")
+    parser = argparse.ArgumentParser(description="Classify images or texts with the model in this folder. One JSON "
+                                                 "line per item; an item that cannot be read gets a line with "
+                                                 "\"error\" and the others go on (exit code 1 if any failed).")
+    parser.add_argument("items", nargs="+", help="image files or folders (image model) or texts (text model)")
     parser.add_argument("--top", type=_positive, default=1, help="how many labels to list per item")
     parser.add_argument("--batch", type=_positive, default=32, help="items per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
@@ -191,14 +229,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = Predictor(args.model, threads=args.threads)
-        for start in range(0, len(args.items), args.batch):
-            chunk = args.items[start:start + args.batch]
-            for item, result in zip(chunk, model.predict(chunk, top=args.top)):
-                print(json.dumps({"input": item, **result}))
-    except (OSError, ValueError) as exc:  # a missing or unreadable file, a foreign folder, a bad item
+    except (OSError, ValueError) as exc:  # a missing or foreign folder
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    items = expand(args.items, model.modality)
+    failed = 0
+    for start in range(0, len(items), args.batch):
+        chunk = items[start:start + args.batch]
+        try:
+            results: list[Any] = model.predict(chunk, top=args.top)
+        except (OSError, ValueError, Image.DecompressionBombError):  # one bad item: find it, keep the rest
+            results = []
+            for item in chunk:
+                try:
+                    results += model.predict([item], top=args.top)
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                    results.append({"error": f"{type(exc).__name__}: {exc}"})
+        for item, result in zip(chunk, results):
+            failed += "error" in result
+            print(json.dumps({"input": item, **result}))
+    if failed:
+        print(f"error: {failed} of {len(items)} item(s) could not be read (lines with \"error\")", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ also holds ``edge/``: one model, its labels and preprocessing as JSON and a stan
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ TOLERANCES = {"fp32": Tolerance(1e-4, 1.0), "int8": Tolerance(0.2, 0.95)}
 # Images: a changed top-1 label is what a user sees, so the bar is agreement and accuracy, not |dp|
 # (a borderline item may move a lot of probability without changing its label).
 IMAGE_TOLERANCES = {"fp32": TOLERANCES["fp32"], "int8": Tolerance(1.0, 0.99, 0.01)}
+PARITY_ADVICE_ITEMS = 100  # fewer held-out items than this and export says the int8 check is coarse
 
 
 def tolerance(variant: str, modality: str) -> Tolerance:
@@ -231,6 +233,9 @@ def _export(model: Any, path: Path) -> None:
         names, shapes = ["input_ids", "attention_mask"], {"input_ids": {0: batch, 1: seq},
                                                           "attention_mask": {0: batch, 1: seq}}
     module.eval()
+    # torch.onnx warns once per torchvision operator it cannot register; torchvision is not a
+    # dependency, and the warnings read as errors to a new user.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad():
         program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["probabilities"],
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
@@ -398,8 +403,13 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
             if len(probe) < PROBE_ITEMS // 2:  # no validation split to hand: keep the last items apart
                 n_probe = min(PROBE_ITEMS, len(raw) // 4)
                 raw, probe = raw[:len(raw) - n_probe], raw[len(raw) - n_probe:]
+                log(f"No validation split to spare: {n_probe} of the calibration images are held back for the "
+                    f"sensitivity sweep, {len(raw)} calibrate")
             calib_pixels = np.stack([resize_crop(i, model.backbone.card.input) for i in raw])
             probe_pixels = np.stack([resize_crop(i, model.backbone.card.input) for i in probe])
+    if quantize and len(items) < PARITY_ADVICE_ITEMS:
+        log(f"Note: the int8 parity check rests on {len(items)} held-out item(s); a 99% bar on so few is all or "
+            f"nothing. For a firmer check pass --data with {PARITY_ADVICE_ITEMS} or more held-out items.")
     variants = ["fp32"] + (["int8"] if quantize else [])
     files = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     report: dict[str, Any] = {"modality": model.modality, "labels": model.label_names, "quantize": quantize,

@@ -121,7 +121,10 @@ def quantize_image(src: Path, dst: Path, calibration: np.ndarray, probe: np.ndar
         raise ConfigError(f"`calibration_method` must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}.")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    batches = [{"pixels": calibration[k:k + 16]} for k in range(0, len(calibration), 16)]
+    # Equal batches: ONNX Runtime's histogram calibrators (percentile, entropy) stack the batches'
+    # activations and fail on a shorter last one.
+    size = max(d for d in range(1, 17) if len(calibration) % d == 0)
+    batches = [{"pixels": calibration[k:k + size]} for k in range(0, len(calibration), size)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
