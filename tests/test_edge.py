@@ -344,7 +344,10 @@ def test_int8_qat_from_the_command_line(image_run, image_edge, monkeypatch, caps
 
     before = _snapshot(image_run / "onnx")
     assert cli("export", str(image_run), "--qat-epochs", "2") == 2  # without --quantize int8-qat
-    assert "`qat_epochs` (2) needs quantize='int8-qat'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--qat-epochs (2) needs quantize='int8-qat' (--quantize int8-qat)" in err and "add --quantize int8-qat" in err
+    assert cli("export", str(image_run), "--n", "0") == 2  # no parity items: refused by the option, data untouched
+    assert "0 is not in the range x>=1" in capsys.readouterr().err
     assert _snapshot(image_run / "onnx") == before
     monkeypatch.setitem(onnx_mod.IMAGE_TOLERANCES, "int8", onnx_mod.Tolerance(1.0, 0.0, 1.0))  # the flow, not the bar
     code = cli("export", str(image_run), "--quantize", "int8-qat", "--qat-epochs", "1", "--data", "builtin:mnist:60",

@@ -39,7 +39,8 @@ Examples:
               help="edge: also write RUN/onnx/edge/ with one model (int8 with --quantize), labels and "
                    "preprocessing as JSON, and a predict.py that needs only onnxruntime, numpy and Pillow.")
 @click.option("--data", default=None, help="Held-out inputs for the parity check (default: the run's test split).")
-@click.option("--n", "limit", default=200, show_default=True, help="How many inputs the parity check uses.")
+@click.option("--n", "limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="How many inputs the parity check uses.")
 @click.option("--calibration", default=None,
               help="Images that calibrate int8 activation ranges (default: the run's training split).")
 @click.option("--calibration-n", type=click.IntRange(1, 100_000), default=256, show_default=True,

@@ -361,7 +361,8 @@ def export_onnx(run_dir: str | Path, items: list[Any], *, quantize: str | None =
     if quantize not in (None, *QUANTIZE):
         raise ConfigError(f"`quantize` must be {' or '.join(map(repr, QUANTIZE))} or omitted, got {quantize!r}.")
     if qat_epochs is not None and (quantize != "int8-qat" or qat_epochs < 1):
-        raise ConfigError(f"`qat_epochs` ({qat_epochs}) needs quantize='int8-qat' and must be at least 1.")
+        raise ConfigError(f"`qat_epochs` / --qat-epochs ({qat_epochs}) needs quantize='int8-qat' (--quantize "
+                          "int8-qat) and must be at least 1.", fix="add --quantize int8-qat, or drop --qat-epochs.")
     if target not in TARGETS:
         raise ConfigError(f"`target` must be one of {', '.join(TARGETS)}, got {target!r}.")
     if calibration_method not in CALIBRATION_METHODS:
