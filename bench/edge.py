@@ -310,6 +310,15 @@ def profile_table(p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` written into the JSON list at ``path``, replacing the earlier rows of the same cases."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {r["case"] for r in rows}
+    merged = sorted([r for r in old if r["case"] not in done] + rows, key=lambda r: ORDER.index(r["case"]))
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
 def main() -> None:
     global THREADS
     parser = argparse.ArgumentParser()
@@ -335,32 +344,20 @@ def main() -> None:
             (OUT / "calibration_methods.json").write_text(json.dumps(methods, indent=2))
             (OUT / "calibration_methods.md").write_text(methods_table(methods))
             return
+        json_name, render, md_name = ("qat.json", qat_table, "qat.md") if args.qat else (results, table, table_md)
+        merged: list[dict] = []
         for key in args.only.split(","):
             print(f"== {key}", flush=True)
             rows.append(one_case(key, Path(tmp), args.qat))
-            if args.qat:  # slow: cases run one at a time are merged with the earlier ones
-                old = json.loads((OUT / "qat.json").read_text()) if (OUT / "qat.json").exists() else []
-                done = {r["case"] for r in rows}
-                merged = sorted([r for r in old if r["case"] not in done] + rows, key=lambda r: ORDER.index(r["case"]))
-                (OUT / "qat.json").write_text(json.dumps(merged, indent=2))
-                (OUT / "qat.md").write_text(qat_table(merged))
-                print(qat_table(rows[-1:]), flush=True)
-                continue
-            # cases run separately are merged with the earlier ones, as for --qat
-            old = json.loads((OUT / results).read_text()) if (OUT / results).exists() else []
-            done = {r["case"] for r in rows}
-            merged = sorted([r for r in old if r["case"] not in done] + rows, key=lambda r: ORDER.index(r["case"]))
-            (OUT / results).write_text(json.dumps(merged, indent=2))
-            (OUT / table_md).write_text(table(merged))
-            print(table(rows[-1:]), flush=True)
+            merged = merge_rows(OUT / json_name, rows)  # cases run separately are merged with the earlier ones
+            (OUT / md_name).write_text(render(merged))
+            print(render(rows[-1:]), flush=True)
         if args.qat:
             return
 
     load = os.getloadavg()[0]
-    merged = json.loads((OUT / results).read_text())
     (OUT / table_md).write_text(table(merged) + f"\nONNX Runtime {THREADS} threads; load average at the end of the "
-                                  f"last run ({', '.join(r['case'] for r in rows)}) {load:.1f}.\n")
-
+                                f"last run ({', '.join(r['case'] for r in rows)}) {load:.1f}.\n")
 
 if __name__ == "__main__":
     main()

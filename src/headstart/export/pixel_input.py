@@ -45,20 +45,33 @@ def _constant(graph: Any, name: str) -> np.ndarray | None:
     return None
 
 
-def _prologue(graph: Any) -> dict[str, Any] | None:
-    """The chain ``pixels -> Transpose -> Cast -> Mul -> Add -> QuantizeLinear`` (Transpose and Cast
-    in either order) with its per-channel multiply and add, or None when the graph starts otherwise."""
+# The float prologue of an exported image graph: Transpose and Cast (either order), then the
+# normalisation's multiply and add.
+FLOAT_PROLOGUE = ("Transpose|Cast", "Transpose|Cast", "Mul", "Add")
+
+
+def _chain(graph: Any, ops: tuple[str, ...]) -> list[Any] | None:
+    """The nodes that read the graph's one input, one after the other, each the only reader of the
+    one before and of a type in ``ops`` (alternatives joined by "|"); None when it starts otherwise."""
     if len(graph.input) != 1:
         return None
     name, chain = graph.input[0].name, []
-    for op in ("Transpose|Cast", "Transpose|Cast", "Mul", "Add", "QuantizeLinear"):
+    for op in ops:
         users = _consumers(graph, name)
         if len(users) != 1 or users[0].op_type not in op.split("|"):
             return None
         chain.append(users[0])
         name = users[0].output[0]
-    kinds = [n.op_type for n in chain[:2]]
-    if sorted(kinds) != ["Cast", "Transpose"]:
+    if sorted(n.op_type for n in chain[:2]) != ["Cast", "Transpose"]:
+        return None
+    return chain
+
+
+def _prologue(graph: Any) -> dict[str, Any] | None:
+    """The chain ``pixels -> Transpose -> Cast -> Mul -> Add -> QuantizeLinear`` (Transpose and Cast
+    in either order) with its per-channel multiply and add, or None when the graph starts otherwise."""
+    chain = _chain(graph, (*FLOAT_PROLOGUE, "QuantizeLinear"))
+    if chain is None:
         return None
     mul, add, quant = chain[2], chain[3], chain[4]
     a = next((c for c in (_constant(graph, i) for i in mul.input) if c is not None), None)
@@ -171,36 +184,30 @@ def normalisation_nodes(graph: Any) -> list[str]:
 
 
 def _prologue_float(graph: Any) -> list[Any] | None:
-    if len(graph.input) != 1:
-        return None
-    name, chain = graph.input[0].name, []
-    for op in ("Transpose|Cast", "Transpose|Cast", "Mul", "Add"):
-        users = _consumers(graph, name)
-        if len(users) != 1 or users[0].op_type not in op.split("|"):
-            return None
-        chain.append(users[0])
-        name = users[0].output[0]
-    return chain[2:]
+    chain = _chain(graph, FLOAT_PROLOGUE)
+    return None if chain is None else chain[2:]
+
+
+def _rewrite(path: Any, change: Any, check: bool = False) -> bool:
+    """Apply ``change`` (one of the functions above) to the ONNX file at ``path``; the file is
+    rewritten only if it applied. ``check``: validate the graph first (for a structural change;
+    the quantisation sweep rewrites input grids many times, where it would only cost time)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if not change(model):
+        return False
+    if check:
+        onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True
 
 
 def lossless_input_file(path: Any) -> bool:
     """:func:`lossless_input_quantisation` on the ONNX file at ``path`` (rewritten only if it applies)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    if not lossless_input_quantisation(model):
-        return False
-    onnx.save(model, str(path))
-    return True
+    return _rewrite(path, lossless_input_quantisation)
 
 
 def feed_pixels_file(path: Any) -> bool:
     """:func:`feed_pixels` on the ONNX file at ``path`` (rewritten only if it applies)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    if not feed_pixels(model):
-        return False
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return True
+    return _rewrite(path, feed_pixels, check=True)

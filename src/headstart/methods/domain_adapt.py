@@ -226,17 +226,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         assert features is not None
         share, mixture = mixture_explained_share(features["train"], y["train"], features["target"], k)
     if not finetune and (per_domain or SELF_TRAIN in methods) and len(target) < MIN_TARGET_FOR_STATISTICS:
-        why = (f"the target has {len(target)} item(s); its own feature statistics need at least "
-               f"{MIN_TARGET_FOR_STATISTICS}")
-        if SELF_TRAIN in methods:
-            methods = [m for m in methods if m != SELF_TRAIN]
-            gate_reasons.append(f"self-train not tried: {why}")
-        if per_domain:
-            per_domain = False
-            gate_reasons.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
-        for r in gate_reasons:
-            log(r)
-    logged = len(gate_reasons)
+        methods, per_domain = _without_target_statistics(
+            methods, per_domain, f"the target has {len(target)} item(s); its own feature statistics need at least "
+                                 f"{MIN_TARGET_FOR_STATISTICS}", gate_reasons, log)
     if not finetune and (per_domain or SELF_TRAIN in methods):
         assert mixture is not None
         # Per-domain statistics assume the inputs moved; when a change of class proportions
@@ -244,16 +236,9 @@ def adapt_domain(backbone: Any, parts: Splits, target: Dataset, label_names: lis
         normalisation = {"label_shift_share": share, "mixture": mixture.tolist(), "threshold": LABEL_SHIFT_SHARE,
                          "per_domain_allowed": share < LABEL_SHIFT_SHARE}
         if share >= LABEL_SHIFT_SHARE:
-            why = (f"{100 * share:.0f}% of the target's mean shift is a change of class proportions (label shift), "
-                   "which per-domain statistics would erase")
-            if SELF_TRAIN in methods:
-                methods = [m for m in methods if m != SELF_TRAIN]
-                gate_reasons.append(f"self-train not tried: {why}")
-            if per_domain:
-                per_domain = False
-                gate_reasons.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
-            for r in gate_reasons[logged:]:
-                log(r)
+            methods, per_domain = _without_target_statistics(
+                methods, per_domain, f"{100 * share:.0f}% of the target's mean shift is a change of class proportions "
+                                     "(label shift), which per-domain statistics would erase", gate_reasons, log)
     target_stats: tuple[np.ndarray, np.ndarray] | None = None
     # per-domain: source train / val on the source's statistics, the target on its own
     pd_data: tuple[Dataset, Dataset, Dataset] | None = None
@@ -507,6 +492,22 @@ def _self_train(features: dict[str, np.ndarray], y: dict[str, np.ndarray], k: in
                            "pseudo_labelled": [r["pseudo_labelled"] for r in fit.rounds],
                            **validator_readings(proba, **{n: v for n, v in context.items() if n != "proba_s"})}
     return row, as_bottleneck_head(fit.weight, fit.bias, *target_stats), proba, context
+
+
+def _without_target_statistics(methods: list[str], per_domain: bool, why: str, reasons: list[str],
+                               log: Callable[[str], None]) -> tuple[list[str], bool]:
+    """Drop what standardises the target with its own statistics (self-train, per-domain
+    normalisation), adding and logging one reason for each that was asked for."""
+    said = []
+    if SELF_TRAIN in methods:
+        methods = [m for m in methods if m != SELF_TRAIN]
+        said.append(f"self-train not tried: {why}")
+    if per_domain:
+        said.append(f"normalise=per-domain not applied: {why}; the source's statistics are used")
+    for r in said:
+        log(r)
+    reasons += said
+    return methods, False
 
 
 def _importance_weighting(probas: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int,

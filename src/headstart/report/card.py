@@ -103,7 +103,7 @@ def _domain_section(details: dict[str, Any], target: dict[str, Any] | None) -> l
     keys = [k for k in next(iter(summary.values())) if k != "source_val_accuracy"]
     lines += ["", "| method | source val accuracy | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for method, row in summary.items():
-        seeds = int(details.get("seeds") or len([r for r in details.get("runs", []) if r.get("method") == method]) or 1)
+        seeds = sum(r.get("method") == method for r in details.get("runs", []))  # runs of this method
         cells = [f"{row[k][0]:.3f}" + (f" +- {row[k][1]:.3f}" if seeds > 1 else "") for k in keys]
         lines.append(f"| {method} | {_pct(row['source_val_accuracy'][0])} | " + " | ".join(cells) + " |")
     lines.append("")
