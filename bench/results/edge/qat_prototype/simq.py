@@ -192,8 +192,8 @@ class QDQGraph(nn.Module):
             elif op == "Softmax":
                 out = get(n.input[0]).softmax(a.get("axis", -1))
             else:
-                raise NotImplementedError(f"simq reads only the ops of headstart's EfficientNet-Lite int8 graph; "
-                                          f"{op} (node {n.name}) is not among them")
+                raise ValueError(f"simq reads only the ops of headstart's EfficientNet-Lite int8 graph; "
+                                 f"{op} (node {n.name}) is not among them (headstart.export.qat reads more)")
             v[n.output[0]] = out
         self._values = v
         return v[self.model8.graph.output[0].name]
